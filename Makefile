@@ -1,0 +1,53 @@
+# elizamesh: `make demo` to see it work, `make test` to check it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-unit test-integration test-e2e lint format demo up down schema clean
+
+setup: $(STAMP)  ## create .venv and install elizamesh with its dev tools
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: setup  ## unit, integration (real NATS + Postgres) and e2e tests
+	$(BIN)/pytest
+
+test-unit: setup
+	$(BIN)/pytest tests/unit
+
+test-integration: setup
+	$(BIN)/pytest tests/integration
+
+test-e2e: setup
+	$(BIN)/pytest tests/e2e
+
+lint: setup  ## ruff (lint + format check), mypy --strict, import-linter
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: setup  ## start NATS and the services, send a message, stop everything
+	$(BIN)/elizamesh demo
+
+schema: setup  ## write the wire catalogue (JSON Schema + AsyncAPI) to ./schema
+	$(BIN)/elizamesh schema --out schema
+
+up:  ## the full stack in Docker (needs a Docker engine)
+	docker compose up --build
+
+down:
+	docker compose down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .elizamesh

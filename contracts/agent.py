@@ -1,0 +1,70 @@
+"""Messages for talking to an agent: handle one inbound message, get the reply."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from contracts.error import Error
+from contracts.message import Id, Message, new_id
+
+MAX_TEXT_LENGTH = 100_000
+"""Longest text accepted in one message, in characters (NATS payloads are small)."""
+
+Text = Annotated[
+    str, Meta(max_length=MAX_TEXT_LENGTH, description="Message text, at most 100,000 characters.")
+]
+
+
+class Content(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """What a message says: its text plus what the agent thought and did."""
+
+    text: Text = ""
+    thought: Annotated[str | None, Meta(description="The agent's private reasoning.")] = None
+    actions: Annotated[
+        list[str], Meta(description="Names of the actions chosen for this message.")
+    ] = []
+    providers: Annotated[
+        list[str], Meta(description="Names of the providers asked for more context.")
+    ] = []
+    source: Annotated[
+        str | None, Meta(description="The platform the message came from, e.g. 'discord'.")
+    ] = None
+    in_reply_to: Annotated[
+        Id | None, Meta(description="Id of the message this content answers.")
+    ] = None
+
+
+class HandleMessage(Message, kw_only=True, frozen=True, tag="agent.message.handle.v1"):
+    """Ask the agent named in the subject to handle one inbound message and reply."""
+
+    message_id: Annotated[
+        Id, Meta(description="Id of the inbound message; the idempotency key of the turn.")
+    ] = msgspec.field(default_factory=new_id)
+    entity_id: Annotated[Id, Meta(description="Who sent the message (the user's entity id).")]
+    room_id: Annotated[Id, Meta(description="Where it was sent (a channel, DM or thread).")]
+    world_id: Annotated[
+        Id | None, Meta(description="The server or workspace holding the room, if any.")
+    ] = None
+    content: Annotated[Content, Meta(description="What the sender said.")]
+
+
+class HandleMessageResult(Message, kw_only=True, frozen=True, tag="agent.message.handled.v1"):
+    """The outcome of handling one message: whether the agent answered, and what."""
+
+    message_id: Annotated[Id, Meta(description="Id of the inbound message that was handled.")]
+    agent_id: Annotated[Id, Meta(description="The agent that handled it.")]
+    did_respond: Annotated[bool, Meta(description="False when the agent chose not to answer.")]
+    response_content: Annotated[
+        Content | None, Meta(description="The agent's answer, when it gave one.")
+    ] = None
+    mode: Annotated[
+        Literal["simple", "actions", "none"],
+        Meta(description="simple: one model call; actions: actions ran; none: no answer."),
+    ] = "none"
+
+
+HandleMessageReply = HandleMessageResult | Error
+"""What ``<ns>.agent.<id>.message.handle`` answers with."""

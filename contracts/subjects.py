@@ -1,0 +1,90 @@
+"""Every NATS subject, stream and queue group of elizamesh, in one place.
+
+Subjects follow ``<ns>.<domain>.<id>.<noun>.<verb>``: commands are imperative,
+events past tense. The namespace (``ELIZA_NS``, default ``eliza``) lets one
+NATS account host several stacks. Build subjects only through this module:
+an inline f-string elsewhere would skip the id validation below.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from contracts.message import ID_PATTERN
+
+DEFAULT_NAMESPACE = "eliza"
+
+_ID = re.compile(ID_PATTERN)
+_NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class InvalidIdError(ValueError):
+    """An id or namespace that cannot be placed in a subject."""
+
+
+def validate_id(value: str, *, what: str = "id") -> str:
+    """Return ``value`` if it is a subject-safe id, else raise ``InvalidIdError``.
+
+    Args:
+        value: The id to check.
+        what: The name of the id in the error message (``agent_id``, ...).
+    """
+    if not _ID.fullmatch(value):
+        raise InvalidIdError(
+            f"invalid {what} {value!r}: expected 1 to 64 characters from [A-Za-z0-9_-]"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Subject builders for one namespace.
+
+    Templates (with ``*`` in place of ids) are what services subscribe to;
+    builders (with real ids) are what clients publish to.
+    """
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if not _NAMESPACE.fullmatch(self.namespace):
+            raise InvalidIdError(
+                f"invalid namespace {self.namespace!r}: expected a lower-case letter "
+                "then up to 31 of [a-z0-9_-]"
+            )
+
+    # -- agent commands (served by the runtime) -------------------------------
+
+    def message_handle(self, agent_id: str) -> str:
+        """Request-reply: ask an agent to handle one inbound message."""
+        return f"{self.namespace}.agent.{validate_id(agent_id, what='agent_id')}.message.handle"
+
+    @property
+    def message_handle_template(self) -> str:
+        """What the runtime subscribes to; the agent id is the third token."""
+        return f"{self.namespace}.agent.*.message.handle"
+
+    # -- streams --------------------------------------------------------------
+
+    @property
+    def events_stream(self) -> str:
+        """JetStream stream holding lifecycle events (``<ns>.event.>``)."""
+        return f"{self.namespace.upper()}_EVENTS"
+
+    @property
+    def runs_stream(self) -> str:
+        """JetStream stream holding run chunks and results (``<ns>.run.>``)."""
+        return f"{self.namespace.upper()}_RUNS"
+
+
+def agent_id_of(subject: str) -> str:
+    """Return the agent id token of an ``<ns>.agent.<id>....`` subject."""
+    tokens = subject.split(".")
+    if len(tokens) < 3 or tokens[1] != "agent":
+        raise InvalidIdError(f"not an agent subject: {subject!r}")
+    return validate_id(tokens[2], what="agent_id")
+
+
+QUEUE_RUNTIME = "runtime"
+"""Queue group of runtime replicas: each message is handled by one of them."""

@@ -1,0 +1,46 @@
+"""Composition root of the gateway: an HTTP front door to the agents on NATS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+
+from services.gateway import handlers
+from shared.bus import create_broker
+from shared.config import Settings
+from shared.errors import ServiceError
+from shared.telemetry import bus_telemetry, tracer_provider
+
+SERVICE = "elizamesh-gateway"
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Return the gateway as an ASGI application; it connects to NATS on start-up."""
+    broker = create_broker(
+        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
+    )
+
+    @asynccontextmanager
+    async def connected(app: Litestar) -> AsyncIterator[None]:
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+
+    return Litestar(
+        route_handlers=[handlers.send_message, handlers.health],
+        lifespan=[connected],
+        dependencies={
+            "broker": Provide(lambda: broker, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+        },
+        exception_handlers={
+            ServiceError: handlers.service_error_response,
+            HTTPException: handlers.http_error_response,
+        },
+    )

@@ -1,0 +1,48 @@
+"""Settings read from the environment, shared by every service and the CLI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Self
+
+import msgspec
+
+from contracts import DEFAULT_NAMESPACE, Subjects
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.elizamesh/elizamesh.db"
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """Where the bus and the database are, and how loudly to log.
+
+    Every field has an environment variable of the same name in upper case.
+    """
+
+    nats_url: str = DEFAULT_NATS_URL
+    database_url: str = DEFAULT_DATABASE_URL
+    eliza_ns: str = DEFAULT_NAMESPACE
+    log_level: str = "INFO"
+    api_host: str = "127.0.0.1"
+    api_port: int = 3000
+    request_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Build settings from ``environ`` (default ``os.environ``); unset keys keep defaults."""
+        env = os.environ if environ is None else environ
+        given = {
+            name: env[name.upper()]
+            for name in cls.__struct_fields__
+            if env.get(name.upper())
+        }
+        try:
+            return msgspec.convert(given, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid setting: {exc}") from exc
+
+    @property
+    def subjects(self) -> Subjects:
+        """Subject builders for this stack's namespace."""
+        return Subjects(self.eliza_ns)
