@@ -5,10 +5,23 @@ connector can import it, and its JSON Schema can be exported for other
 languages (``elizamesh schema``).
 """
 
-from contracts.agent import MAX_TEXT_LENGTH, Content, HandleMessage, HandleMessageReply, HandleMessageResult
+from contracts.agent import (
+    MAX_TEXT_LENGTH,
+    Content,
+    HandleMessage,
+    HandleMessageReply,
+    HandleMessageResult,
+)
 from contracts.error import ERROR_CODE_HEADER, ERROR_HEADER, STATUS_BY_CODE, Error, ErrorCode
 from contracts.message import ID_PATTERN, Event, Id, Message, new_id, utc_now
-from contracts.subjects import DEFAULT_NAMESPACE, QUEUE_RUNTIME, InvalidIdError, Subjects, agent_id_of, validate_id
+from contracts.subjects import (
+    DEFAULT_NAMESPACE,
+    QUEUE_RUNTIME,
+    InvalidIdError,
+    Subjects,
+    agent_id_of,
+    validate_id,
+)
 
 __all__ = [
     "DEFAULT_NAMESPACE",

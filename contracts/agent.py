@@ -25,10 +25,10 @@ class Content(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     thought: Annotated[str | None, Meta(description="The agent's private reasoning.")] = None
     actions: Annotated[
         list[str], Meta(description="Names of the actions chosen for this message.")
-    ] = []
+    ] = msgspec.field(default_factory=list)
     providers: Annotated[
         list[str], Meta(description="Names of the providers asked for more context.")
-    ] = []
+    ] = msgspec.field(default_factory=list)
     source: Annotated[
         str | None, Meta(description="The platform the message came from, e.g. 'discord'.")
     ] = None

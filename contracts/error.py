@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
+import msgspec
 from msgspec import Meta
 
 from contracts.message import Message
@@ -40,13 +41,11 @@ class Error(Message, frozen=True, kw_only=True, tag="error.v1"):
     """A request could not be served; sent instead of the result."""
 
     code: Annotated[ErrorCode, Meta(description="Machine-readable reason for the failure.")]
-    message: Annotated[
-        str, Meta(description="What went wrong, for a person; never a stack trace.")
-    ]
+    message: Annotated[str, Meta(description="What went wrong, for a person; never a stack trace.")]
     details: Annotated[
         dict[str, str],
         Meta(description="Extra facts about the failure, such as the offending field."),
-    ] = {}
+    ] = msgspec.field(default_factory=dict)
     retryable: Annotated[
         bool, Meta(description="True when the same request may succeed if sent again later.")
     ] = False

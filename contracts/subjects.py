@@ -16,6 +16,7 @@ from contracts.message import ID_PATTERN
 DEFAULT_NAMESPACE = "eliza"
 
 _ID = re.compile(ID_PATTERN)
+_AGENT_ID_TOKEN = 2  # <ns>.agent.<agent_id>...
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
@@ -81,9 +82,9 @@ class Subjects:
 def agent_id_of(subject: str) -> str:
     """Return the agent id token of an ``<ns>.agent.<id>....`` subject."""
     tokens = subject.split(".")
-    if len(tokens) < 3 or tokens[1] != "agent":
+    if len(tokens) <= _AGENT_ID_TOKEN or tokens[1] != "agent":
         raise InvalidIdError(f"not an agent subject: {subject!r}")
-    return validate_id(tokens[2], what="agent_id")
+    return validate_id(tokens[_AGENT_ID_TOKEN], what="agent_id")
 
 
 QUEUE_RUNTIME = "runtime"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from importlib.metadata import version
 from contextlib import ExitStack
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
@@ -24,12 +24,17 @@ console = Console()
 
 @app.command()
 def schema(
-    out: Annotated[Path, typer.Option(help="Directory to write the catalogue to.")] = Path("schema"),
+    out: Annotated[Path, typer.Option(help="Directory to write the catalogue to.")] = Path(
+        "schema"
+    ),
 ) -> None:
     """Write the JSON Schema of every wire message (and the AsyncAPI document)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "messages.schema.json").write_text(json.dumps(catalogue(), indent=2) + "\n")
-    (out / "asyncapi.json").write_text(json.dumps(asyncapi(Settings.from_env().subjects, version=version("elizamesh")), indent=2) + "\n")
+    (out / "asyncapi.json").write_text(
+        json.dumps(asyncapi(Settings.from_env().subjects, version=version("elizamesh")), indent=2)
+        + "\n"
+    )
     console.print(f"wrote {out / 'messages.schema.json'} and {out / 'asyncapi.json'}")
 
 

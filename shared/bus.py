@@ -53,14 +53,14 @@ class JsonCodec:
     which would surface as a confusing type error; here it is a ``BadRequest``.
     """
 
-    async def decode(self, msg: StreamMessage[Any]) -> Any:  # noqa: PLR6301 - FastStream's codec protocol
+    async def decode(self, msg: StreamMessage[Any]) -> Any:
         """Return the JSON body as Python objects, or raise ``BadRequest``."""
         try:
             return msgspec.json.decode(msg.body)
         except msgspec.DecodeError as exc:
             raise BadRequest(f"malformed JSON: {exc}") from None
 
-    async def encode(  # noqa: PLR6301 - FastStream's codec protocol
+    async def encode(
         self, msg: Any, serializer: SerializerProto | None = None
     ) -> tuple[bytes, str | None]:
         """Return ``msg`` as JSON bytes and its content type."""
@@ -146,7 +146,7 @@ def create_broker(
 
 @functools.cache
 def _reply_decoder(result_type: type[Message]) -> msgspec.json.Decoder[Any]:
-    return msgspec.json.Decoder(result_type | Error)  # type: ignore[operator]
+    return msgspec.json.Decoder(result_type | Error)
 
 
 async def request(

@@ -32,11 +32,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
         """Build settings from ``environ`` (default ``os.environ``); unset keys keep defaults."""
         env = os.environ if environ is None else environ
-        given = {
-            name: env[name.upper()]
-            for name in cls.__struct_fields__
-            if env.get(name.upper())
-        }
+        given = {name: env[name.upper()] for name in cls.__struct_fields__ if env.get(name.upper())}
         try:
             return msgspec.convert(given, cls, strict=False)
         except msgspec.ValidationError as exc:

@@ -65,10 +65,13 @@ class NatsServer:
         self._process = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built here
             [
                 str(nats_server_binary()),
-                "-a", "127.0.0.1",
-                "-p", str(self.port),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
                 "-js",
-                "-sd", self._store.name,
+                "-sd",
+                self._store.name,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

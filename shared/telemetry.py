@@ -12,7 +12,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 
-
 def tracer_provider(service: str) -> TracerProvider:
     """Return a tracer provider named after ``service``.
 
@@ -33,5 +32,5 @@ def tracer_provider(service: str) -> TracerProvider:
 
 
 def bus_telemetry(provider: trace.TracerProvider) -> NatsTelemetryMiddleware:
-    """Return the broker middleware that traces publish/consume and carries trace context in headers."""
+    """Return the broker middleware that traces publish/consume and propagates trace context."""
     return NatsTelemetryMiddleware(tracer_provider=provider)

@@ -1,0 +1,1 @@
+"""The embedding service (drains the embedding queue); arrives with the distributed runtime."""

@@ -1,0 +1,1 @@
+"""The gateway service: HTTP in front of the agents on NATS."""

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from faststream.nats import NatsBroker
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, SerializationException
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from faststream.nats import NatsBroker
-
-from contracts import ID_PATTERN, STATUS_BY_CODE, Error, ErrorCode, HandleMessage, HandleMessageResult
+from contracts import (
+    ID_PATTERN,
+    STATUS_BY_CODE,
+    Error,
+    ErrorCode,
+    HandleMessage,
+    HandleMessageResult,
+)
 from shared.bus import request
 from shared.config import Settings
 from shared.errors import ServiceError
@@ -21,7 +28,10 @@ AgentId = Annotated[str, Parameter(pattern=ID_PATTERN, description="The agent to
 
 @post("/v1/agents/{agent_id:str}/messages", status_code=200)
 async def send_message(
-    agent_id: AgentId, data: HandleMessage, broker: NatsBroker, settings: Settings
+    agent_id: AgentId,
+    data: JSONBody[HandleMessage],
+    broker: NamedDependency[NatsBroker],
+    settings: NamedDependency[Settings],
 ) -> HandleMessageResult:
     """Send one message to an agent and wait for its reply."""
     return await request(
@@ -34,7 +44,7 @@ async def send_message(
 
 
 @get("/v1/health")
-async def health(broker: NatsBroker) -> dict[str, bool]:
+async def health(broker: NamedDependency[NatsBroker]) -> dict[str, bool]:
     """Liveness of the gateway and its NATS connection."""
     return {"alive": True, "nats_connected": await broker.ping(timeout=1.0)}
 
@@ -46,10 +56,14 @@ def service_error_response(request: Request[Any, Any, Any], exc: ServiceError) -
 
 
 def http_error_response(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Error]:
-    """Answer Litestar's own errors (bad JSON, bad path, missing field) in the same ``Error`` shape."""
+    """Answer Litestar's own errors (bad JSON, bad path, missing field) as an ``Error``."""
     code = next((c for c, s in STATUS_BY_CODE.items() if s == exc.status_code), None)
     if code is None:
-        code = ErrorCode.INTERNAL if exc.status_code >= HTTP_500_INTERNAL_SERVER_ERROR else ErrorCode.BAD_REQUEST
+        code = (
+            ErrorCode.INTERNAL
+            if exc.status_code >= HTTP_500_INTERNAL_SERVER_ERROR
+            else ErrorCode.BAD_REQUEST
+        )
     details = {
         str(item.get("key", i)): str(item.get("message", item))
         for i, item in enumerate(exc.extra if isinstance(exc.extra, list) else [])

@@ -1,0 +1,1 @@
+"""The memory service (owns the database); its handlers arrive with the storage issue."""

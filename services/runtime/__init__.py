@@ -1,0 +1,1 @@
+"""The runtime service: hosts agents and answers ``<ns>.agent.<id>.message.handle``."""

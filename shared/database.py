@@ -1,0 +1,34 @@
+"""The database engine factory: SQLite by default, Postgres when ``DATABASE_URL`` says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_ASYNC_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+def async_url(url: str) -> str:
+    """Return ``url`` with an async driver.
+
+    ``postgres://`` and ``postgresql://`` get asyncpg, ``sqlite://`` gets
+    aiosqlite; a URL that already names a driver is kept as it is.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"invalid DATABASE_URL {url!r}: expected scheme://...")
+    return f"{_ASYNC_DRIVERS.get(scheme, scheme)}://{rest}"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Return an async engine for ``url``, creating the SQLite file's folder if needed."""
+    parsed = make_url(async_url(url))
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return create_async_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")

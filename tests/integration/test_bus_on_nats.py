@@ -1,0 +1,104 @@
+"""The bus on a real nats-server: typed replies, typed errors, raw clients in any language."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+import nats
+import pytest
+from faststream.nats import NatsBroker
+
+from contracts import (
+    ERROR_CODE_HEADER,
+    ERROR_HEADER,
+    Content,
+    Error,
+    ErrorCode,
+    HandleMessage,
+    HandleMessageResult,
+    Subjects,
+)
+from services.runtime.main import create_broker_for
+from shared.bus import create_broker, request
+from shared.config import Settings
+from shared.errors import Unavailable
+
+HELLO = HandleMessage(entity_id="user-1", room_id="room-1", content=Content(text="hello"))
+
+
+@pytest.fixture
+async def runtime(nats_url: str, subjects: Subjects) -> AsyncIterator[NatsBroker]:
+    broker = create_broker_for(Settings(nats_url=nats_url, eliza_ns=subjects.namespace))
+    async with broker:
+        await broker.start()
+        yield broker
+
+
+@pytest.fixture
+async def client(nats_url: str) -> AsyncIterator[NatsBroker]:
+    broker = create_broker(nats_url, name="test-client")
+    async with broker:
+        await broker.connect()
+        yield broker
+
+
+async def test_a_request_through_nats_returns_the_runtime_reply(
+    runtime: NatsBroker, client: NatsBroker, subjects: Subjects
+) -> None:
+    result = await request(
+        client, subjects.message_handle("agent-7"), HELLO, HandleMessageResult, timeout=5
+    )
+    assert result.agent_id == "agent-7"
+    assert result.response_content == Content(
+        text="hello", actions=["REPLY"], in_reply_to=HELLO.message_id
+    )
+
+
+async def test_a_plain_nats_client_gets_an_error_body_and_service_error_headers(
+    runtime: NatsBroker, nats_url: str, subjects: Subjects
+) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        bad = await nc.request(subjects.message_handle("agent-7"), b"{oops", timeout=5)
+        good = await nc.request(
+            subjects.message_handle("agent-7"),
+            b'{"entity_id": "u", "room_id": "r", "content": {"text": "still there?"}}',
+            timeout=5,
+        )
+    finally:
+        await nc.close()
+    error = msgspec.json.decode(bad.data, type=Error)
+    assert error.code is ErrorCode.BAD_REQUEST
+    assert error.message.startswith("malformed JSON")
+    assert bad.headers is not None
+    assert bad.headers[ERROR_CODE_HEADER] == "400"
+    assert bad.headers[ERROR_HEADER] == error.message
+    answer = msgspec.json.decode(good.data, type=HandleMessageResult)
+    assert answer.response_content is not None
+    assert answer.response_content.text == "still there?"
+
+
+async def test_no_listener_is_reported_as_unavailable_not_a_hang(
+    client: NatsBroker, subjects: Subjects
+) -> None:
+    with pytest.raises(Unavailable, match=r"no service is listening|no reply"):
+        await request(
+            client, subjects.message_handle("nobody"), HELLO, HandleMessageResult, timeout=1
+        )
+
+
+async def test_a_slow_listener_is_reported_as_unavailable_after_the_timeout(
+    client: NatsBroker, nats_url: str, subjects: Subjects
+) -> None:
+    nc = await nats.connect(nats_url)
+    await nc.subscribe(subjects.message_handle("sloth"))  # listens, never answers
+    await nc.flush()
+    try:
+        with pytest.raises(Unavailable, match=r"no reply on .* within 0.3s") as caught:
+            await request(
+                client, subjects.message_handle("sloth"), HELLO, HandleMessageResult, timeout=0.3
+            )
+    finally:
+        await nc.close()
+    assert caught.value.to_error().retryable

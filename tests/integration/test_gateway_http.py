@@ -1,0 +1,114 @@
+"""The gateway's HTTP API in front of a real runtime on a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import uvicorn
+from faststream.nats import NatsBroker
+
+from contracts import Subjects
+from services.gateway.main import create_app
+from services.runtime.main import create_broker_for
+from shared.config import Settings
+from shared.natsserver import free_port, wait_for_port
+
+HELLO = {"entity_id": "user-1", "room_id": "room-1", "content": {"text": "hello"}}
+
+
+@pytest.fixture
+def settings(nats_url: str, subjects: Subjects) -> Settings:
+    return Settings(nats_url=nats_url, eliza_ns=subjects.namespace, request_timeout=2)
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[NatsBroker]:
+    broker = create_broker_for(settings)
+    async with broker:
+        await broker.start()
+        yield broker
+
+
+@pytest.fixture
+async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway served by uvicorn on a free port, in this test's event loop.
+
+    Litestar's test clients run the app in a thread of their own and block this
+    loop while they wait, which would starve the in-process runtime.
+    """
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    await asyncio.to_thread(wait_for_port, "127.0.0.1", port, timeout=10)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_posting_a_message_returns_the_agents_reply(
+    runtime: NatsBroker,
+    http: httpx.AsyncClient,
+) -> None:
+    response = await http.post("/v1/agents/agent-1/messages", json=HELLO)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["type"] == "agent.message.handled.v1"
+    assert body["agent_id"] == "agent-1"
+    assert body["did_respond"] is True
+    assert body["response_content"]["text"] == "hello"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "message"),
+    [
+        ("agent-1", b'{"entity_id": "u",', None, "malformed JSON"),
+        (
+            "agent-1",
+            b'{"entity_id": "u", "content": {}}',
+            "data",
+            "missing required field `room_id`",
+        ),
+        ("bad.agent", b'{"entity_id": "u", "room_id": "r", "content": {}}', "agent_id", "regex"),
+        ("agent-1", b'{"entity_id": "u/1", "room_id": "r", "content": {}}', "entity_id", "regex"),
+    ],
+)
+async def test_bad_input_is_a_400_with_a_clear_message_and_the_gateway_keeps_serving(
+    runtime: NatsBroker,
+    http: httpx.AsyncClient,
+    path: str,
+    body: bytes,
+    field: str | None,
+    message: str,
+) -> None:
+    response = await http.post(
+        f"/v1/agents/{path}/messages", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    error = response.json()
+    assert error["type"] == "error.v1"
+    assert error["code"] == "bad_request"
+    text = error["details"][field] if field else error["message"]
+    assert message in text
+    again = await http.post("/v1/agents/agent-1/messages", json=HELLO)
+    assert again.status_code == 200
+
+
+async def test_with_no_runtime_listening_the_gateway_answers_503(
+    http: httpx.AsyncClient,
+) -> None:
+    response = await http.post("/v1/agents/agent-1/messages", json=HELLO)
+    assert response.status_code == 503
+    error = response.json()
+    assert error["code"] == "unavailable"
+    assert error["retryable"] is True
+
+
+async def test_health_reports_the_nats_connection(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/health")
+    assert response.json() == {"alive": True, "nats_connected": True}
