@@ -1,0 +1,118 @@
+"""The records an agent keeps: memories, entities, rooms, worlds, agents.
+
+Field names are the elizaOS ones in snake_case. They are plain data: they
+cross the wire to the memory service unchanged, and the storage adapter
+returns them. Times are milliseconds since the Unix epoch, as in elizaOS.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from contracts.agent import Content
+from contracts.message import Id, new_id
+
+
+def now_ms() -> int:
+    """Return the current time in milliseconds since the Unix epoch."""
+    return time.time_ns() // 1_000_000
+
+
+Millis = Annotated[int, Meta(ge=0, description="Milliseconds since the Unix epoch (UTC).")]
+JsonMap = Annotated[dict[str, Any], Meta(description="Free-form JSON object.")]
+
+
+class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Base of every stored record."""
+
+
+class Memory(Record, kw_only=True):
+    """One remembered thing: a message, a fact, a document fragment..."""
+
+    id: Id = msgspec.field(default_factory=new_id)
+    entity_id: Annotated[Id, Meta(description="Who the memory is from or about.")]
+    agent_id: Annotated[Id | None, Meta(description="The agent that owns it.")] = None
+    room_id: Annotated[Id, Meta(description="Where it happened.")]
+    world_id: Id | None = None
+    content: Content
+    embedding: Annotated[
+        list[float] | None, Meta(description="Vector of the content, once computed.")
+    ] = None
+    created_at: Millis = msgspec.field(default_factory=now_ms)
+    unique: Annotated[bool, Meta(description="False marks a near-duplicate.")] = True
+    similarity: Annotated[
+        float | None, Meta(description="Cosine similarity, set by vector search.")
+    ] = None
+    metadata: JsonMap = msgspec.field(default_factory=dict)
+
+
+class Entity(Record, kw_only=True):
+    """A person or agent the agent knows, under one or more names."""
+
+    id: Id = msgspec.field(default_factory=new_id)
+    names: list[str] = msgspec.field(default_factory=list)
+    agent_id: Id | None = None
+    metadata: JsonMap = msgspec.field(default_factory=dict)
+
+
+class ChannelType(StrEnum):
+    """The kind of place a room is (decides, among others, whether the agent always answers)."""
+
+    SELF = "SELF"
+    DM = "DM"
+    GROUP = "GROUP"
+    VOICE_DM = "VOICE_DM"
+    VOICE_GROUP = "VOICE_GROUP"
+    FEED = "FEED"
+    THREAD = "THREAD"
+    WORLD = "WORLD"
+    FORUM = "FORUM"
+    API = "API"
+
+
+class Room(Record, kw_only=True):
+    """A place where messages are exchanged: a channel, a DM, a thread."""
+
+    id: Id = msgspec.field(default_factory=new_id)
+    name: str | None = None
+    agent_id: Id | None = None
+    source: str = "unknown"
+    type: ChannelType = ChannelType.DM
+    channel_id: str | None = None
+    message_server_id: str | None = None
+    world_id: Id | None = None
+    metadata: JsonMap = msgspec.field(default_factory=dict)
+
+
+class World(Record, kw_only=True):
+    """A server or workspace grouping rooms; holds ownership, roles and settings."""
+
+    id: Id = msgspec.field(default_factory=new_id)
+    name: str | None = None
+    agent_id: Id | None = None
+    message_server_id: str | None = None
+    metadata: JsonMap = msgspec.field(default_factory=dict)
+
+
+class ParticipantState(StrEnum):
+    """How the agent takes part in a room besides the default."""
+
+    FOLLOWED = "FOLLOWED"
+    MUTED = "MUTED"
+
+
+class Agent(Record, kw_only=True):
+    """An agent as stored: its id, name and character document."""
+
+    id: Id
+    name: str
+    username: str | None = None
+    enabled: bool = True
+    character: JsonMap = msgspec.field(default_factory=dict)
+    created_at: Millis = msgspec.field(default_factory=now_ms)
+    updated_at: Millis = msgspec.field(default_factory=now_ms)

@@ -1,0 +1,1 @@
+"""Storage: the ``DatabaseAdapter`` port and its SQL implementation."""

@@ -1,0 +1,51 @@
+"""Run the schema migrations (Alembic) on an async engine.
+
+On Postgres the whole upgrade runs in one transaction holding an advisory
+lock, so replicas that start together migrate one after the other and the
+later ones find nothing left to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_LOCK_KEY = 0x656C697A616D  # "elizam": one advisory lock for the elizamesh schema
+
+
+def _config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    command.upgrade(_config(connection), revision)
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    command.downgrade(_config(connection), revision)
+
+
+async def _locked(engine: AsyncEngine, step: str, revision: str) -> None:
+    run = _upgrade if step == "upgrade" else _downgrade
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("select pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        await conn.run_sync(run, revision)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision`` (default: the newest)."""
+    await _locked(engine, "upgrade", revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
+    """Take the schema down to ``revision`` (default: empty)."""
+    await _locked(engine, "downgrade", revision)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the elizamesh schema (same revisions on SQLite and Postgres)."""

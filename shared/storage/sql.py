@@ -1,0 +1,606 @@
+"""``SqlAdapter``: the ``DatabaseAdapter`` on SQLAlchemy 2 async (SQLite or Postgres).
+
+One short transaction per call (``AsyncSession`` with ``expire_on_commit``
+off); rows are turned into the ``contracts.records`` Structs at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Self
+
+import msgspec
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from contracts import Content
+from contracts.records import Agent, Entity, Memory, ParticipantState, Room, World, now_ms
+from shared.database import create_engine
+from shared.errors import BadRequest, NotFound
+from shared.storage.migrate import upgrade as upgrade_schema
+from shared.storage.tables import (
+    AgentRow,
+    CacheRow,
+    EmbeddingRow,
+    EntityRow,
+    MemoryRow,
+    ParticipantRow,
+    RoomRow,
+    WorldRow,
+)
+from shared.storage.vectors import check_dimension, from_bytes, to_bytes, top_k
+
+_MEMORY_FIELDS = {"content", "metadata", "embedding", "unique", "world_id"}
+
+
+class SqlAdapter:
+    """Storage for one agent on a SQL database, shared pool across agents."""
+
+    def __init__(self, engine: AsyncEngine, agent_id: str) -> None:
+        self.engine = engine
+        self.agent_id = agent_id
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str, agent_id: str) -> Self:
+        """Return an adapter on a new engine for ``url`` (``DATABASE_URL``)."""
+        return cls(create_engine(url), agent_id)
+
+    def for_agent(self, agent_id: str) -> SqlAdapter:
+        """Return an adapter for ``agent_id`` over the same engine."""
+        return SqlAdapter(self.engine, agent_id)
+
+    async def init(self, *, migrate: bool = True) -> None:
+        """Bring the schema up to date (unless ``migrate`` is False)."""
+        if migrate:
+            await upgrade_schema(self.engine)
+
+    async def close(self) -> None:
+        """Dispose of the engine's connections."""
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    # -- agents ---------------------------------------------------------------
+
+    async def create_agent(self, agent: Agent) -> bool:
+        """Store ``agent``; False if one with its id exists."""
+        try:
+            async with self._tx() as s:
+                s.add(_agent_row(agent))
+        except IntegrityError:
+            return False
+        return True
+
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        """Return the agent, or None."""
+        async with self._tx() as s:
+            row = await s.get(AgentRow, agent_id)
+            return _agent(row) if row else None
+
+    async def get_agents(self) -> list[Agent]:
+        """Return every agent, by name."""
+        async with self._tx() as s:
+            rows = await s.scalars(select(AgentRow).order_by(AgentRow.name))
+            return [_agent(r) for r in rows]
+
+    async def update_agent(self, agent_id: str, agent: Agent) -> bool:
+        """Replace the stored agent's fields; False if there is none."""
+        async with self._tx() as s:
+            done = await s.execute(
+                update(AgentRow)
+                .where(AgentRow.id == agent_id)
+                .values(
+                    name=agent.name,
+                    username=agent.username,
+                    enabled=agent.enabled,
+                    character=agent.character,
+                    updated_at=now_ms(),
+                )
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    async def delete_agent(self, agent_id: str) -> bool:
+        """Delete the agent and everything it owns; False if there was none."""
+        async with self._tx() as s:
+            memory_ids = select(MemoryRow.id).where(MemoryRow.agent_id == agent_id)
+            await s.execute(delete(EmbeddingRow).where(EmbeddingRow.memory_id.in_(memory_ids)))
+            for table in (MemoryRow, ParticipantRow, RoomRow, WorldRow, EntityRow, CacheRow):
+                await s.execute(delete(table).where(table.agent_id == agent_id))
+            done = await s.execute(delete(AgentRow).where(AgentRow.id == agent_id))
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    async def ensure_embedding_dimension(self, dimension: int) -> None:
+        """Fix this agent's vector size, or raise ``DimensionMismatch`` if another is fixed."""
+        async with self._tx() as s:
+            await self._fix_dimension(s, [0.0] * dimension)
+
+    async def _fix_dimension(self, s: AsyncSession, vector: Sequence[float]) -> None:
+        agent = await s.get(AgentRow, self.agent_id, with_for_update=True)
+        if agent is None:
+            raise NotFound(f"agent {self.agent_id} does not exist; create it first")
+        agent.embedding_dim = check_dimension(agent.embedding_dim, vector)
+
+    # -- memories -------------------------------------------------------------
+
+    async def create_memory(self, memory: Memory, table_name: str, unique: bool = True) -> str:
+        """Store ``memory`` in ``table_name``; a memory whose id exists is left as it is."""
+        await self.create_memories([memory], table_name, unique=unique)
+        return memory.id
+
+    async def create_memories(
+        self, memories: Sequence[Memory], table_name: str, *, unique: bool = True
+    ) -> list[str]:
+        """Store many memories in one transaction; ids that exist are left as they are.
+
+        Every vector must have the agent's dimension: one that does not fails
+        the whole batch with ``DimensionMismatch`` and nothing is stored.
+        """
+        async with self._tx() as s:
+            existing = set(
+                await s.scalars(
+                    select(MemoryRow.id).where(MemoryRow.id.in_([m.id for m in memories]))
+                )
+            )
+            fresh = [m for m in {m.id: m for m in memories}.values() if m.id not in existing]
+            for vector in {len(m.embedding): m.embedding for m in fresh if m.embedding}.values():
+                await self._fix_dimension(s, vector)
+            s.add_all(_memory_row(m, table_name, self.agent_id, unique) for m in fresh)
+            await s.flush()
+            s.add_all(_embedding_row(m.id, m.embedding) for m in fresh if m.embedding is not None)
+        return [m.id for m in memories]
+
+    async def get_memory_by_id(self, memory_id: str) -> Memory | None:
+        """Return the memory with its embedding, or None."""
+        found = await self.get_memories_by_ids([memory_id])
+        return found[0] if found else None
+
+    async def get_memories_by_ids(
+        self, memory_ids: Sequence[str], table_name: str | None = None
+    ) -> list[Memory]:
+        """Return the memories that exist among ``memory_ids``, in the order asked."""
+        query = select(MemoryRow).where(MemoryRow.id.in_(memory_ids))
+        if table_name is not None:
+            query = query.where(MemoryRow.type == table_name)
+        found = {m.id: m for m in await self._memories(query)}
+        return [found[i] for i in memory_ids if i in found]
+
+    async def get_memories(
+        self,
+        *,
+        table_name: str,
+        room_id: str | None = None,
+        entity_id: str | None = None,
+        world_id: str | None = None,
+        count: int | None = None,
+        offset: int = 0,
+        unique: bool = False,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> list[Memory]:
+        """Return this agent's matching memories, newest first."""
+        query = self._memory_filter(
+            table_name, room_id=room_id, entity_id=entity_id, world_id=world_id, unique=unique
+        )
+        if start is not None:
+            query = query.where(MemoryRow.created_at >= start)
+        if end is not None:
+            query = query.where(MemoryRow.created_at <= end)
+        query = query.order_by(MemoryRow.created_at.desc(), MemoryRow.id).offset(offset)
+        if count is not None:
+            query = query.limit(count)
+        return await self._memories(query)
+
+    async def get_memories_by_room_ids(
+        self, *, table_name: str, room_ids: Sequence[str], limit: int | None = None
+    ) -> list[Memory]:
+        """Return the memories of several rooms, newest first."""
+        query = (
+            self._memory_filter(table_name)
+            .where(MemoryRow.room_id.in_(room_ids))
+            .order_by(MemoryRow.created_at.desc(), MemoryRow.id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        return await self._memories(query)
+
+    async def search_memories(
+        self,
+        *,
+        table_name: str,
+        embedding: Sequence[float],
+        match_threshold: float = 0.0,
+        count: int = 10,
+        unique: bool = False,
+        room_id: str | None = None,
+        world_id: str | None = None,
+        entity_id: str | None = None,
+    ) -> list[Memory]:
+        """Return the ``count`` memories closest to ``embedding`` by exact cosine, best first."""
+        async with self._tx() as s:
+            agent = await s.get(AgentRow, self.agent_id)
+            check_dimension(agent.embedding_dim if agent else None, embedding)
+            query = (
+                self._memory_filter(
+                    table_name,
+                    room_id=room_id,
+                    entity_id=entity_id,
+                    world_id=world_id,
+                    unique=unique,
+                )
+                .join(EmbeddingRow, EmbeddingRow.memory_id == MemoryRow.id)
+                .with_only_columns(MemoryRow.id, EmbeddingRow.vector)
+                .order_by(MemoryRow.id)
+            )
+            rows = (await s.execute(query)).all()
+        best = top_k(embedding, [r.vector for r in rows], count=count, threshold=match_threshold)
+        memories = await self.get_memories_by_ids([rows[i].id for i, _ in best])
+        return [
+            msgspec.structs.replace(m, similarity=score)
+            for m, (_, score) in zip(memories, best, strict=True)
+        ]
+
+    async def update_memory(self, memory_id: str, **changes: Any) -> bool:
+        """Change ``content``, ``metadata``, ``embedding``, ``unique`` or ``world_id``."""
+        unknown = set(changes) - _MEMORY_FIELDS
+        if unknown:
+            raise BadRequest(f"cannot update memory fields {sorted(unknown)}")
+        async with self._tx() as s:
+            row = await s.get(MemoryRow, memory_id)
+            if row is None or row.agent_id != self.agent_id:
+                return False
+            if "content" in changes:
+                content = msgspec.convert(changes["content"], Content)
+                row.content = msgspec.to_builtins(content)
+            if "metadata" in changes:
+                row.metadata_ = {**row.metadata_, **changes["metadata"]}
+            if "unique" in changes:
+                row.unique = bool(changes["unique"])
+            if "world_id" in changes:
+                row.world_id = changes["world_id"]
+            if (vector := changes.get("embedding")) is not None:
+                await self._fix_dimension(s, vector)
+                await s.merge(_embedding_row(memory_id, vector))
+        return True
+
+    async def delete_memory(self, memory_id: str) -> None:
+        """Delete one memory and its vector."""
+        async with self._tx() as s:
+            await s.execute(delete(EmbeddingRow).where(EmbeddingRow.memory_id == memory_id))
+            await s.execute(
+                delete(MemoryRow).where(
+                    MemoryRow.id == memory_id, MemoryRow.agent_id == self.agent_id
+                )
+            )
+
+    async def delete_all_memories(self, room_id: str, table_name: str) -> None:
+        """Delete a room's memories of one table, with their vectors."""
+        ids = self._memory_filter(table_name, room_id=room_id).with_only_columns(MemoryRow.id)
+        async with self._tx() as s:
+            await s.execute(delete(EmbeddingRow).where(EmbeddingRow.memory_id.in_(ids)))
+            await s.execute(delete(MemoryRow).where(MemoryRow.id.in_(ids.scalar_subquery())))
+
+    async def count_memories(
+        self, room_id: str, *, unique: bool = False, table_name: str | None = None
+    ) -> int:
+        """Count a room's memories (of one table when given)."""
+        query = (
+            select(func.count())
+            .select_from(MemoryRow)
+            .where(MemoryRow.agent_id == self.agent_id, MemoryRow.room_id == room_id)
+        )
+        if table_name is not None:
+            query = query.where(MemoryRow.type == table_name)
+        if unique:
+            query = query.where(MemoryRow.unique.is_(True))
+        async with self._tx() as s:
+            return int((await s.execute(query)).scalar_one())
+
+    def _memory_filter(
+        self,
+        table_name: str,
+        *,
+        room_id: str | None = None,
+        entity_id: str | None = None,
+        world_id: str | None = None,
+        unique: bool = False,
+    ) -> Any:
+        query = select(MemoryRow).where(
+            MemoryRow.agent_id == self.agent_id, MemoryRow.type == table_name
+        )
+        if room_id is not None:
+            query = query.where(MemoryRow.room_id == room_id)
+        if entity_id is not None:
+            query = query.where(MemoryRow.entity_id == entity_id)
+        if world_id is not None:
+            query = query.where(MemoryRow.world_id == world_id)
+        if unique:
+            query = query.where(MemoryRow.unique.is_(True))
+        return query
+
+    async def _memories(self, query: Any) -> list[Memory]:
+        async with self._tx() as s:
+            rows = list(await s.scalars(query))
+            vectors = {
+                e.memory_id: from_bytes(e.vector)
+                for e in await s.scalars(
+                    select(EmbeddingRow).where(EmbeddingRow.memory_id.in_([r.id for r in rows]))
+                )
+            }
+        return [_memory(r, vectors.get(r.id)) for r in rows]
+
+    # -- entities -------------------------------------------------------------
+
+    async def create_entities(self, entities: Sequence[Entity]) -> bool:
+        """Store entities; False (and nothing stored) if any already exists."""
+        try:
+            async with self._tx() as s:
+                s.add_all(
+                    EntityRow(
+                        id=e.id, agent_id=self.agent_id, names=list(e.names), metadata_=e.metadata
+                    )
+                    for e in entities
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def get_entities_by_ids(self, entity_ids: Sequence[str]) -> list[Entity]:
+        """Return the entities that exist among ``entity_ids``."""
+        async with self._tx() as s:
+            rows = await s.scalars(
+                select(EntityRow).where(
+                    EntityRow.agent_id == self.agent_id, EntityRow.id.in_(entity_ids)
+                )
+            )
+            return [
+                Entity(id=r.id, names=r.names, agent_id=r.agent_id, metadata=r.metadata_)
+                for r in rows
+            ]
+
+    async def update_entity(self, entity: Entity) -> None:
+        """Replace a stored entity's names and metadata, or raise ``NotFound``."""
+        async with self._tx() as s:
+            row = await s.get(EntityRow, (entity.id, self.agent_id))
+            if row is None:
+                raise NotFound(f"entity {entity.id} does not exist")
+            row.names = list(entity.names)
+            row.metadata_ = entity.metadata
+
+    # -- worlds and rooms -----------------------------------------------------
+
+    async def create_world(self, world: World) -> str:
+        """Store ``world`` and return its id."""
+        async with self._tx() as s:
+            s.add(
+                WorldRow(
+                    id=world.id,
+                    agent_id=self.agent_id,
+                    name=world.name,
+                    message_server_id=world.message_server_id,
+                    metadata_=world.metadata,
+                )
+            )
+        return world.id
+
+    async def get_world(self, world_id: str) -> World | None:
+        """Return the world, or None."""
+        async with self._tx() as s:
+            row = await s.get(WorldRow, world_id)
+            if row is None:
+                return None
+            return World(
+                id=row.id,
+                name=row.name,
+                agent_id=row.agent_id,
+                message_server_id=row.message_server_id,
+                metadata=row.metadata_,
+            )
+
+    async def update_world(self, world: World) -> None:
+        """Replace a stored world's name and metadata, or raise ``NotFound``."""
+        async with self._tx() as s:
+            row = await s.get(WorldRow, world.id)
+            if row is None:
+                raise NotFound(f"world {world.id} does not exist")
+            row.name = world.name
+            row.message_server_id = world.message_server_id
+            row.metadata_ = world.metadata
+
+    async def create_rooms(self, rooms: Sequence[Room]) -> list[str]:
+        """Store rooms and return their ids."""
+        async with self._tx() as s:
+            s.add_all(
+                RoomRow(
+                    id=r.id,
+                    agent_id=self.agent_id,
+                    name=r.name,
+                    source=r.source,
+                    type=r.type.value,
+                    channel_id=r.channel_id,
+                    message_server_id=r.message_server_id,
+                    world_id=r.world_id,
+                    metadata_=r.metadata,
+                )
+                for r in rooms
+            )
+        return [r.id for r in rooms]
+
+    async def get_rooms_by_ids(self, room_ids: Sequence[str]) -> list[Room]:
+        """Return the rooms that exist among ``room_ids``."""
+        return await self._rooms(select(RoomRow).where(RoomRow.id.in_(room_ids)))
+
+    async def get_rooms_by_world(self, world_id: str) -> list[Room]:
+        """Return a world's rooms."""
+        return await self._rooms(select(RoomRow).where(RoomRow.world_id == world_id))
+
+    async def _rooms(self, query: Any) -> list[Room]:
+        async with self._tx() as s:
+            return [
+                Room(
+                    id=r.id,
+                    name=r.name,
+                    agent_id=r.agent_id,
+                    source=r.source,
+                    type=r.type,
+                    channel_id=r.channel_id,
+                    message_server_id=r.message_server_id,
+                    world_id=r.world_id,
+                    metadata=r.metadata_,
+                )
+                for r in await s.scalars(query.order_by(RoomRow.id))
+            ]
+
+    # -- participants ---------------------------------------------------------
+
+    async def add_participants_room(self, entity_ids: Sequence[str], room_id: str) -> bool:
+        """Add entities to a room; those already in it are left as they are."""
+        async with self._tx() as s:
+            present = set(
+                await s.scalars(
+                    select(ParticipantRow.entity_id).where(
+                        ParticipantRow.room_id == room_id,
+                        ParticipantRow.agent_id == self.agent_id,
+                    )
+                )
+            )
+            s.add_all(
+                ParticipantRow(entity_id=e, room_id=room_id, agent_id=self.agent_id)
+                for e in dict.fromkeys(entity_ids)
+                if e not in present
+            )
+        return True
+
+    async def get_participants_for_room(self, room_id: str) -> list[str]:
+        """Return the ids of the entities in a room."""
+        async with self._tx() as s:
+            return list(
+                await s.scalars(
+                    select(ParticipantRow.entity_id)
+                    .where(
+                        ParticipantRow.room_id == room_id,
+                        ParticipantRow.agent_id == self.agent_id,
+                    )
+                    .order_by(ParticipantRow.id)
+                )
+            )
+
+    async def get_participant_user_state(
+        self, room_id: str, entity_id: str
+    ) -> ParticipantState | None:
+        """Return FOLLOWED, MUTED or None."""
+        async with self._tx() as s:
+            state = await s.scalar(
+                select(ParticipantRow.room_state).where(
+                    ParticipantRow.room_id == room_id,
+                    ParticipantRow.entity_id == entity_id,
+                    ParticipantRow.agent_id == self.agent_id,
+                )
+            )
+        return ParticipantState(state) if state else None
+
+    async def set_participant_user_state(
+        self, room_id: str, entity_id: str, state: ParticipantState | None
+    ) -> None:
+        """Set FOLLOWED, MUTED or None, or raise ``NotFound`` if not a participant."""
+        async with self._tx() as s:
+            done = await s.execute(
+                update(ParticipantRow)
+                .where(
+                    ParticipantRow.room_id == room_id,
+                    ParticipantRow.entity_id == entity_id,
+                    ParticipantRow.agent_id == self.agent_id,
+                )
+                .values(room_state=state.value if state else None)
+            )
+            if not done.rowcount:  # type: ignore[attr-defined]
+                raise NotFound(f"entity {entity_id} is not a participant of room {room_id}")
+
+    # -- cache ----------------------------------------------------------------
+
+    async def get_cache(self, key: str) -> Any:
+        """Return the cached JSON value, or None when absent or expired."""
+        async with self._tx() as s:
+            row = await s.get(CacheRow, (key, self.agent_id))
+            if row is None or (row.expires_at is not None and row.expires_at <= now_ms()):
+                return None
+            return row.value
+
+    async def set_cache(self, key: str, value: Any, *, expires_at: int | None = None) -> bool:
+        """Store a JSON value under ``key``, replacing any previous one."""
+        async with self._tx() as s:
+            await s.merge(
+                CacheRow(key=key, agent_id=self.agent_id, value=value, expires_at=expires_at)
+            )
+        return True
+
+    async def delete_cache(self, key: str) -> bool:
+        """Delete a cached value; False if there was none."""
+        async with self._tx() as s:
+            done = await s.execute(
+                delete(CacheRow).where(CacheRow.key == key, CacheRow.agent_id == self.agent_id)
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+def _agent_row(agent: Agent) -> AgentRow:
+    return AgentRow(
+        id=agent.id,
+        name=agent.name,
+        username=agent.username,
+        enabled=agent.enabled,
+        character=agent.character,
+        created_at=agent.created_at,
+        updated_at=agent.updated_at,
+    )
+
+
+def _agent(row: AgentRow) -> Agent:
+    return Agent(
+        id=row.id,
+        name=row.name,
+        username=row.username,
+        enabled=row.enabled,
+        character=row.character,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _memory_row(memory: Memory, table_name: str, agent_id: str, unique: bool) -> MemoryRow:
+    return MemoryRow(
+        id=memory.id,
+        type=table_name,
+        agent_id=memory.agent_id or agent_id,
+        entity_id=memory.entity_id,
+        room_id=memory.room_id,
+        world_id=memory.world_id,
+        content=msgspec.to_builtins(memory.content),
+        metadata_=memory.metadata,
+        unique=memory.unique and unique,
+        created_at=memory.created_at,
+    )
+
+
+def _embedding_row(memory_id: str, vector: Sequence[float]) -> EmbeddingRow:
+    return EmbeddingRow(memory_id=memory_id, dim=len(vector), vector=to_bytes(vector))
+
+
+def _memory(row: MemoryRow, embedding: list[float] | None) -> Memory:
+    return Memory(
+        id=row.id,
+        entity_id=row.entity_id,
+        agent_id=row.agent_id,
+        room_id=row.room_id,
+        world_id=row.world_id,
+        content=msgspec.convert(row.content, Content),
+        embedding=embedding,
+        created_at=row.created_at,
+        unique=row.unique,
+        metadata=row.metadata_,
+    )

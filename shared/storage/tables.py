@@ -1,0 +1,139 @@
+"""The SQL schema (SQLAlchemy 2 typed models); Alembic migrations create it.
+
+Ids are text (any subject-safe id, UUIDs included) and times are
+milliseconds since the epoch, so SQLite and Postgres store the same thing.
+Vectors are float32 bytes: portable, compact, and read straight into numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = String(64)
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map = {dict[str, Any]: Json, list[str]: Json}  # noqa: RUF012 - SQLAlchemy's API
+
+
+class AgentRow(Base):
+    """One agent and its character; ``embedding_dim`` is fixed by the first vector written."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    username: Mapped[str | None] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    character: Mapped[dict[str, Any]]
+    embedding_dim: Mapped[int | None]
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class MemoryRow(Base):
+    """A memory; ``type`` is the elizaOS table name (messages, facts, documents, ...)."""
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        Index("ix_memories_agent_type_room_created", "agent_id", "type", "room_id", "created_at"),
+        Index("ix_memories_world", "world_id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    entity_id: Mapped[str] = mapped_column(ID)
+    room_id: Mapped[str] = mapped_column(ID)
+    world_id: Mapped[str | None] = mapped_column(ID)
+    content: Mapped[dict[str, Any]]
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    unique: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class EmbeddingRow(Base):
+    """The vector of one memory, as little-endian float32 bytes."""
+
+    __tablename__ = "embeddings"
+
+    memory_id: Mapped[str] = mapped_column(
+        ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True
+    )
+    dim: Mapped[int]
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class EntityRow(Base):
+    """An entity as one agent knows it."""
+
+    __tablename__ = "entities"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    names: Mapped[list[str]]
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+
+
+class WorldRow(Base):
+    """A server or workspace."""
+
+    __tablename__ = "worlds"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(255))
+    message_server_id: Mapped[str | None] = mapped_column(String(255))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+
+
+class RoomRow(Base):
+    """A channel, DM or thread."""
+
+    __tablename__ = "rooms"
+    __table_args__ = (Index("ix_rooms_world", "world_id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[str | None] = mapped_column(String(255))
+    message_server_id: Mapped[str | None] = mapped_column(String(255))
+    world_id: Mapped[str | None] = mapped_column(ID)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+
+
+class ParticipantRow(Base):
+    """An entity taking part in a room, and the agent's FOLLOWED/MUTED state there."""
+
+    __tablename__ = "participants"
+    __table_args__ = (UniqueConstraint("entity_id", "room_id", "agent_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    entity_id: Mapped[str] = mapped_column(ID)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    room_state: Mapped[str | None] = mapped_column(String(16))
+
+
+class CacheRow(Base):
+    """A JSON value per agent and key, with an optional expiry."""
+
+    __tablename__ = "cache"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    value: Mapped[Any] = mapped_column(Json)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)

@@ -1,0 +1,59 @@
+"""Vectors as float32 bytes, and exact cosine top-k over them with numpy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.errors import BadRequest
+
+Matrix = npt.NDArray[np.float32]
+
+
+class DimensionMismatch(BadRequest):
+    """A vector of another size than the one fixed for the agent."""
+
+
+def to_bytes(vector: Sequence[float]) -> bytes:
+    """Return ``vector`` as little-endian float32 bytes."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_bytes(blob: bytes) -> list[float]:
+    """Return the floats stored by ``to_bytes``."""
+    return [float(x) for x in np.frombuffer(blob, dtype="<f4")]
+
+
+def check_dimension(expected: int | None, vector: Sequence[float]) -> int:
+    """Return the vector's size, raising ``DimensionMismatch`` if it is not ``expected``."""
+    size = len(vector)
+    if size == 0:
+        raise BadRequest("an embedding must have at least one dimension")
+    if expected is not None and size != expected:
+        raise DimensionMismatch(
+            f"embedding has {size} dimensions but this agent stores {expected}-dimension "
+            "vectors; use the same embedding model, or a new agent",
+            details={"expected": str(expected), "got": str(size)},
+        )
+    return size
+
+
+def top_k(
+    query: Sequence[float], blobs: Sequence[bytes], *, count: int, threshold: float
+) -> list[tuple[int, float]]:
+    """Return ``(row, cosine)`` of the ``count`` best rows scoring ``threshold`` or more.
+
+    Exact (no index): the same answer on every backend, best first.
+    """
+    if not blobs or count <= 0:
+        return []
+    matrix: Matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+    q = np.asarray(query, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(q))
+    scores = (matrix @ q) / np.where(norms == 0, 1.0, norms)
+    k = min(count, len(blobs))
+    best = np.argpartition(-scores, k - 1)[:k]
+    ranked = best[np.lexsort((best, -scores[best]))]  # score desc, then row order for ties
+    return [(int(i), float(scores[i])) for i in ranked if scores[i] >= threshold]
