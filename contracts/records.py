@@ -106,6 +106,29 @@ class ParticipantState(StrEnum):
     MUTED = "MUTED"
 
 
+class Relationship(Record, kw_only=True):
+    """A link between two entities, as seen by one agent (tags such as 'friend')."""
+
+    id: Id = msgspec.field(default_factory=new_id)
+    source_entity_id: Id
+    target_entity_id: Id
+    agent_id: Id | None = None
+    tags: list[str] = msgspec.field(default_factory=list)
+    metadata: JsonMap = msgspec.field(default_factory=dict)
+    created_at: Millis = msgspec.field(default_factory=now_ms)
+
+
+class Log(Record, kw_only=True):
+    """One audit row: a model call, an action, a run event..."""
+
+    id: Id = msgspec.field(default_factory=new_id)
+    entity_id: Id
+    room_id: Id | None = None
+    type: Annotated[str, Meta(description="What is logged, e.g. 'useModel:TEXT_LARGE'.")]
+    body: JsonMap = msgspec.field(default_factory=dict)
+    created_at: Millis = msgspec.field(default_factory=now_ms)
+
+
 class Agent(Record, kw_only=True):
     """An agent as stored: its id, name and character document."""
 

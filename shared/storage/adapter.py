@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from contracts.records import Agent, Entity, Memory, ParticipantState, Room, World
+from contracts.records import (
+    Agent,
+    Entity,
+    Log,
+    Memory,
+    ParticipantState,
+    Relationship,
+    Room,
+    World,
+)
 
 
 class DatabaseAdapter(Protocol):
@@ -177,6 +186,39 @@ class DatabaseAdapter(Protocol):
         self, room_id: str, entity_id: str, state: ParticipantState | None
     ) -> None:
         """Set FOLLOWED, MUTED or None."""
+
+    # relationships
+    async def create_relationship(self, relationship: Relationship) -> bool:
+        """Store a relationship; False if the pair is already linked."""
+        ...
+
+    async def update_relationship(self, relationship: Relationship) -> None:
+        """Replace the tags and metadata of the link between the same two entities."""
+
+    async def get_relationships(
+        self, entity_id: str, tags: Sequence[str] | None = None
+    ) -> list[Relationship]:
+        """Return the links from or to ``entity_id`` carrying every one of ``tags``."""
+        ...
+
+    # logs
+    async def log(self, entry: Log) -> None:
+        """Append an audit row."""
+
+    async def get_logs(
+        self,
+        *,
+        entity_id: str | None = None,
+        room_id: str | None = None,
+        type: str | None = None,
+        count: int = 100,
+        offset: int = 0,
+    ) -> list[Log]:
+        """Return matching audit rows, newest first."""
+        ...
+
+    async def delete_log(self, log_id: str) -> None:
+        """Delete one audit row."""
 
     # cache
     async def get_cache(self, key: str) -> Any:

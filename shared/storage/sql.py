@@ -16,7 +16,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts import Content
-from contracts.records import Agent, Entity, Memory, ParticipantState, Room, World, now_ms
+from contracts.records import (
+    Agent,
+    Entity,
+    Log,
+    Memory,
+    ParticipantState,
+    Relationship,
+    Room,
+    World,
+    now_ms,
+)
 from shared.database import create_engine
 from shared.errors import BadRequest, NotFound
 from shared.storage.migrate import upgrade as upgrade_schema
@@ -25,8 +35,10 @@ from shared.storage.tables import (
     CacheRow,
     EmbeddingRow,
     EntityRow,
+    LogRow,
     MemoryRow,
     ParticipantRow,
+    RelationshipRow,
     RoomRow,
     WorldRow,
 )
@@ -110,7 +122,16 @@ class SqlAdapter:
         async with self._tx() as s:
             memory_ids = select(MemoryRow.id).where(MemoryRow.agent_id == agent_id)
             await s.execute(delete(EmbeddingRow).where(EmbeddingRow.memory_id.in_(memory_ids)))
-            for table in (MemoryRow, ParticipantRow, RoomRow, WorldRow, EntityRow, CacheRow):
+            for table in (
+                MemoryRow,
+                ParticipantRow,
+                RoomRow,
+                WorldRow,
+                EntityRow,
+                CacheRow,
+                RelationshipRow,
+                LogRow,
+            ):
                 await s.execute(delete(table).where(table.agent_id == agent_id))
             done = await s.execute(delete(AgentRow).where(AgentRow.id == agent_id))
             return bool(done.rowcount)  # type: ignore[attr-defined]
@@ -520,6 +541,126 @@ class SqlAdapter:
             )
             if not done.rowcount:  # type: ignore[attr-defined]
                 raise NotFound(f"entity {entity_id} is not a participant of room {room_id}")
+
+    # -- relationships --------------------------------------------------------
+
+    async def create_relationship(self, relationship: Relationship) -> bool:
+        """Store a relationship; False if the pair is already linked for this agent."""
+        try:
+            async with self._tx() as s:
+                s.add(
+                    RelationshipRow(
+                        id=relationship.id,
+                        source_entity_id=relationship.source_entity_id,
+                        target_entity_id=relationship.target_entity_id,
+                        agent_id=self.agent_id,
+                        tags=list(relationship.tags),
+                        metadata_=relationship.metadata,
+                        created_at=relationship.created_at,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def update_relationship(self, relationship: Relationship) -> None:
+        """Replace the tags and metadata of the stored link between the same two entities."""
+        async with self._tx() as s:
+            done = await s.execute(
+                update(RelationshipRow)
+                .where(
+                    RelationshipRow.source_entity_id == relationship.source_entity_id,
+                    RelationshipRow.target_entity_id == relationship.target_entity_id,
+                    RelationshipRow.agent_id == self.agent_id,
+                )
+                .values(tags=list(relationship.tags), metadata_=relationship.metadata)
+            )
+            if not done.rowcount:  # type: ignore[attr-defined]
+                raise NotFound("no relationship between these entities")
+
+    async def get_relationships(
+        self, entity_id: str, tags: Sequence[str] | None = None
+    ) -> list[Relationship]:
+        """Return the links from or to ``entity_id`` carrying every one of ``tags``."""
+        async with self._tx() as s:
+            rows = await s.scalars(
+                select(RelationshipRow)
+                .where(
+                    RelationshipRow.agent_id == self.agent_id,
+                    (RelationshipRow.source_entity_id == entity_id)
+                    | (RelationshipRow.target_entity_id == entity_id),
+                )
+                .order_by(RelationshipRow.created_at, RelationshipRow.id)
+            )
+            wanted = set(tags or ())
+            return [
+                Relationship(
+                    id=r.id,
+                    source_entity_id=r.source_entity_id,
+                    target_entity_id=r.target_entity_id,
+                    agent_id=r.agent_id,
+                    tags=r.tags,
+                    metadata=r.metadata_,
+                    created_at=r.created_at,
+                )
+                for r in rows
+                if wanted <= set(r.tags)
+            ]
+
+    # -- logs -----------------------------------------------------------------
+
+    async def log(self, entry: Log) -> None:
+        """Append an audit row."""
+        async with self._tx() as s:
+            s.add(
+                LogRow(
+                    id=entry.id,
+                    agent_id=self.agent_id,
+                    entity_id=entry.entity_id,
+                    room_id=entry.room_id,
+                    type=entry.type,
+                    body=entry.body,
+                    created_at=entry.created_at,
+                )
+            )
+
+    async def get_logs(
+        self,
+        *,
+        entity_id: str | None = None,
+        room_id: str | None = None,
+        type: str | None = None,
+        count: int = 100,
+        offset: int = 0,
+    ) -> list[Log]:
+        """Return matching audit rows, newest first."""
+        query = select(LogRow).where(LogRow.agent_id == self.agent_id)
+        if entity_id is not None:
+            query = query.where(LogRow.entity_id == entity_id)
+        if room_id is not None:
+            query = query.where(LogRow.room_id == room_id)
+        if type is not None:
+            query = query.where(LogRow.type == type)
+        query = query.order_by(LogRow.created_at.desc(), LogRow.id).offset(offset).limit(count)
+        async with self._tx() as s:
+            return [
+                Log(
+                    id=r.id,
+                    entity_id=r.entity_id,
+                    room_id=r.room_id,
+                    type=r.type,
+                    body=r.body,
+                    created_at=r.created_at,
+                )
+                for r in await s.scalars(query)
+            ]
+
+    async def delete_log(self, log_id: str) -> None:
+        """Delete one audit row."""
+        async with self._tx() as s:
+            await s.execute(
+                delete(LogRow).where(LogRow.id == log_id, LogRow.agent_id == self.agent_id)
+            )
 
     # -- cache ----------------------------------------------------------------
 

@@ -126,6 +126,36 @@ class ParticipantRow(Base):
     room_state: Mapped[str | None] = mapped_column(String(16))
 
 
+class RelationshipRow(Base):
+    """A tagged link between two entities; one per (source, target, agent)."""
+
+    __tablename__ = "relationships"
+    __table_args__ = (UniqueConstraint("source_entity_id", "target_entity_id", "agent_id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    source_entity_id: Mapped[str] = mapped_column(ID)
+    target_entity_id: Mapped[str] = mapped_column(ID)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    tags: Mapped[list[str]]
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class LogRow(Base):
+    """An audit row (model calls, actions, run events)."""
+
+    __tablename__ = "logs"
+    __table_args__ = (Index("ix_logs_agent_type_created", "agent_id", "type", "created_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    entity_id: Mapped[str] = mapped_column(ID)
+    room_id: Mapped[str | None] = mapped_column(ID)
+    type: Mapped[str] = mapped_column(String(128))
+    body: Mapped[dict[str, Any]]
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
 class CacheRow(Base):
     """A JSON value per agent and key, with an optional expiry."""
 

@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 
 from contracts import Content
-from contracts.records import Agent, Entity, Memory, ParticipantState, Room, World, now_ms
+from contracts.records import (
+    Agent,
+    Entity,
+    Log,
+    Memory,
+    ParticipantState,
+    Relationship,
+    Room,
+    World,
+    now_ms,
+)
 from shared.errors import BadRequest, NotFound
 from shared.storage.sql import SqlAdapter
 from shared.storage.vectors import DimensionMismatch
@@ -255,3 +265,49 @@ async def test_agents_do_not_see_each_others_memories(adapter: SqlAdapter) -> No
         assert await other.count_memories("shared-room") == 0
     finally:
         await other.delete_agent(other.agent_id)
+
+
+async def test_relationships_are_found_from_either_end_and_filtered_by_tags(
+    adapter: SqlAdapter,
+) -> None:
+    link = Relationship(source_entity_id="alice", target_entity_id="bob", tags=["friend"])
+    assert await adapter.create_relationship(link)
+    assert not await adapter.create_relationship(
+        Relationship(source_entity_id="alice", target_entity_id="bob", tags=["other"])
+    )
+    await adapter.create_relationship(
+        Relationship(source_entity_id="carol", target_entity_id="alice", tags=["colleague"])
+    )
+    assert [r.target_entity_id for r in await adapter.get_relationships("bob")] == ["bob"]
+    assert len(await adapter.get_relationships("alice")) == 2
+    [friend] = await adapter.get_relationships("alice", tags=["friend"])
+    assert friend.id == link.id
+    await adapter.update_relationship(
+        Relationship(
+            source_entity_id="alice",
+            target_entity_id="bob",
+            tags=["friend", "close"],
+            metadata={"interactions": 3},
+        )
+    )
+    [updated] = await adapter.get_relationships("bob", tags=["close"])
+    assert updated.metadata == {"interactions": 3}
+    with pytest.raises(NotFound):
+        await adapter.update_relationship(
+            Relationship(source_entity_id="bob", target_entity_id="nobody")
+        )
+
+
+async def test_logs_are_kept_newest_first_and_filtered(adapter: SqlAdapter) -> None:
+    for i, kind in enumerate(["useModel:TEXT_LARGE", "action", "useModel:TEXT_LARGE"]):
+        await adapter.log(
+            Log(entity_id="user-1", room_id="room-1", type=kind, body={"n": i}, created_at=i)
+        )
+    models = await adapter.get_logs(type="useModel:TEXT_LARGE")
+    assert [entry.body for entry in models] == [{"n": 2}, {"n": 0}]
+    everything = await adapter.get_logs(room_id="room-1", count=2)
+    assert [entry.body["n"] for entry in everything] == [2, 1]
+    await adapter.delete_log(models[0].id)
+    assert [entry.body for entry in await adapter.get_logs(type="useModel:TEXT_LARGE")] == [
+        {"n": 0}
+    ]
