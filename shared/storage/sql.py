@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import msgspec
 from sqlalchemy import delete, func, select, update
@@ -32,6 +32,7 @@ from shared.errors import BadRequest, NotFound
 from shared.storage.migrate import upgrade as upgrade_schema
 from shared.storage.tables import (
     AgentRow,
+    Base,
     CacheRow,
     EmbeddingRow,
     EntityRow,
@@ -84,7 +85,7 @@ class SqlAdapter:
         """Store ``agent``; False if one with its id exists."""
         try:
             async with self._tx() as s:
-                s.add(_agent_row(agent))
+                s.add(_row(AgentRow, agent))
         except IntegrityError:
             return False
         return True
@@ -93,13 +94,13 @@ class SqlAdapter:
         """Return the agent, or None."""
         async with self._tx() as s:
             row = await s.get(AgentRow, agent_id)
-            return _agent(row) if row else None
+            return _record(Agent, row) if row else None
 
     async def get_agents(self) -> list[Agent]:
         """Return every agent, by name."""
         async with self._tx() as s:
             rows = await s.scalars(select(AgentRow).order_by(AgentRow.name))
-            return [_agent(r) for r in rows]
+            return [_record(Agent, r) for r in rows]
 
     async def update_agent(self, agent_id: str, agent: Agent) -> bool:
         """Replace the stored agent's fields; False if there is none."""
@@ -171,7 +172,16 @@ class SqlAdapter:
             fresh = [m for m in {m.id: m for m in memories}.values() if m.id not in existing]
             for vector in {len(m.embedding): m.embedding for m in fresh if m.embedding}.values():
                 await self._fix_dimension(s, vector)
-            s.add_all(_memory_row(m, table_name, self.agent_id, unique) for m in fresh)
+            s.add_all(
+                _row(
+                    MemoryRow,
+                    m,
+                    type=table_name,
+                    agent_id=m.agent_id or self.agent_id,
+                    unique=m.unique and unique,
+                )
+                for m in fresh
+            )
             await s.flush()
             s.add_all(_embedding_row(m.id, m.embedding) for m in fresh if m.embedding is not None)
         return [m.id for m in memories]
@@ -353,7 +363,7 @@ class SqlAdapter:
                     select(EmbeddingRow).where(EmbeddingRow.memory_id.in_([r.id for r in rows]))
                 )
             }
-        return [_memory(r, vectors.get(r.id)) for r in rows]
+        return [_record(Memory, r, embedding=vectors.get(r.id)) for r in rows]
 
     # -- entities -------------------------------------------------------------
 
@@ -361,12 +371,7 @@ class SqlAdapter:
         """Store entities; False (and nothing stored) if any already exists."""
         try:
             async with self._tx() as s:
-                s.add_all(
-                    EntityRow(
-                        id=e.id, agent_id=self.agent_id, names=list(e.names), metadata_=e.metadata
-                    )
-                    for e in entities
-                )
+                s.add_all(_row(EntityRow, e, agent_id=self.agent_id) for e in entities)
         except IntegrityError:
             return False
         return True
@@ -379,10 +384,7 @@ class SqlAdapter:
                     EntityRow.agent_id == self.agent_id, EntityRow.id.in_(entity_ids)
                 )
             )
-            return [
-                Entity(id=r.id, names=r.names, agent_id=r.agent_id, metadata=r.metadata_)
-                for r in rows
-            ]
+            return [_record(Entity, r) for r in rows]
 
     async def update_entity(self, entity: Entity) -> None:
         """Replace a stored entity's names and metadata, or raise ``NotFound``."""
@@ -398,30 +400,14 @@ class SqlAdapter:
     async def create_world(self, world: World) -> str:
         """Store ``world`` and return its id."""
         async with self._tx() as s:
-            s.add(
-                WorldRow(
-                    id=world.id,
-                    agent_id=self.agent_id,
-                    name=world.name,
-                    message_server_id=world.message_server_id,
-                    metadata_=world.metadata,
-                )
-            )
+            s.add(_row(WorldRow, world, agent_id=self.agent_id))
         return world.id
 
     async def get_world(self, world_id: str) -> World | None:
         """Return the world, or None."""
         async with self._tx() as s:
             row = await s.get(WorldRow, world_id)
-            if row is None:
-                return None
-            return World(
-                id=row.id,
-                name=row.name,
-                agent_id=row.agent_id,
-                message_server_id=row.message_server_id,
-                metadata=row.metadata_,
-            )
+            return _record(World, row) if row else None
 
     async def update_world(self, world: World) -> None:
         """Replace a stored world's name and metadata, or raise ``NotFound``."""
@@ -436,20 +422,7 @@ class SqlAdapter:
     async def create_rooms(self, rooms: Sequence[Room]) -> list[str]:
         """Store rooms and return their ids."""
         async with self._tx() as s:
-            s.add_all(
-                RoomRow(
-                    id=r.id,
-                    agent_id=self.agent_id,
-                    name=r.name,
-                    source=r.source,
-                    type=r.type.value,
-                    channel_id=r.channel_id,
-                    message_server_id=r.message_server_id,
-                    world_id=r.world_id,
-                    metadata_=r.metadata,
-                )
-                for r in rooms
-            )
+            s.add_all(_row(RoomRow, r, agent_id=self.agent_id) for r in rooms)
         return [r.id for r in rooms]
 
     async def get_rooms_by_ids(self, room_ids: Sequence[str]) -> list[Room]:
@@ -462,20 +435,7 @@ class SqlAdapter:
 
     async def _rooms(self, query: Any) -> list[Room]:
         async with self._tx() as s:
-            return [
-                Room(
-                    id=r.id,
-                    name=r.name,
-                    agent_id=r.agent_id,
-                    source=r.source,
-                    type=r.type,
-                    channel_id=r.channel_id,
-                    message_server_id=r.message_server_id,
-                    world_id=r.world_id,
-                    metadata=r.metadata_,
-                )
-                for r in await s.scalars(query.order_by(RoomRow.id))
-            ]
+            return [_record(Room, r) for r in await s.scalars(query.order_by(RoomRow.id))]
 
     # -- participants ---------------------------------------------------------
 
@@ -548,17 +508,7 @@ class SqlAdapter:
         """Store a relationship; False if the pair is already linked for this agent."""
         try:
             async with self._tx() as s:
-                s.add(
-                    RelationshipRow(
-                        id=relationship.id,
-                        source_entity_id=relationship.source_entity_id,
-                        target_entity_id=relationship.target_entity_id,
-                        agent_id=self.agent_id,
-                        tags=list(relationship.tags),
-                        metadata_=relationship.metadata,
-                        created_at=relationship.created_at,
-                    )
-                )
+                s.add(_row(RelationshipRow, relationship, agent_id=self.agent_id))
         except IntegrityError:
             return False
         return True
@@ -593,36 +543,14 @@ class SqlAdapter:
                 .order_by(RelationshipRow.created_at, RelationshipRow.id)
             )
             wanted = set(tags or ())
-            return [
-                Relationship(
-                    id=r.id,
-                    source_entity_id=r.source_entity_id,
-                    target_entity_id=r.target_entity_id,
-                    agent_id=r.agent_id,
-                    tags=r.tags,
-                    metadata=r.metadata_,
-                    created_at=r.created_at,
-                )
-                for r in rows
-                if wanted <= set(r.tags)
-            ]
+            return [_record(Relationship, r) for r in rows if wanted <= set(r.tags)]
 
     # -- logs -----------------------------------------------------------------
 
     async def log(self, entry: Log) -> None:
         """Append an audit row."""
         async with self._tx() as s:
-            s.add(
-                LogRow(
-                    id=entry.id,
-                    agent_id=self.agent_id,
-                    entity_id=entry.entity_id,
-                    room_id=entry.room_id,
-                    type=entry.type,
-                    body=entry.body,
-                    created_at=entry.created_at,
-                )
-            )
+            s.add(_row(LogRow, entry, agent_id=self.agent_id))
 
     async def get_logs(
         self,
@@ -643,17 +571,7 @@ class SqlAdapter:
             query = query.where(LogRow.type == type)
         query = query.order_by(LogRow.created_at.desc(), LogRow.id).offset(offset).limit(count)
         async with self._tx() as s:
-            return [
-                Log(
-                    id=r.id,
-                    entity_id=r.entity_id,
-                    room_id=r.room_id,
-                    type=r.type,
-                    body=r.body,
-                    created_at=r.created_at,
-                )
-                for r in await s.scalars(query)
-            ]
+            return [_record(Log, r) for r in await s.scalars(query)]
 
     async def delete_log(self, log_id: str) -> None:
         """Delete one audit row."""
@@ -689,59 +607,32 @@ class SqlAdapter:
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
-def _agent_row(agent: Agent) -> AgentRow:
-    return AgentRow(
-        id=agent.id,
-        name=agent.name,
-        username=agent.username,
-        enabled=agent.enabled,
-        character=agent.character,
-        created_at=agent.created_at,
-        updated_at=agent.updated_at,
-    )
+# Records and rows share field names, except ``metadata``, which SQLAlchemy's
+# declarative base reserves; it is the column attribute ``metadata_``.
+_COLUMN_OF = {"metadata": "metadata_"}
+
+RowT = TypeVar("RowT", bound=Base)
+RecordT = TypeVar("RecordT", bound=msgspec.Struct)
 
 
-def _agent(row: AgentRow) -> Agent:
-    return Agent(
-        id=row.id,
-        name=row.name,
-        username=row.username,
-        enabled=row.enabled,
-        character=row.character,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+def _row(row_type: type[RowT], record: msgspec.Struct, **columns: Any) -> RowT:
+    """Return a new row holding ``record``'s fields (as JSON-able values) plus ``columns``."""
+    mapped = set(row_type.__mapper__.attrs.keys())
+    values = msgspec.to_builtins(msgspec.structs.asdict(record))
+    fields = {_COLUMN_OF.get(k, k): v for k, v in values.items()}
+    return row_type(**{k: v for k, v in {**fields, **columns}.items() if k in mapped})
 
 
-def _memory_row(memory: Memory, table_name: str, agent_id: str, unique: bool) -> MemoryRow:
-    return MemoryRow(
-        id=memory.id,
-        type=table_name,
-        agent_id=memory.agent_id or agent_id,
-        entity_id=memory.entity_id,
-        room_id=memory.room_id,
-        world_id=memory.world_id,
-        content=msgspec.to_builtins(memory.content),
-        metadata_=memory.metadata,
-        unique=memory.unique and unique,
-        created_at=memory.created_at,
-    )
+def _record(record_type: type[RecordT], row: Base, **fields: Any) -> RecordT:
+    """Return ``row`` as a validated ``record_type``; ``fields`` add what the row lacks."""
+    mapped = set(type(row).__mapper__.attrs.keys())
+    values = {
+        name: getattr(row, _COLUMN_OF.get(name, name))
+        for name in record_type.__struct_fields__
+        if _COLUMN_OF.get(name, name) in mapped
+    }
+    return msgspec.convert({**values, **fields}, record_type)
 
 
 def _embedding_row(memory_id: str, vector: Sequence[float]) -> EmbeddingRow:
     return EmbeddingRow(memory_id=memory_id, dim=len(vector), vector=to_bytes(vector))
-
-
-def _memory(row: MemoryRow, embedding: list[float] | None) -> Memory:
-    return Memory(
-        id=row.id,
-        entity_id=row.entity_id,
-        agent_id=row.agent_id,
-        room_id=row.room_id,
-        world_id=row.world_id,
-        content=msgspec.convert(row.content, Content),
-        embedding=embedding,
-        created_at=row.created_at,
-        unique=row.unique,
-        metadata=row.metadata_,
-    )
