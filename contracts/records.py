@@ -129,6 +129,36 @@ class Log(Record, kw_only=True):
     created_at: Millis = msgspec.field(default_factory=now_ms)
 
 
+class Component(Record, kw_only=True):
+    """A typed piece of data attached to an entity (contact details, preferences, ...)."""
+
+    id: Id = msgspec.field(default_factory=new_id)
+    entity_id: Id
+    agent_id: Id | None = None
+    room_id: Id | None = None
+    world_id: Id | None = None
+    source_entity_id: Id | None = None
+    type: Annotated[str, Meta(min_length=1, max_length=128, description="What the data is.")]
+    data: JsonMap = msgspec.field(default_factory=dict)
+    created_at: Millis = msgspec.field(default_factory=now_ms)
+
+
+class Task(Record, kw_only=True):
+    """Work for the agent to do later or repeatedly (tags 'queue', 'repeat')."""
+
+    id: Id = msgspec.field(default_factory=new_id)
+    name: Annotated[str, Meta(min_length=1, max_length=255)]
+    description: str = ""
+    room_id: Id | None = None
+    world_id: Id | None = None
+    entity_id: Id | None = None
+    agent_id: Id | None = None
+    tags: list[str] = msgspec.field(default_factory=list)
+    metadata: JsonMap = msgspec.field(default_factory=dict)
+    created_at: Millis = msgspec.field(default_factory=now_ms)
+    updated_at: Millis = msgspec.field(default_factory=now_ms)
+
+
 class Agent(Record, kw_only=True):
     """An agent as stored: its id, name and character document."""
 

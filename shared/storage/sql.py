@@ -18,22 +18,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from contracts import Content
 from contracts.records import (
     Agent,
+    Component,
     Entity,
     Log,
     Memory,
     ParticipantState,
     Relationship,
     Room,
+    Task,
     World,
     now_ms,
 )
 from shared.database import create_engine
-from shared.errors import BadRequest, NotFound
+from shared.errors import Conflict, NotFound
 from shared.storage.migrate import upgrade as upgrade_schema
 from shared.storage.tables import (
     AgentRow,
     Base,
     CacheRow,
+    ComponentRow,
     EmbeddingRow,
     EntityRow,
     LogRow,
@@ -41,20 +44,25 @@ from shared.storage.tables import (
     ParticipantRow,
     RelationshipRow,
     RoomRow,
+    TaskRow,
     WorldRow,
 )
 from shared.storage.vectors import check_dimension, from_bytes, to_bytes, top_k
-
-_MEMORY_FIELDS = {"content", "metadata", "embedding", "unique", "world_id"}
 
 
 class SqlAdapter:
     """Storage for one agent on a SQL database, shared pool across agents."""
 
-    def __init__(self, engine: AsyncEngine, agent_id: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        agent_id: str,
+        *,
+        sessions: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
         self.engine = engine
         self.agent_id = agent_id
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sessions = sessions or async_sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
     def from_url(cls, url: str, agent_id: str) -> Self:
@@ -63,7 +71,7 @@ class SqlAdapter:
 
     def for_agent(self, agent_id: str) -> SqlAdapter:
         """Return an adapter for ``agent_id`` over the same engine."""
-        return SqlAdapter(self.engine, agent_id)
+        return SqlAdapter(self.engine, agent_id, sessions=self._sessions)
 
     async def init(self, *, migrate: bool = True) -> None:
         """Bring the schema up to date (unless ``migrate`` is False)."""
@@ -76,8 +84,15 @@ class SqlAdapter:
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session, session.begin():
-            yield session
+        """One transaction; a broken constraint becomes ``Conflict`` (never SQL text)."""
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except IntegrityError as exc:
+            raise Conflict(
+                "the change conflicts with stored data: a duplicate id, or a reference "
+                "to an agent, room or memory that does not exist"
+            ) from exc
 
     # -- agents ---------------------------------------------------------------
 
@@ -86,7 +101,7 @@ class SqlAdapter:
         try:
             async with self._tx() as s:
                 s.add(_row(AgentRow, agent))
-        except IntegrityError:
+        except Conflict:
             return False
         return True
 
@@ -132,6 +147,8 @@ class SqlAdapter:
                 CacheRow,
                 RelationshipRow,
                 LogRow,
+                ComponentRow,
+                TaskRow,
             ):
                 await s.execute(delete(table).where(table.agent_id == agent_id))
             done = await s.execute(delete(AgentRow).where(AgentRow.id == agent_id))
@@ -156,7 +173,7 @@ class SqlAdapter:
         return memory.id
 
     async def create_memories(
-        self, memories: Sequence[Memory], table_name: str, *, unique: bool = True
+        self, memories: Sequence[Memory], table_name: str, unique: bool = True
     ) -> list[str]:
         """Store many memories in one transaction; ids that exist are left as they are.
 
@@ -276,28 +293,43 @@ class SqlAdapter:
             for m, (_, score) in zip(memories, best, strict=True)
         ]
 
-    async def update_memory(self, memory_id: str, **changes: Any) -> bool:
-        """Change ``content``, ``metadata``, ``embedding``, ``unique`` or ``world_id``."""
-        unknown = set(changes) - _MEMORY_FIELDS
-        if unknown:
-            raise BadRequest(f"cannot update memory fields {sorted(unknown)}")
+    async def update_memory(
+        self,
+        memory_id: str,
+        *,
+        content: Content | None = None,
+        metadata: dict[str, Any] | None = None,
+        embedding: Sequence[float] | None = None,
+        unique: bool | None = None,
+    ) -> bool:
+        """Change the given fields (metadata is merged); False if there is no such memory."""
         async with self._tx() as s:
             row = await s.get(MemoryRow, memory_id)
             if row is None or row.agent_id != self.agent_id:
                 return False
-            if "content" in changes:
-                content = msgspec.convert(changes["content"], Content)
+            if content is not None:
                 row.content = msgspec.to_builtins(content)
-            if "metadata" in changes:
-                row.metadata_ = {**row.metadata_, **changes["metadata"]}
-            if "unique" in changes:
-                row.unique = bool(changes["unique"])
-            if "world_id" in changes:
-                row.world_id = changes["world_id"]
-            if (vector := changes.get("embedding")) is not None:
-                await self._fix_dimension(s, vector)
-                await s.merge(_embedding_row(memory_id, vector))
+            if metadata is not None:
+                row.metadata_ = {**row.metadata_, **metadata}
+            if unique is not None:
+                row.unique = unique
+            if embedding is not None:
+                await self._fix_dimension(s, embedding)
+                await s.merge(_embedding_row(memory_id, embedding))
         return True
+
+    async def search_memories_by_text(
+        self, *, table_name: str, query: str, count: int = 10, room_id: str | None = None
+    ) -> list[Memory]:
+        """Return memories whose text contains ``query`` (case-insensitive), newest first."""
+        text = func.lower(MemoryRow.content["text"].as_string())
+        found = (
+            self._memory_filter(table_name, room_id=room_id)
+            .where(text.contains(query.lower(), autoescape=True))
+            .order_by(MemoryRow.created_at.desc(), MemoryRow.id)
+            .limit(count)
+        )
+        return await self._memories(found)
 
     async def delete_memory(self, memory_id: str) -> None:
         """Delete one memory and its vector."""
@@ -317,7 +349,7 @@ class SqlAdapter:
             await s.execute(delete(MemoryRow).where(MemoryRow.id.in_(ids.scalar_subquery())))
 
     async def count_memories(
-        self, room_id: str, *, unique: bool = False, table_name: str | None = None
+        self, room_id: str, unique: bool = False, table_name: str | None = None
     ) -> int:
         """Count a room's memories (of one table when given)."""
         query = (
@@ -372,7 +404,7 @@ class SqlAdapter:
         try:
             async with self._tx() as s:
                 s.add_all(_row(EntityRow, e, agent_id=self.agent_id) for e in entities)
-        except IntegrityError:
+        except Conflict:
             return False
         return True
 
@@ -386,6 +418,26 @@ class SqlAdapter:
             )
             return [_record(Entity, r) for r in rows]
 
+    async def get_entities_by_names(self, names: Sequence[str]) -> list[Entity]:
+        """Return the entities known under any of ``names`` (exact, case-insensitive)."""
+        wanted = {n.casefold() for n in names}
+        return [e for e in await self._entities() if wanted & {n.casefold() for n in e.names}]
+
+    async def search_entities_by_name(self, query: str, limit: int = 10) -> list[Entity]:
+        """Return the entities with a name containing ``query`` (case-insensitive)."""
+        needle = query.casefold()
+        found = [e for e in await self._entities() if any(needle in n.casefold() for n in e.names)]
+        return found[:limit]
+
+    async def _entities(self) -> list[Entity]:
+        # Names live in a JSON list, which SQLite and Postgres search differently;
+        # matching in Python keeps one behaviour (fine for thousands of entities).
+        async with self._tx() as s:
+            rows = await s.scalars(
+                select(EntityRow).where(EntityRow.agent_id == self.agent_id).order_by(EntityRow.id)
+            )
+            return [_record(Entity, r) for r in rows]
+
     async def update_entity(self, entity: Entity) -> None:
         """Replace a stored entity's names and metadata, or raise ``NotFound``."""
         async with self._tx() as s:
@@ -394,6 +446,71 @@ class SqlAdapter:
                 raise NotFound(f"entity {entity.id} does not exist")
             row.names = list(entity.names)
             row.metadata_ = entity.metadata
+
+    # -- components -----------------------------------------------------------
+
+    async def create_component(self, component: Component) -> bool:
+        """Store a component; False if one with its id exists."""
+        try:
+            async with self._tx() as s:
+                s.add(_row(ComponentRow, component, agent_id=self.agent_id))
+        except Conflict:
+            return False
+        return True
+
+    async def get_component(
+        self,
+        entity_id: str,
+        type: str,
+        world_id: str | None = None,
+        source_entity_id: str | None = None,
+    ) -> Component | None:
+        """Return the entity's component of ``type`` (in a world, from a source), or None."""
+        found = await self._components(
+            entity_id, world_id, source_entity_id, ComponentRow.type == type
+        )
+        return found[0] if found else None
+
+    async def get_components(
+        self, entity_id: str, world_id: str | None = None, source_entity_id: str | None = None
+    ) -> list[Component]:
+        """Return every component of an entity, oldest first."""
+        return await self._components(entity_id, world_id, source_entity_id)
+
+    async def _components(
+        self,
+        entity_id: str,
+        world_id: str | None,
+        source_entity_id: str | None,
+        *conditions: Any,
+    ) -> list[Component]:
+        query = select(ComponentRow).where(
+            ComponentRow.agent_id == self.agent_id, ComponentRow.entity_id == entity_id, *conditions
+        )
+        if world_id is not None:
+            query = query.where(ComponentRow.world_id == world_id)
+        if source_entity_id is not None:
+            query = query.where(ComponentRow.source_entity_id == source_entity_id)
+        async with self._tx() as s:
+            rows = await s.scalars(query.order_by(ComponentRow.created_at, ComponentRow.id))
+            return [_record(Component, r) for r in rows]
+
+    async def update_component(self, component: Component) -> None:
+        """Replace a component's data, or raise ``NotFound``."""
+        async with self._tx() as s:
+            row = await s.get(ComponentRow, component.id)
+            if row is None or row.agent_id != self.agent_id:
+                raise NotFound(f"component {component.id} does not exist")
+            row.data = component.data
+
+    async def delete_component(self, component_id: str) -> None:
+        """Delete one component."""
+        async with self._tx() as s:
+            await s.execute(
+                delete(ComponentRow).where(
+                    ComponentRow.id == component_id, ComponentRow.agent_id == self.agent_id
+                )
+            )
 
     # -- worlds and rooms -----------------------------------------------------
 
@@ -409,6 +526,14 @@ class SqlAdapter:
             row = await s.get(WorldRow, world_id)
             return _record(World, row) if row else None
 
+    async def get_all_worlds(self) -> list[World]:
+        """Return the agent's worlds."""
+        async with self._tx() as s:
+            rows = await s.scalars(
+                select(WorldRow).where(WorldRow.agent_id == self.agent_id).order_by(WorldRow.id)
+            )
+            return [_record(World, r) for r in rows]
+
     async def update_world(self, world: World) -> None:
         """Replace a stored world's name and metadata, or raise ``NotFound``."""
         async with self._tx() as s:
@@ -418,6 +543,15 @@ class SqlAdapter:
             row.name = world.name
             row.message_server_id = world.message_server_id
             row.metadata_ = world.metadata
+
+    async def remove_world(self, world_id: str) -> None:
+        """Delete a world and its rooms (with their participants and memories)."""
+        rooms = select(RoomRow.id).where(RoomRow.world_id == world_id)
+        async with self._tx() as s:
+            await self._delete_rooms(s, rooms)
+            await s.execute(
+                delete(WorldRow).where(WorldRow.id == world_id, WorldRow.agent_id == self.agent_id)
+            )
 
     async def create_rooms(self, rooms: Sequence[Room]) -> list[str]:
         """Store rooms and return their ids."""
@@ -432,6 +566,40 @@ class SqlAdapter:
     async def get_rooms_by_world(self, world_id: str) -> list[Room]:
         """Return a world's rooms."""
         return await self._rooms(select(RoomRow).where(RoomRow.world_id == world_id))
+
+    async def update_room(self, room: Room) -> None:
+        """Replace a stored room's fields, or raise ``NotFound``."""
+        async with self._tx() as s:
+            row = await s.get(RoomRow, room.id)
+            if row is None:
+                raise NotFound(f"room {room.id} does not exist")
+            await s.merge(_row(RoomRow, room, agent_id=row.agent_id))
+
+    async def delete_room(self, room_id: str) -> None:
+        """Delete a room, its participants and its memories."""
+        async with self._tx() as s:
+            await self._delete_rooms(s, select(RoomRow.id).where(RoomRow.id == room_id))
+
+    async def _delete_rooms(self, s: AsyncSession, room_ids: Any) -> None:
+        memories = select(MemoryRow.id).where(MemoryRow.room_id.in_(room_ids))
+        await s.execute(delete(EmbeddingRow).where(EmbeddingRow.memory_id.in_(memories)))
+        await s.execute(delete(MemoryRow).where(MemoryRow.room_id.in_(room_ids)))
+        await s.execute(delete(ParticipantRow).where(ParticipantRow.room_id.in_(room_ids)))
+        await s.execute(delete(RoomRow).where(RoomRow.id.in_(room_ids)))
+
+    async def get_rooms_for_participant(self, entity_id: str) -> list[str]:
+        """Return the ids of the rooms an entity takes part in."""
+        async with self._tx() as s:
+            return list(
+                await s.scalars(
+                    select(ParticipantRow.room_id)
+                    .where(
+                        ParticipantRow.entity_id == entity_id,
+                        ParticipantRow.agent_id == self.agent_id,
+                    )
+                    .order_by(ParticipantRow.id)
+                )
+            )
 
     async def _rooms(self, query: Any) -> list[Room]:
         async with self._tx() as s:
@@ -456,6 +624,29 @@ class SqlAdapter:
                 if e not in present
             )
         return True
+
+    async def remove_participant(self, entity_id: str, room_id: str) -> bool:
+        """Take an entity out of a room; False if it was not in it."""
+        async with self._tx() as s:
+            done = await s.execute(
+                delete(ParticipantRow).where(*self._participant(room_id, entity_id))
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    async def is_room_participant(self, room_id: str, entity_id: str) -> bool:
+        """Say whether an entity takes part in a room."""
+        async with self._tx() as s:
+            found = await s.scalar(
+                select(ParticipantRow.id).where(*self._participant(room_id, entity_id))
+            )
+            return found is not None
+
+    def _participant(self, room_id: str, entity_id: str) -> tuple[Any, ...]:
+        return (
+            ParticipantRow.room_id == room_id,
+            ParticipantRow.entity_id == entity_id,
+            ParticipantRow.agent_id == self.agent_id,
+        )
 
     async def get_participants_for_room(self, room_id: str) -> list[str]:
         """Return the ids of the entities in a room."""
@@ -509,7 +700,7 @@ class SqlAdapter:
         try:
             async with self._tx() as s:
                 s.add(_row(RelationshipRow, relationship, agent_id=self.agent_id))
-        except IntegrityError:
+        except Conflict:
             return False
         return True
 
@@ -544,6 +735,70 @@ class SqlAdapter:
             )
             wanted = set(tags or ())
             return [_record(Relationship, r) for r in rows if wanted <= set(r.tags)]
+
+    # -- tasks ----------------------------------------------------------------
+
+    async def create_task(self, task: Task) -> str:
+        """Store a task and return its id."""
+        async with self._tx() as s:
+            s.add(_row(TaskRow, task, agent_id=self.agent_id))
+        return task.id
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """Return the task, or None."""
+        found = await self._tasks(TaskRow.id == task_id)
+        return found[0] if found else None
+
+    async def get_tasks(
+        self,
+        room_id: str | None = None,
+        tags: Sequence[str] | None = None,
+        entity_id: str | None = None,
+    ) -> list[Task]:
+        """Return the tasks matching every filter given (all ``tags`` present), oldest first."""
+        conditions = []
+        if room_id is not None:
+            conditions.append(TaskRow.room_id == room_id)
+        if entity_id is not None:
+            conditions.append(TaskRow.entity_id == entity_id)
+        wanted = set(tags or ())
+        return [t for t in await self._tasks(*conditions) if wanted <= set(t.tags)]
+
+    async def get_tasks_by_name(self, name: str) -> list[Task]:
+        """Return the tasks called ``name``, oldest first."""
+        return await self._tasks(TaskRow.name == name)
+
+    async def _tasks(self, *conditions: Any) -> list[Task]:
+        async with self._tx() as s:
+            rows = await s.scalars(
+                select(TaskRow)
+                .where(TaskRow.agent_id == self.agent_id, *conditions)
+                .order_by(TaskRow.created_at, TaskRow.id)
+            )
+            return [_record(Task, r) for r in rows]
+
+    async def update_task(self, task: Task) -> None:
+        """Replace a task's fields (``updated_at`` is set now), or raise ``NotFound``."""
+        async with self._tx() as s:
+            row = await s.get(TaskRow, task.id)
+            if row is None or row.agent_id != self.agent_id:
+                raise NotFound(f"task {task.id} does not exist")
+            await s.merge(
+                _row(
+                    TaskRow,
+                    task,
+                    agent_id=self.agent_id,
+                    created_at=row.created_at,
+                    updated_at=now_ms(),
+                )
+            )
+
+    async def delete_task(self, task_id: str) -> None:
+        """Delete one task."""
+        async with self._tx() as s:
+            await s.execute(
+                delete(TaskRow).where(TaskRow.id == task_id, TaskRow.agent_id == self.agent_id)
+            )
 
     # -- logs -----------------------------------------------------------------
 
@@ -590,7 +845,7 @@ class SqlAdapter:
                 return None
             return row.value
 
-    async def set_cache(self, key: str, value: Any, *, expires_at: int | None = None) -> bool:
+    async def set_cache(self, key: str, value: Any, expires_at: int | None = None) -> bool:
         """Store a JSON value under ``key``, replacing any previous one."""
         async with self._tx() as s:
             await s.merge(

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -154,6 +163,42 @@ class LogRow(Base):
     type: Mapped[str] = mapped_column(String(128))
     body: Mapped[dict[str, Any]]
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ComponentRow(Base):
+    """Typed data attached to an entity."""
+
+    __tablename__ = "components"
+    __table_args__ = (Index("ix_components_agent_entity_type", "agent_id", "entity_id", "type"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    entity_id: Mapped[str] = mapped_column(ID)
+    room_id: Mapped[str | None] = mapped_column(ID)
+    world_id: Mapped[str | None] = mapped_column(ID)
+    source_entity_id: Mapped[str | None] = mapped_column(ID)
+    type: Mapped[str] = mapped_column(String(128))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class TaskRow(Base):
+    """Work for an agent to do later or repeatedly."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_agent_name", "agent_id", "name"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text)
+    room_id: Mapped[str | None] = mapped_column(ID)
+    world_id: Mapped[str | None] = mapped_column(ID)
+    entity_id: Mapped[str | None] = mapped_column(ID)
+    tags: Mapped[list[str]]
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class CacheRow(Base):

@@ -27,6 +27,8 @@ TABLES = {
     "cache",
     "relationships",
     "logs",
+    "components",
+    "tasks",
 }
 
 
@@ -88,7 +90,7 @@ async def test_four_services_migrating_at_once_leave_one_good_schema(postgres_ur
             assert await table_names(racers[0]) == TABLES
             async with racers[0].connect() as conn:
                 rows = (await conn.execute(text("select version_num from alembic_version"))).all()
-            assert [v for (v,) in rows] == ["0002"]
+            assert [v for (v,) in rows] == ["0003"]
         finally:
             for engine in racers:
                 await engine.dispose()
