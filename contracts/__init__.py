@@ -16,6 +16,7 @@ from contracts.error import ERROR_CODE_HEADER, ERROR_HEADER, STATUS_BY_CODE, Err
 from contracts.message import ID_PATTERN, Event, Id, Message, new_id, utc_now
 from contracts.subjects import (
     DEFAULT_NAMESPACE,
+    QUEUE_MEMORY,
     QUEUE_RUNTIME,
     InvalidIdError,
     Subjects,
@@ -29,6 +30,7 @@ __all__ = [
     "ERROR_HEADER",
     "ID_PATTERN",
     "MAX_TEXT_LENGTH",
+    "QUEUE_MEMORY",
     "QUEUE_RUNTIME",
     "STATUS_BY_CODE",
     "Content",

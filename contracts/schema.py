@@ -15,10 +15,16 @@ import msgspec
 
 from contracts.agent import HandleMessage, HandleMessageResult
 from contracts.error import Error
+from contracts.memory import OPERATIONS
 from contracts.message import Message
 from contracts.subjects import Subjects
 
-MESSAGES: tuple[type[Message], ...] = (HandleMessage, HandleMessageResult, Error)
+MESSAGES: tuple[type[Message], ...] = (
+    HandleMessage,
+    HandleMessageResult,
+    Error,
+    *(m for op in OPERATIONS.values() for m in (op.request, op.result)),
+)
 """Every message type on the wire. Add new ones here so they get a schema."""
 
 JsonObject = dict[str, Any]
@@ -57,6 +63,18 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
             replies=(HandleMessageResult, Error),
             served_by="runtime (queue group 'runtime')",
             description=HandleMessage.__doc__ or "",
+        ),
+        *(
+            Operation(
+                name=f"memory.{op.name}",
+                subject=subjects.memory_operation(op.name),
+                parameters={},
+                request=op.request,
+                replies=(op.result, Error),
+                served_by="memory (queue group 'memory')",
+                description=op.summary,
+            )
+            for op in OPERATIONS.values()
         ),
     )
 

@@ -181,11 +181,11 @@ class StorageOperations(Protocol):
     async def get_component(
         self,
         entity_id: str,
-        type: str,
+        component_type: str,
         world_id: str | None = None,
         source_entity_id: str | None = None,
     ) -> Component | None:
-        """Return the entity's component of ``type`` (in a world, from a source), or None."""
+        """Return the entity's component of ``component_type`` (in a world, from a source)."""
         ...
 
     async def get_components(
@@ -338,7 +338,7 @@ class StorageOperations(Protocol):
         *,
         entity_id: str | None = None,
         room_id: str | None = None,
-        type: str | None = None,
+        log_type: str | None = None,
         count: int = 100,
         offset: int = 0,
     ) -> list[Log]:

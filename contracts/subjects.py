@@ -16,6 +16,7 @@ from contracts.message import ID_PATTERN
 DEFAULT_NAMESPACE = "eliza"
 
 _ID = re.compile(ID_PATTERN)
+_OPERATION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _AGENT_ID_TOKEN = 2  # <ns>.agent.<agent_id>...
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -66,6 +67,19 @@ class Subjects:
         """What the runtime subscribes to; the agent id is the third token."""
         return f"{self.namespace}.agent.*.message.handle"
 
+    # -- memory (served by the memory service) ---------------------------------
+
+    def memory_operation(self, operation: str) -> str:
+        """Request-reply: run one storage operation (``contracts.memory.OPERATIONS``)."""
+        if not _OPERATION.fullmatch(operation):
+            raise InvalidIdError(f"invalid memory operation {operation!r}")
+        return f"{self.namespace}.memory.{operation}"
+
+    @property
+    def memory_template(self) -> str:
+        """What the memory service subscribes to; the operation is the third token."""
+        return f"{self.namespace}.memory.*"
+
     # -- streams --------------------------------------------------------------
 
     @property
@@ -89,3 +103,6 @@ def agent_id_of(subject: str) -> str:
 
 QUEUE_RUNTIME = "runtime"
 """Queue group of runtime replicas: each message is handled by one of them."""
+
+QUEUE_MEMORY = "memory"
+"""Queue group of memory-service replicas."""

@@ -89,12 +89,14 @@ def as_service_error(exc: Exception) -> ServiceError:
     would leak the handler's internals. Anything unexpected is ``Internal``.
     """
     if isinstance(exc, ValidationError):
+        if isinstance(exc.original_error, msgspec.ValidationError):
+            where = _PARAM_PATH.sub(r"`$\1", str(exc.original_error))
+            return BadRequest(f"invalid request: {where}")
         exc = exc.original_error
     if isinstance(exc, ServiceError):
         return exc
     if isinstance(exc, msgspec.ValidationError):
-        where = _PARAM_PATH.sub(r"`$\1", str(exc))
-        return BadRequest(f"invalid request: {where}")
+        return BadRequest(f"invalid request: {exc}")
     if isinstance(exc, InvalidIdError):
         return BadRequest(str(exc))
     return Internal("internal error; the service log has the details")
@@ -144,6 +146,16 @@ def create_broker(
     )
 
 
+async def start_serving(broker: NatsBroker, *, timeout: float = 5.0) -> None:
+    """Start the broker's subscribers; return once the NATS server has registered them.
+
+    Without the flush, a request sent right after ``start()`` from another
+    connection can arrive before the subscription and find "no responders".
+    """
+    await broker.start()
+    await broker.config.connection_state.connection.flush(timeout=timeout)
+
+
 @functools.cache
 def _reply_decoder(result_type: type[Message]) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(result_type | Error)
@@ -171,6 +183,11 @@ async def request(
         raise Unavailable(f"no reply on {subject} within {timeout:g}s") from exc
     except nats.errors.NoRespondersError as exc:
         raise Unavailable(f"no service is listening on {subject}") from exc
+    except nats.errors.MaxPayloadError as exc:
+        raise BadRequest(
+            f"request to {subject} is larger than the NATS server accepts ({exc}); "
+            "send it in smaller batches"
+        ) from exc
     try:
         decoded = _reply_decoder(result_type).decode(reply.body)
     except msgspec.DecodeError as exc:

@@ -1,1 +1,1 @@
-"""The memory service (owns the database); its handlers arrive with the storage issue."""
+"""The memory service: owns the database and serves every storage operation over NATS."""

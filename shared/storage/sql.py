@@ -461,13 +461,13 @@ class SqlAdapter:
     async def get_component(
         self,
         entity_id: str,
-        type: str,
+        component_type: str,
         world_id: str | None = None,
         source_entity_id: str | None = None,
     ) -> Component | None:
-        """Return the entity's component of ``type`` (in a world, from a source), or None."""
+        """Return the entity's component of ``component_type`` (in a world, from a source)."""
         found = await self._components(
-            entity_id, world_id, source_entity_id, ComponentRow.type == type
+            entity_id, world_id, source_entity_id, ComponentRow.type == component_type
         )
         return found[0] if found else None
 
@@ -812,7 +812,7 @@ class SqlAdapter:
         *,
         entity_id: str | None = None,
         room_id: str | None = None,
-        type: str | None = None,
+        log_type: str | None = None,
         count: int = 100,
         offset: int = 0,
     ) -> list[Log]:
@@ -822,8 +822,8 @@ class SqlAdapter:
             query = query.where(LogRow.entity_id == entity_id)
         if room_id is not None:
             query = query.where(LogRow.room_id == room_id)
-        if type is not None:
-            query = query.where(LogRow.type == type)
+        if log_type is not None:
+            query = query.where(LogRow.type == log_type)
         query = query.order_by(LogRow.created_at.desc(), LogRow.id).offset(offset).limit(count)
         async with self._tx() as s:
             return [_record(Log, r) for r in await s.scalars(query)]

@@ -20,7 +20,7 @@ from contracts import (
     Subjects,
 )
 from services.runtime.main import create_broker_for
-from shared.bus import create_broker, request
+from shared.bus import create_broker, request, start_serving
 from shared.config import Settings
 from shared.errors import Unavailable
 
@@ -31,7 +31,7 @@ HELLO = HandleMessage(entity_id="user-1", room_id="room-1", content=Content(text
 async def runtime(nats_url: str, subjects: Subjects) -> AsyncIterator[NatsBroker]:
     broker = create_broker_for(Settings(nats_url=nats_url, eliza_ns=subjects.namespace))
     async with broker:
-        await broker.start()
+        await start_serving(broker)
         yield broker
 
 

@@ -31,10 +31,11 @@ def compose_config(*args: str) -> str:
 
 def test_the_compose_file_is_valid_and_has_every_running_service() -> None:
     services = set(compose_config("--services").split())
-    assert {"nats", "runtime", "gateway"} <= services
+    assert {"nats", "postgres", "memory", "runtime", "gateway"} <= services
 
 
 def test_the_services_reach_nats_by_its_compose_name_and_runtime_has_two_replicas() -> None:
     config = compose_config()
     assert "NATS_URL: nats://nats:4222" in config
     assert "replicas: 2" in config
+    assert "DATABASE_URL: postgresql://eliza:eliza@postgres:5432/eliza" in config

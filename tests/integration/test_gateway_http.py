@@ -13,6 +13,7 @@ from faststream.nats import NatsBroker
 from contracts import Subjects
 from services.gateway.main import create_app
 from services.runtime.main import create_broker_for
+from shared.bus import start_serving
 from shared.config import Settings
 from shared.natsserver import free_port, wait_for_port
 
@@ -28,7 +29,7 @@ def settings(nats_url: str, subjects: Subjects) -> Settings:
 async def runtime(settings: Settings) -> AsyncIterator[NatsBroker]:
     broker = create_broker_for(settings)
     async with broker:
-        await broker.start()
+        await start_serving(broker)
         yield broker
 
 

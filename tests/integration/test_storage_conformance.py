@@ -1,20 +1,22 @@
 """One conformance suite for every ``DatabaseAdapter``: the same assertions on each backend.
 
-Backends: ``SqlAdapter`` on SQLite and on Postgres (the ``NatsMemoryClient``
-target joins when the memory service lands). Each test works as an agent of
-its own, so tests share a database without seeing each other's rows.
+Targets: ``SqlAdapter`` on SQLite, ``SqlAdapter`` on Postgres, and
+``NatsMemoryClient`` talking to the memory service on a real nats-server
+(which stores in SQLite). Each test works as an agent of its own, so tests
+share a database without seeing each other's rows.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from contracts import Content
+from contracts import Content, Subjects
 from contracts.records import (
     Agent,
     Component,
@@ -28,30 +30,62 @@ from contracts.records import (
     World,
     now_ms,
 )
+from services.memory.main import create_broker_for
+from shared.bus import create_broker, start_serving
+from shared.config import Settings
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
+from shared.storage.client import memory_client
 from shared.storage.sql import SqlAdapter
+
+BATCH = 100  # vectors per request: 100 x 384 floats as JSON stay under NATS's 1 MB payload
 
 
 def new_id() -> str:
     return uuid.uuid4().hex
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DatabaseAdapter]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'agent.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    agent_id = new_id()
-    db = SqlAdapter.from_url(url, agent_id)
+@asynccontextmanager
+async def sql_adapter(url: str) -> AsyncIterator[DatabaseAdapter]:
+    db = SqlAdapter.from_url(url, new_id())
     await db.init()
-    assert await db.create_agent(Agent(id=agent_id, name="Conformance"))
     try:
         yield db
     finally:
-        await db.delete_agent(agent_id)
         await db.close()
+
+
+@asynccontextmanager
+async def memory_service_client(
+    nats_url: str, subjects: Subjects, database_url: str
+) -> AsyncIterator[DatabaseAdapter]:
+    settings = Settings(nats_url=nats_url, eliza_ns=subjects.namespace, database_url=database_url)
+    async with sql_adapter(database_url) as storage:
+        service = create_broker_for(settings, storage)  # type: ignore[arg-type]
+        client = create_broker(nats_url, name="conformance-client")
+        async with service, client:
+            await start_serving(service)
+            await client.connect()
+            yield memory_client(client, agent_id=new_id(), subjects=subjects)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "nats"])
+async def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DatabaseAdapter]:
+    sqlite_url = f"sqlite:///{tmp_path / 'agent.db'}"
+    target: AbstractAsyncContextManager[DatabaseAdapter]
+    if request.param == "sqlite":
+        target = sql_adapter(sqlite_url)
+    elif request.param == "postgres":
+        target = sql_adapter(request.getfixturevalue("postgres_url"))
+    else:
+        nats_url = request.getfixturevalue("nats_url")
+        target = memory_service_client(nats_url, request.getfixturevalue("subjects"), sqlite_url)
+    async with target as db:
+        assert await db.create_agent(Agent(id=db.agent_id, name="Conformance"))
+        try:
+            yield db
+        finally:
+            await db.delete_agent(db.agent_id)
 
 
 def message(room_id: str, text: str, *, at: int, embedding: list[float] | None = None) -> Memory:
@@ -163,8 +197,8 @@ async def test_vector_search_matches_brute_force_cosine_top_10(adapter: Database
     memories = [
         message(room, f"v{i}", at=i, embedding=vectors[i].tolist()) for i in range(len(vectors))
     ]
-    for start in range(0, len(memories), 2_500):
-        await adapter.create_memories(memories[start : start + 2_500], "documents")
+    for start in range(0, len(memories), BATCH):
+        await adapter.create_memories(memories[start : start + BATCH], "documents")
     query = rng.standard_normal(384).astype(np.float32)
     cosine = (vectors @ query) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
     expected = [f"v{i}" for i in np.argsort(-cosine)[:10]]
@@ -303,12 +337,12 @@ async def test_logs_are_kept_newest_first_and_filtered(adapter: DatabaseAdapter)
         await adapter.log(
             Log(entity_id="user-1", room_id="room-1", type=kind, body={"n": i}, created_at=i)
         )
-    models = await adapter.get_logs(type="useModel:TEXT_LARGE")
+    models = await adapter.get_logs(log_type="useModel:TEXT_LARGE")
     assert [entry.body for entry in models] == [{"n": 2}, {"n": 0}]
     everything = await adapter.get_logs(room_id="room-1", count=2)
     assert [entry.body["n"] for entry in everything] == [2, 1]
     await adapter.delete_log(models[0].id)
-    assert [entry.body for entry in await adapter.get_logs(type="useModel:TEXT_LARGE")] == [
+    assert [entry.body for entry in await adapter.get_logs(log_type="useModel:TEXT_LARGE")] == [
         {"n": 0}
     ]
 
