@@ -1,12 +1,17 @@
 """Run the schema migrations (Alembic) on an async engine.
 
-On Postgres the whole upgrade runs in one transaction holding an advisory
-lock, so replicas that start together migrate one after the other and the
-later ones find nothing left to do.
+Processes that start together migrate one after the other, and the later
+ones find nothing left to do: on Postgres the whole upgrade runs in one
+transaction holding an advisory lock; on a SQLite file, under an exclusive
+lock on a ``<file>.migrate.lock`` beside it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from alembic import command
@@ -35,10 +40,26 @@ def _downgrade(connection: Connection, revision: str) -> None:
 
 async def _locked(engine: AsyncEngine, step: str, revision: str) -> None:
     run = _upgrade if step == "upgrade" else _downgrade
-    async with engine.begin() as conn:
+    async with _file_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(text("select pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         await conn.run_sync(run, revision)
+
+
+@asynccontextmanager
+async def _file_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Hold an exclusive lock beside a SQLite file; nothing for other databases."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        yield
+        return
+    with Path(f"{database}.migrate.lock").open("a") as lock:  # noqa: ASYNC230 - an empty local file
+        # flock blocks, so wait for it in a thread and keep the event loop free.
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -81,16 +82,24 @@ async def test_upgrade_downgrade_and_upgrade_again(empty_database: str) -> None:
         await engine.dispose()
 
 
-async def test_four_services_migrating_at_once_leave_one_good_schema(postgres_url: str) -> None:
-    """Separate engines are separate sessions, as separate processes would be."""
-    async with fresh_postgres_database(postgres_url) as url:
-        racers = [create_engine(url) for _ in range(4)]
-        try:
-            await asyncio.gather(*(upgrade(engine) for engine in racers))
-            assert await table_names(racers[0]) == TABLES
-            async with racers[0].connect() as conn:
-                rows = (await conn.execute(text("select version_num from alembic_version"))).all()
-            assert [v for (v,) in rows] == ["0003"]
-        finally:
-            for engine in racers:
-                await engine.dispose()
+MIGRATE = (
+    "import asyncio, sys; from shared.database import create_engine; "
+    "from shared.storage.migrate import upgrade; asyncio.run(upgrade(create_engine(sys.argv[1])))"
+)
+
+
+async def test_four_processes_migrating_at_once_leave_one_good_schema(empty_database: str) -> None:
+    racers = [
+        await asyncio.create_subprocess_exec(sys.executable, "-c", MIGRATE, empty_database)
+        for _ in range(4)
+    ]
+    codes = await asyncio.gather(*(racer.wait() for racer in racers))
+    assert codes == [0, 0, 0, 0]
+    engine = create_engine(empty_database)
+    try:
+        assert await table_names(engine) == TABLES
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("select version_num from alembic_version"))).all()
+        assert [v for (v,) in rows] == ["0003"]
+    finally:
+        await engine.dispose()
