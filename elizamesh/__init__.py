@@ -5,6 +5,7 @@ This package is the public face: import what you need from here, never from
 """
 
 from contracts import Content, Error, ErrorCode, HandleMessage, HandleMessageResult
+from contracts.agent import Media, MentionContext
 from contracts.records import (
     Agent,
     ChannelType,
@@ -18,6 +19,32 @@ from contracts.records import (
     Task,
     World,
 )
+from shared.agent.character import Character, CharacterError, Style
+from shared.agent.elizaos import AgentHealth, AgentSpec, BatchItemResult, ElizaOS, new_message
+from shared.agent.message_service import (
+    DefaultMessageService,
+    MessageOptions,
+    MessageProcessingResult,
+)
+from shared.agent.plugin import PluginError, resolve_plugins
+from shared.agent.runtime import AgentRuntime, TargetInfo
+from shared.agent.types import (
+    Action,
+    ActionError,
+    ActionResult,
+    Evaluator,
+    EventType,
+    HandlerOptions,
+    ModelError,
+    ModelType,
+    Plugin,
+    PluginPriority,
+    Provider,
+    ProviderResult,
+    Service,
+    State,
+    StateError,
+)
 from shared.config import Settings
 from shared.errors import BadRequest, Conflict, Internal, NotFound, ServiceError, Unavailable
 from shared.storage.adapter import DatabaseAdapter
@@ -26,32 +53,64 @@ from shared.storage.sql import SqlAdapter
 from shared.storage.vectors import DimensionMismatch
 
 __all__ = [
+    "Action",
+    "ActionError",
+    "ActionResult",
     "Agent",
+    "AgentHealth",
+    "AgentRuntime",
+    "AgentSpec",
     "BadRequest",
+    "BatchItemResult",
     "ChannelType",
+    "Character",
+    "CharacterError",
     "Component",
     "Conflict",
     "Content",
     "DatabaseAdapter",
+    "DefaultMessageService",
     "DimensionMismatch",
+    "ElizaOS",
     "Entity",
     "Error",
     "ErrorCode",
+    "Evaluator",
+    "EventType",
     "HandleMessage",
     "HandleMessageResult",
+    "HandlerOptions",
     "Internal",
     "Log",
+    "Media",
     "Memory",
+    "MentionContext",
+    "MessageOptions",
+    "MessageProcessingResult",
+    "ModelError",
+    "ModelType",
     "NatsMemoryClient",
     "NotFound",
     "ParticipantState",
+    "Plugin",
+    "PluginError",
+    "PluginPriority",
+    "Provider",
+    "ProviderResult",
     "Relationship",
     "Room",
+    "Service",
     "ServiceError",
     "Settings",
     "SqlAdapter",
+    "State",
+    "StateError",
+    "Style",
+    "TargetInfo",
     "Task",
     "Unavailable",
     "World",
     "memory_client",
+    "new_message",
+    "resolve_plugins",
 ]

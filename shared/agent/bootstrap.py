@@ -1,0 +1,426 @@
+"""The bootstrap plugin: the actions, providers and evaluator every agent starts with.
+
+Providers tell the model who it is, what was said, what it can do; actions
+answer, stay silent, follow or mute rooms, and send messages elsewhere;
+REFLECTION learns facts and relationships after a reply.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from contracts import Content
+from contracts.records import Memory, ParticipantState, Relationship
+from shared.agent.prompts import compose_prompt
+from shared.agent.types import (
+    Action,
+    ActionResult,
+    Callback,
+    Evaluator,
+    HandlerOptions,
+    ModelType,
+    Plugin,
+    PluginPriority,
+    Provider,
+    ProviderResult,
+    State,
+)
+from shared.agent.xml import TextTagStreamer, parse_key_value_xml
+
+if TYPE_CHECKING:
+    from shared.agent.runtime import AgentRuntime
+
+# -- providers -------------------------------------------------------------------
+
+
+async def character_provider(
+    runtime: AgentRuntime, message: Memory, state: State
+) -> ProviderResult:
+    """Who the agent is: name, system prompt, bio, topics, adjectives and style."""
+    del message, state
+    c = runtime.character
+    lines = [f"# About {c.name}", *c.bio_lines]
+    if c.topics:
+        lines.append(f"{c.name} is interested in: {', '.join(c.topics)}")
+    if c.adjectives:
+        lines.append(f"{c.name} is: {', '.join(c.adjectives)}")
+    style = [*c.style.all, *c.style.chat]
+    if style:
+        lines.append("Style:\n" + "\n".join(f"- {s}" for s in style))
+    if c.system:
+        lines.insert(0, c.system)
+    return ProviderResult(
+        text="\n".join(lines),
+        values={"agentName": c.name, "bio": " ".join(c.bio_lines), "system": c.system or ""},
+    )
+
+
+async def recent_messages_provider(
+    runtime: AgentRuntime, message: Memory, state: State
+) -> ProviderResult:
+    """The last messages of the room, oldest first, with who said them."""
+    del state
+    memories = await runtime.adapter.get_memories(
+        table_name="messages", room_id=message.room_id, count=runtime.get_conversation_length()
+    )
+    said = [m for m in reversed(memories) if m.content.metadata.get("type") != "action_result"]
+    entity_ids = sorted({m.entity_id for m in said})
+    names = {
+        e.id: (e.names[0] if e.names else e.id)
+        for e in await runtime.adapter.get_entities_by_ids(entity_ids)
+    }
+    lines = [
+        f"{names.get(m.entity_id, m.entity_id)}: {m.content.text}" for m in said if m.content.text
+    ]
+    text = "# Conversation\n" + "\n".join(lines) if lines else ""
+    return ProviderResult(
+        text=text, values={"recentMessages": "\n".join(lines)}, data={"recent_messages": said}
+    )
+
+
+async def time_provider(runtime: AgentRuntime, message: Memory, state: State) -> ProviderResult:
+    """The current date and time in UTC."""
+    del runtime, message, state
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return ProviderResult(text=f"The current date and time is {now}.", values={"time": now})
+
+
+async def actions_provider(runtime: AgentRuntime, message: Memory, state: State) -> ProviderResult:
+    """The actions the agent may take for this message (those whose validate accepts it)."""
+    usable = [a for a in runtime.actions if await a.validate(runtime, message, state)]
+    names = ", ".join(a.name for a in usable)
+    described = "\n".join(f"- {a.name}: {a.description}" for a in usable)
+    return ProviderResult(
+        text=f"# Available actions\n{described}",
+        values={"actionNames": names, "actionsWithDescriptions": described},
+        data={"actions": usable},
+    )
+
+
+async def providers_provider(
+    runtime: AgentRuntime, message: Memory, state: State
+) -> ProviderResult:
+    """The providers the model may ask for in ``<providers>`` (the dynamic ones)."""
+    del message, state
+    dynamic = [p for p in runtime.providers if p.dynamic and not p.private]
+    listed = "\n".join(f"- {p.name}: {p.description}" for p in dynamic)
+    return ProviderResult(text=f"# Providers you can ask for\n{listed}" if dynamic else "")
+
+
+async def action_state_provider(
+    runtime: AgentRuntime, message: Memory, state: State
+) -> ProviderResult:
+    """What the actions of this turn have done so far."""
+    results: Sequence[ActionResult] = state.data.get(
+        "action_results"
+    ) or runtime.get_action_results(message.id)
+    if not results:
+        return ProviderResult()
+    lines = [
+        f"- {r.action}: {'succeeded' if r.success else 'failed'}"
+        + (f" ({r.error})" if r.error else "")
+        + (f": {r.text}" if r.text else "")
+        for r in results
+    ]
+    return ProviderResult(
+        text="# Actions done so far\n" + "\n".join(lines),
+        values={"actionResults": "\n".join(lines)},
+    )
+
+
+async def entities_provider(runtime: AgentRuntime, message: Memory, state: State) -> ProviderResult:
+    """The people in the room."""
+    del state
+    ids = await runtime.adapter.get_participants_for_room(message.room_id)
+    entities = await runtime.adapter.get_entities_by_ids(ids)
+    lines = [f"- {', '.join(e.names)} (id {e.id})" for e in entities]
+    return ProviderResult(
+        text="# People in the room\n" + "\n".join(lines), values={"entities": "\n".join(lines)}
+    )
+
+
+async def facts_provider(runtime: AgentRuntime, message: Memory, state: State) -> ProviderResult:
+    """Facts the agent learned that relate to the message."""
+    del state
+    facts = (
+        await runtime.search_facts(message.content.text, count=6) if message.content.text else []
+    )
+    lines = [f"- {f.content.text}" for f in facts]
+    return ProviderResult(
+        text="# Known facts\n" + "\n".join(lines) if lines else "",
+        values={"knownFacts": "\n".join(lines)},
+        data={"facts": facts},
+    )
+
+
+async def relationships_provider(
+    runtime: AgentRuntime, message: Memory, state: State
+) -> ProviderResult:
+    """Who the sender is related to, and how."""
+    del state
+    links = await runtime.adapter.get_relationships(message.entity_id)
+    lines = [f"- {r.source_entity_id} -> {r.target_entity_id}: {', '.join(r.tags)}" for r in links]
+    return ProviderResult(text="# Relationships\n" + "\n".join(lines) if lines else "")
+
+
+async def evaluators_provider(
+    runtime: AgentRuntime, message: Memory, state: State
+) -> ProviderResult:
+    """The evaluators that will look at the conversation."""
+    del message, state
+    listed = "\n".join(f"- {e.name}: {e.description}" for e in runtime.evaluators)
+    return ProviderResult(text=f"# Evaluators\n{listed}" if listed else "")
+
+
+# -- actions ---------------------------------------------------------------------
+
+
+async def reply(
+    runtime: AgentRuntime,
+    message: Memory,
+    state: State,
+    options: HandlerOptions,
+    callback: Callback | None,
+    responses: Sequence[Memory],
+) -> ActionResult:
+    """Write the reply with the reply template, stream it, and send it."""
+    planned = [p for r in responses for p in r.content.providers]
+    state = await runtime.compose_state(message, [*planned, "RECENT_MESSAGES", "ACTION_STATE"])
+    prompt = compose_prompt(runtime.template("replyTemplate"), state.values)
+    streamer = TextTagStreamer() if options.on_stream_chunk else None
+
+    async def forward(chunk: str, _id: str | None) -> None:
+        if (
+            streamer is not None
+            and options.on_stream_chunk is not None
+            and (piece := streamer.feed(chunk))
+        ):
+            await options.on_stream_chunk(piece, message.id)
+
+    answer = await runtime.use_model(
+        ModelType.TEXT_LARGE, {"prompt": prompt}, on_stream_chunk=forward if streamer else None
+    )
+    parsed = parse_key_value_xml(str(answer)) or {}
+    text = str(parsed.get("text") or "").strip()
+    if not text:
+        return ActionResult(success=False, error="the model wrote no <text> for the reply")
+    content = Content(
+        text=text,
+        thought=str(parsed.get("thought") or ""),
+        actions=["REPLY"],
+        source=message.content.source,
+    )
+    if callback is not None:
+        await callback(content)
+    return ActionResult(text=text, values={"lastReply": text})
+
+
+async def ignore(
+    runtime: AgentRuntime,
+    message: Memory,
+    state: State,
+    options: HandlerOptions,
+    callback: Callback | None,
+    responses: Sequence[Memory],
+) -> ActionResult:
+    """Say nothing."""
+    del runtime, message, state, options, callback, responses
+    return ActionResult(text="", values={"ignored": True})
+
+
+async def none(
+    runtime: AgentRuntime,
+    message: Memory,
+    state: State,
+    options: HandlerOptions,
+    callback: Callback | None,
+    responses: Sequence[Memory],
+) -> ActionResult:
+    """Do nothing more than what was said."""
+    del runtime, message, state, options, callback, responses
+    return ActionResult()
+
+
+def _room_state_action(name: str, target: ParticipantState | None, description: str) -> Action:
+    async def handler(
+        runtime: AgentRuntime,
+        message: Memory,
+        state: State,
+        options: HandlerOptions,
+        callback: Callback | None,
+        responses: Sequence[Memory],
+    ) -> ActionResult:
+        del state, options, callback, responses
+        await runtime.adapter.set_participant_user_state(message.room_id, runtime.agent_id, target)
+        return ActionResult(text=f"room state is now {target.value if target else 'default'}")
+
+    return Action(name=name, handler=handler, description=description)
+
+
+async def send_message(
+    runtime: AgentRuntime,
+    message: Memory,
+    state: State,
+    options: HandlerOptions,
+    callback: Callback | None,
+    responses: Sequence[Memory],
+) -> ActionResult:
+    """Send a message to another room or platform (``target`` and ``source`` from the plan)."""
+    from shared.agent.runtime import TargetInfo  # noqa: PLC0415 - runtime imports this module
+
+    del state, callback
+    parameters = dict(options.parameters)
+    planned = next((r.content for r in responses), None)
+    source = str(
+        parameters.get("source")
+        or (planned.source if planned else "")
+        or message.content.source
+        or ""
+    )
+    target = str(parameters.get("target") or (planned.target if planned else "") or message.room_id)
+    text = str(parameters.get("text") or (planned.text if planned else ""))
+    if not source or not text:
+        return ActionResult(success=False, error="SEND_MESSAGE needs a source and a text")
+    await runtime.send_message_to_target(
+        TargetInfo(source=source, room_id=target, channel_id=target), Content(text=text)
+    )
+    return ActionResult(text=f"sent to {target} on {source}")
+
+
+# -- evaluator -------------------------------------------------------------------
+
+_FACT = re.compile(r"<fact>(.*?)</fact>", re.DOTALL)
+_RELATIONSHIP = re.compile(r"<relationship>(.*?)</relationship>", re.DOTALL)
+
+
+async def reflection_validate(runtime: AgentRuntime, message: Memory, state: State | None) -> bool:
+    """Reflect once a quarter of the conversation length has passed since the last time."""
+    del state
+    key = f"{message.room_id}-reflection-last-processed"
+    last = await runtime.adapter.get_cache(key)
+    recent = await runtime.adapter.get_memories(
+        table_name="messages", room_id=message.room_id, count=runtime.get_conversation_length()
+    )
+    ids = [m.id for m in recent]
+    since = ids.index(last) if isinstance(last, str) and last in ids else len(ids)
+    return since > runtime.get_conversation_length() // 4
+
+
+async def reflect(
+    runtime: AgentRuntime,
+    message: Memory,
+    state: State,
+    callback: Callback | None,
+    responses: Sequence[Memory],
+) -> None:
+    """Ask the model for new facts and relationships, and store them."""
+    del callback, responses
+    prompt = compose_prompt(runtime.template("reflectionTemplate"), state.values)
+    answer = str(await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": prompt}))
+    stored = await runtime.adapter.get_memories(table_name="facts", count=500)
+    known = {f.content.text.strip().lower() for f in stored}
+    for raw in _FACT.findall(answer):
+        fields = parse_key_value_xml(raw) or {}
+        claim = str(fields.get("claim") or "").strip()
+        if (
+            claim
+            and claim.lower() not in known
+            and str(fields.get("already_known", "")).lower() != "true"
+        ):
+            known.add(claim.lower())
+            await runtime.create_fact(
+                Memory(
+                    entity_id=message.entity_id,
+                    room_id=message.room_id,
+                    content=Content(
+                        text=claim, metadata={"type": str(fields.get("type") or "fact")}
+                    ),
+                )
+            )
+    for raw in _RELATIONSHIP.findall(answer):
+        await _remember_relationship(runtime, parse_key_value_xml(raw) or {})
+    await runtime.adapter.set_cache(f"{message.room_id}-reflection-last-processed", message.id)
+
+
+async def _remember_relationship(runtime: AgentRuntime, fields: dict[str, Any]) -> None:
+    source = str(fields.get("sourceEntityId") or "").strip()
+    target = str(fields.get("targetEntityId") or "").strip()
+    if not source or not target:
+        return
+    tags = [t.strip() for t in str(fields.get("tags") or "").split(",") if t.strip()]
+    existing = [
+        r for r in await runtime.adapter.get_relationships(source) if r.target_entity_id == target
+    ]
+    if existing:
+        old = existing[0]
+        interactions = int(old.metadata.get("interactions", 0)) + 1
+        await runtime.adapter.update_relationship(
+            Relationship(
+                source_entity_id=source,
+                target_entity_id=target,
+                tags=sorted({*old.tags, *tags}),
+                metadata={**old.metadata, "interactions": interactions},
+            )
+        )
+    else:
+        await runtime.adapter.create_relationship(
+            Relationship(
+                source_entity_id=source,
+                target_entity_id=target,
+                tags=tags,
+                metadata={"interactions": 1},
+            )
+        )
+
+
+bootstrap_plugin = Plugin(
+    name="bootstrap",
+    description="The actions, providers and evaluator every agent starts with.",
+    priority=PluginPriority.CORE,
+    providers=(
+        Provider("ACTIONS", actions_provider, "Possible actions", position=-1),
+        Provider("CHARACTER", character_provider, "Who the agent is"),
+        Provider("TIME", time_provider, "The current time"),
+        Provider("PROVIDERS", providers_provider, "Providers to ask for"),
+        Provider("RECENT_MESSAGES", recent_messages_provider, "Recent messages", position=100),
+        Provider(
+            "ACTION_STATE", action_state_provider, "Results of this turn's actions", position=150
+        ),
+        Provider("ENTITIES", entities_provider, "People in the room", dynamic=True),
+        Provider("FACTS", facts_provider, "Facts learned about the people", dynamic=True),
+        Provider("RELATIONSHIPS", relationships_provider, "Who knows whom", dynamic=True),
+        Provider("EVALUATORS", evaluators_provider, "Evaluators", private=True),
+    ),
+    actions=(
+        Action(
+            "REPLY", reply, "Answer the message with text.", similes=("RESPOND", "GREET", "ANSWER")
+        ),
+        Action(
+            "IGNORE", ignore, "Say nothing: the message needs no answer.", similes=("STOP_TALKING",)
+        ),
+        Action("NONE", none, "Do nothing more.", similes=("NO_ACTION",)),
+        _room_state_action(
+            "FOLLOW_ROOM", ParticipantState.FOLLOWED, "Follow this room and join in."
+        ),
+        _room_state_action("UNFOLLOW_ROOM", None, "Stop following this room."),
+        _room_state_action("MUTE_ROOM", ParticipantState.MUTED, "Stay silent here unless named."),
+        _room_state_action("UNMUTE_ROOM", None, "Take part in this room again."),
+        Action(
+            "SEND_MESSAGE",
+            send_message,
+            "Send a message to another room or platform.",
+            similes=("DM",),
+        ),
+    ),
+    evaluators=(
+        Evaluator(
+            "REFLECTION",
+            reflect,
+            "Learn facts and relationships from the conversation.",
+            validate=reflection_validate,
+        ),
+    ),
+)

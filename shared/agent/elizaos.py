@@ -1,0 +1,375 @@
+"""``ElizaOS``: many agents in one process, addressed by id or name.
+
+The in-process counterpart of the distributed stack's client: the same
+method names, events and results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import resource
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from contracts import Content
+from contracts.records import Memory
+from shared.agent.character import Character
+from shared.agent.message_service import MessageOptions, MessageProcessingResult
+from shared.agent.runtime import AgentRuntime
+from shared.agent.types import ModelType, Plugin
+from shared.errors import BadRequest, NotFound
+from shared.storage.adapter import DatabaseAdapter
+
+logger = logging.getLogger("elizamesh.elizaos")
+
+Listener = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent to add: its character, plugins, settings and optional storage."""
+
+    character: Character
+    plugins: Sequence[Plugin | str] = ()
+    settings: Mapping[str, str] = field(default_factory=dict)
+    init: Callable[[AgentRuntime], Awaitable[None]] | None = None
+    database_adapter: DatabaseAdapter | None = None
+
+
+@dataclass(frozen=True)
+class HandleMessageResult:
+    """What ``handle_message`` returns: the message id, the stored message, and the outcome."""
+
+    message_id: str
+    user_message: Memory
+    processing: MessageProcessingResult | None = None
+
+
+@dataclass(frozen=True)
+class AgentHealth:
+    """How one agent is doing, measured now."""
+
+    alive: bool
+    responsive: bool
+    memory_usage: int
+    uptime: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    """One result of ``handle_messages``: the outcome, or the error that prevented it."""
+
+    agent_id: str
+    result: HandleMessageResult | None = None
+    error: BaseException | None = None
+
+
+class ElizaOS:
+    """A registry of agent runtimes with lifecycle, discovery, messaging and events."""
+
+    def __init__(self) -> None:
+        self.runtimes: dict[str, AgentRuntime] = {}
+        self._inits: dict[str, Callable[[AgentRuntime], Awaitable[None]] | None] = {}
+        self._started_at: dict[str, float] = {}
+        self._listeners: dict[str, list[Listener]] = {}
+        self._editable = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- events ---------------------------------------------------------------
+
+    def add_event_listener(self, event: str, listener: Listener) -> None:
+        """Call ``listener(detail)`` on ``event`` (``agent:started``, ``message:sent``, ...)."""
+        self._listeners.setdefault(event, []).append(listener)
+
+    on = add_event_listener
+
+    def remove_event_listener(self, event: str, listener: Listener) -> None:
+        """Stop calling ``listener`` on ``event``."""
+        if listener in self._listeners.get(event, []):
+            self._listeners[event].remove(listener)
+
+    def _dispatch(self, event: str, **detail: Any) -> None:
+        for listener in list(self._listeners.get(event, [])):
+            try:
+                outcome = listener(detail)
+                if asyncio.iscoroutine(outcome):
+                    task = asyncio.ensure_future(outcome)
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+            except Exception:
+                logger.exception("a %s listener failed", event)
+
+    # -- agents ---------------------------------------------------------------
+
+    async def add_agents(
+        self,
+        agents: Sequence[AgentSpec],
+        *,
+        ephemeral: bool = False,
+        skip_migrations: bool = False,
+        auto_start: bool = False,
+        return_runtimes: bool = False,
+    ) -> list[str] | list[AgentRuntime]:
+        """Create a runtime per agent; register it unless ``ephemeral``; start it if asked.
+
+        Returns the agents' ids, or the runtimes with ``return_runtimes``.
+        """
+        runtimes: list[AgentRuntime] = []
+        for spec in agents:
+            runtime = AgentRuntime(
+                character=copy.deepcopy(spec.character),
+                plugins=spec.plugins,
+                adapter=spec.database_adapter,
+                settings=spec.settings,
+            )
+            runtime.elizaos = self
+            if not ephemeral:
+                if runtime.agent_id in self.runtimes:
+                    raise BadRequest(f"an agent with id {runtime.agent_id} is already registered")
+                self.runtimes[runtime.agent_id] = runtime
+                self._inits[runtime.agent_id] = spec.init
+            self._dispatch(
+                "agent:added", agent_id=runtime.agent_id, character=runtime.character.public()
+            )
+            runtimes.append(runtime)
+        if auto_start:
+            for runtime, spec in zip(runtimes, agents, strict=True):
+                await self._start(runtime, spec.init, skip_migrations=skip_migrations)
+        self._dispatch(
+            "agents:added", agent_ids=[r.agent_id for r in runtimes], count=len(runtimes)
+        )
+        return runtimes if return_runtimes else [r.agent_id for r in runtimes]
+
+    def register_agent(self, runtime: AgentRuntime) -> None:
+        """Register a runtime built elsewhere."""
+        if runtime.agent_id in self.runtimes:
+            raise BadRequest(f"an agent with id {runtime.agent_id} is already registered")
+        runtime.elizaos = self
+        self.runtimes[runtime.agent_id] = runtime
+        self._dispatch("agent:registered", agent_id=runtime.agent_id, runtime=runtime)
+
+    async def _start(
+        self,
+        runtime: AgentRuntime,
+        init: Callable[[AgentRuntime], Awaitable[None]] | None,
+        *,
+        skip_migrations: bool = False,
+    ) -> None:
+        await runtime.initialize(skip_migrations=skip_migrations)
+        if init is not None:
+            await init(runtime)
+        self._started_at[runtime.agent_id] = time.monotonic()
+        self._dispatch("agent:started", agent_id=runtime.agent_id)
+
+    async def start_agents(self, agent_ids: Sequence[str] | None = None) -> None:
+        """Initialize the given agents (all by default)."""
+        ids = list(agent_ids or self.runtimes)
+        for agent_id in ids:
+            await self._start(self._runtime(agent_id), self._inits.get(agent_id))
+        self._dispatch("agents:started", agent_ids=ids, count=len(ids))
+
+    async def stop_agents(self, agent_ids: Sequence[str] | None = None) -> None:
+        """Stop the given agents (all by default)."""
+        ids = list(agent_ids or self.runtimes)
+        for agent_id in ids:
+            await self._runtime(agent_id).stop()
+            self._started_at.pop(agent_id, None)
+            self._dispatch("agent:stopped", agent_id=agent_id)
+        self._dispatch("agents:stopped", agent_ids=ids, count=len(ids))
+
+    async def delete_agents(self, agent_ids: Sequence[str]) -> None:
+        """Stop and forget the given agents."""
+        await self.stop_agents(agent_ids)
+        for agent_id in agent_ids:
+            self.runtimes.pop(agent_id, None)
+            self._inits.pop(agent_id, None)
+            self._dispatch("agent:deleted", agent_id=agent_id)
+        self._dispatch("agents:deleted", agent_ids=list(agent_ids), count=len(agent_ids))
+
+    def enable_editable_mode(self) -> None:
+        """Allow ``update_agent``."""
+        self._editable = True
+        self._dispatch("mode:editable", enabled=True)
+
+    async def update_agent(self, agent_id: str, changes: Mapping[str, Any]) -> None:
+        """Change a running agent's character (only in editable mode)."""
+        if not self._editable:
+            raise BadRequest("agents can only be updated in editable mode (enable_editable_mode)")
+        runtime = self._runtime(agent_id)
+        merged = {**msgspec.to_builtins(runtime.character), **changes}
+        runtime.character = Character.parse(merged)
+        self._dispatch("agent:updated", agent_id=agent_id, changes=dict(changes))
+
+    # -- discovery ------------------------------------------------------------
+
+    def get_agent(self, agent_id: str) -> AgentRuntime | None:
+        """Return the agent with ``agent_id``, or None."""
+        return self.runtimes.get(agent_id)
+
+    def get_agents(self) -> list[AgentRuntime]:
+        """Return every registered agent."""
+        return list(self.runtimes.values())
+
+    def get_agents_by_ids(self, agent_ids: Sequence[str]) -> list[AgentRuntime]:
+        """Return the registered agents among ``agent_ids``."""
+        return [self.runtimes[i] for i in agent_ids if i in self.runtimes]
+
+    def get_agent_by_name(self, name: str) -> AgentRuntime | None:
+        """Return the agent whose character is called ``name`` (case-insensitive)."""
+        found = self.get_agents_by_names([name])
+        return found[0] if found else None
+
+    def get_agents_by_names(self, names: Sequence[str]) -> list[AgentRuntime]:
+        """Return the agents called any of ``names`` (case-insensitive)."""
+        wanted = {n.casefold() for n in names}
+        return [r for r in self.runtimes.values() if r.character.name.casefold() in wanted]
+
+    def _runtime(self, agent_id: str) -> AgentRuntime:
+        runtime = self.runtimes.get(agent_id)
+        if runtime is None:
+            raise NotFound(f"agent {agent_id} is not in the registry")
+        return runtime
+
+    # -- messages -------------------------------------------------------------
+
+    async def handle_message(
+        self,
+        target: str | AgentRuntime,
+        message: Memory,
+        *,
+        on_response: Callable[[Content], Awaitable[Any]] | None = None,
+        on_stream_chunk: Callable[[str, str | None], Awaitable[None]] | None = None,
+        on_error: Callable[[BaseException], Awaitable[Any]] | None = None,
+        on_complete: Callable[[], Awaitable[Any]] | None = None,
+        options: MessageOptions | None = None,
+    ) -> HandleMessageResult:
+        """Have an agent handle ``message``; its entity and room are set up if new.
+
+        Sync mode (no ``on_response``): waits and returns the outcome. Async
+        mode: returns at once; replies go to ``on_response``, failures to
+        ``on_error``, and ``on_complete`` runs at the end.
+        """
+        runtime = target if isinstance(target, AgentRuntime) else self._runtime(target)
+        if runtime.message_service is None:
+            raise BadRequest(f"agent {runtime.agent_id} is not started: call start_agents first")
+        message = msgspec.structs.replace(message, agent_id=runtime.agent_id)
+        options = MessageOptions(
+            max_retries=(options or MessageOptions()).max_retries,
+            timeout=(options or MessageOptions()).timeout,
+            on_stream_chunk=on_stream_chunk,
+        )
+        service = runtime.message_service
+        if on_response is None:
+            processing = await service.handle_message(runtime, message, None, options)
+            if on_complete is not None:
+                await on_complete()
+            self._dispatch(
+                "message:sent", agent_id=runtime.agent_id, message_id=message.id, mode="sync"
+            )
+            return HandleMessageResult(message.id, message, processing)
+
+        async def in_background() -> None:
+            try:
+                await service.handle_message(runtime, message, on_response, options)
+            except Exception as exc:
+                if on_error is None:
+                    logger.exception("message %s failed and nobody listens for errors", message.id)
+                else:
+                    await on_error(exc)
+            if on_complete is not None:
+                await on_complete()
+
+        runtime.run_in_background(in_background(), f"message-{message.id}")
+        self._dispatch(
+            "message:sent", agent_id=runtime.agent_id, message_id=message.id, mode="async"
+        )
+        return HandleMessageResult(message.id, message)
+
+    async def handle_messages(
+        self, batch: Sequence[tuple[str | AgentRuntime, Memory]]
+    ) -> list[BatchItemResult]:
+        """Handle several messages (for one or several agents) in parallel; errors per item."""
+
+        async def one(target: str | AgentRuntime, message: Memory) -> BatchItemResult:
+            agent_id = target.agent_id if isinstance(target, AgentRuntime) else target
+            try:
+                return BatchItemResult(agent_id, await self.handle_message(target, message))
+            except Exception as exc:
+                return BatchItemResult(agent_id, error=exc)
+
+        results = await asyncio.gather(*(one(t, m) for t, m in batch))
+        self._dispatch(
+            "messages:sent", count=len(results), errors=sum(r.error is not None for r in results)
+        )
+        return list(results)
+
+    # -- health ---------------------------------------------------------------
+
+    async def health_check(
+        self, agent_ids: Sequence[str] | None = None, *, timeout: float = 5.0
+    ) -> dict[str, AgentHealth]:
+        """Probe each agent: its storage answers a query within ``timeout`` seconds."""
+        ids = list(agent_ids or self.runtimes)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+        async def probe(agent_id: str) -> AgentHealth:
+            runtime = self.runtimes.get(agent_id)
+            if runtime is None:
+                return AgentHealth(
+                    alive=False,
+                    responsive=False,
+                    memory_usage=0,
+                    uptime=0.0,
+                    error="not registered",
+                )
+            started = self._started_at.get(agent_id)
+            uptime = time.monotonic() - started if started is not None else 0.0
+            try:
+                async with asyncio.timeout(timeout):
+                    await runtime.adapter.get_agent(agent_id)
+            except Exception as exc:
+                return AgentHealth(True, False, rss, uptime, f"{type(exc).__name__}: {exc}")
+            return AgentHealth(
+                alive=started is not None, responsive=True, memory_usage=rss, uptime=uptime
+            )
+
+        results = await asyncio.gather(*(probe(i) for i in ids))
+        return dict(zip(ids, results, strict=True))
+
+    async def validate_api_keys(self, agent_ids: Sequence[str] | None = None) -> dict[str, bool]:
+        """Ask each agent's text model to answer a one-word prompt; True when it does."""
+        ids = list(agent_ids or self.runtimes)
+
+        async def check(agent_id: str) -> bool:
+            runtime = self._runtime(agent_id)
+            try:
+                answer = await runtime.use_model(
+                    ModelType.TEXT_SMALL, {"prompt": "Say OK.", "max_tokens": 5}
+                )
+            except Exception:
+                logger.warning("agent %s: its text model did not answer", agent_id, exc_info=True)
+                return False
+            return bool(str(answer).strip())
+
+        return dict(zip(ids, await asyncio.gather(*(check(i) for i in ids)), strict=True))
+
+
+def new_message(
+    entity_id: str, room_id: str, text: str, *, source: str = "api", **fields: Any
+) -> Memory:
+    """Return an inbound message, the shape ``handle_message`` expects."""
+    return Memory(
+        id=str(uuid.uuid4()),
+        entity_id=entity_id,
+        room_id=room_id,
+        content=Content(text=text, source=source),
+        **fields,
+    )

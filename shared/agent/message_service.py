@@ -1,0 +1,386 @@
+"""The message pipeline: one inbound message in, the agent's answer (or silence) out.
+
+What elizaOS's DefaultMessageService does, with its defects fixed on purpose:
+the agent's reply is stored (not left to the transport); STOP means stop;
+MESSAGE_RECEIVED / MESSAGE_SENT are emitted; every run ends (``end_run``),
+and ends ``failed`` when a step failed rather than ``completed``; a failing
+action is a failed step instead of an exception that loses the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from contracts import Content
+from contracts.records import ChannelType, Memory, ParticipantState
+from shared.agent.prompts import compose_prompt
+from shared.agent.types import (
+    ActionResult,
+    Callback,
+    EventType,
+    ModelType,
+    State,
+    StreamChunk,
+)
+from shared.agent.xml import TextTagStreamer, parse_key_value_xml
+
+if TYPE_CHECKING:
+    from shared.agent.runtime import AgentRuntime
+
+logger = logging.getLogger("elizamesh.messages")
+
+Mode = Literal["simple", "actions", "none"]
+RunStatus = Literal["completed", "failed", "ignored", "self", "muted", "superseded", "timeout"]
+
+ALWAYS_RESPOND_CHANNELS = frozenset(
+    {ChannelType.DM, ChannelType.VOICE_DM, ChannelType.SELF, ChannelType.API}
+)
+ALWAYS_RESPOND_SOURCES = frozenset({"client_chat", "api", "cli"})
+INITIAL_PROVIDERS = ["ENTITIES", "CHARACTER", "RECENT_MESSAGES", "ACTIONS"]
+
+
+@dataclass(frozen=True)
+class MessageOptions:
+    """How to handle one message."""
+
+    max_retries: int = 3
+    timeout: float = 3600.0
+    on_stream_chunk: StreamChunk | None = None
+
+
+@dataclass
+class MessageProcessingResult:
+    """What happened to one message."""
+
+    did_respond: bool
+    response_content: Content | None = None
+    response_messages: list[Memory] = field(default_factory=list)
+    state: State | None = None
+    mode: Mode = "none"
+    run_id: str = ""
+    status: RunStatus = "completed"
+    action_results: list[ActionResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RespondDecision:
+    """Whether to answer, and why."""
+
+    should_respond: bool
+    reason: str
+    used_model: bool = False
+
+
+class DefaultMessageService:
+    """Handles messages for any runtime; remembers the newest turn per room to supersede."""
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, str], str] = {}
+
+    async def handle_message(
+        self,
+        runtime: AgentRuntime,
+        message: Memory,
+        callback: Callback | None = None,
+        options: MessageOptions | None = None,
+    ) -> MessageProcessingResult:
+        """Handle ``message`` for ``runtime`` and return what happened.
+
+        ``callback`` receives each piece of content the agent sends (it is
+        also stored); ``options.on_stream_chunk`` receives the reply as it is
+        written. A newer message in the same room supersedes this one: its
+        answer is then dropped. Past ``options.timeout`` the run ends
+        ``timeout`` and ``TimeoutError`` is raised.
+        """
+        options = options or MessageOptions()
+        response_id = str(uuid.uuid4())
+        self._latest[(runtime.agent_id, message.room_id)] = response_id
+        run_id = runtime.start_run(message.room_id)
+        await runtime.emit_event(
+            EventType.RUN_STARTED,
+            {
+                "run_id": run_id,
+                "message_id": message.id,
+                "room_id": message.room_id,
+                "entity_id": message.entity_id,
+            },
+        )
+        turn = _Turn(
+            service=self,
+            runtime=runtime,
+            message=message,
+            callback=callback,
+            options=options,
+            response_id=response_id,
+            run_id=run_id,
+        )
+        try:
+            async with asyncio.timeout(options.timeout):
+                result = await turn.run()
+        except TimeoutError:
+            await runtime.emit_event(
+                EventType.RUN_TIMEOUT, {"run_id": run_id, "message_id": message.id}
+            )
+            await self._end(runtime, run_id, message, "timeout", "the run exceeded its timeout")
+            raise
+        except Exception as exc:
+            await self._end(runtime, run_id, message, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        await self._end(runtime, run_id, message, result.status, turn.error)
+        return result
+
+    def is_latest(self, runtime: AgentRuntime, room_id: str, response_id: str) -> bool:
+        """Say whether ``response_id`` is still the newest turn in the room."""
+        return self._latest.get((runtime.agent_id, room_id)) == response_id
+
+    async def should_respond(
+        self, runtime: AgentRuntime, message: Memory, state: State
+    ) -> RespondDecision:
+        """Decide whether to answer: by rule for DMs, APIs, mentions; else ask the model."""
+        rooms = await runtime.adapter.get_rooms_by_ids([message.room_id])
+        if not rooms:
+            return RespondDecision(False, "the room is unknown")
+        room = rooms[0]
+        if room.type in ALWAYS_RESPOND_CHANNELS:
+            return RespondDecision(True, f"{room.type} rooms are always answered")
+        source = (message.content.source or "").lower()
+        if source in ALWAYS_RESPOND_SOURCES:
+            return RespondDecision(True, f"messages from {source} are always answered")
+        mention = message.content.mention_context
+        if mention is not None and (mention.is_mention or mention.is_reply):
+            return RespondDecision(True, "the agent was mentioned or replied to")
+        prompt = compose_prompt(runtime.template("shouldRespondTemplate"), state.values)
+        answer = await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": prompt})
+        parsed = parse_key_value_xml(str(answer)) or {}
+        action = str(parsed.get("action", "")).strip().upper()
+        # elizaOS treats STOP as "respond"; asked to stop, the agent stops.
+        respond = action in {"RESPOND", "REPLY"}
+        return RespondDecision(respond, f"the model said {action or 'nothing'}", used_model=True)
+
+    async def _end(
+        self, runtime: AgentRuntime, run_id: str, message: Memory, status: str, error: str | None
+    ) -> None:
+        await runtime.emit_event(
+            EventType.RUN_ENDED,
+            {
+                "run_id": run_id,
+                "message_id": message.id,
+                "room_id": message.room_id,
+                "status": status,
+                "error": error,
+            },
+        )
+        runtime.end_run()
+
+
+class _Turn:
+    """One message being handled: the steps of the pipeline, in order."""
+
+    def __init__(
+        self,
+        *,
+        service: DefaultMessageService,
+        runtime: AgentRuntime,
+        message: Memory,
+        callback: Callback | None,
+        options: MessageOptions,
+        response_id: str,
+        run_id: str,
+    ) -> None:
+        self.service = service
+        self.runtime = runtime
+        self.message = message
+        self.user_callback = callback
+        self.options = options
+        self.response_id = response_id
+        self.run_id = run_id
+        self.sent: list[Memory] = []
+        self.error: str | None = None
+
+    def _result(self, status: RunStatus, **fields: Any) -> MessageProcessingResult:
+        return MessageProcessingResult(
+            did_respond=False, run_id=self.run_id, status=status, **fields
+        )
+
+    async def run(self) -> MessageProcessingResult:
+        runtime, message = self.runtime, self.message
+        if message.entity_id == runtime.agent_id:
+            return self._result("self")
+        message = msgspec.structs.replace(message, agent_id=runtime.agent_id)
+        self.message = message
+        # A message from someone new, in a room never seen, still gets an answer:
+        # "the agent silently does not reply" is elizaOS's most reported defect.
+        await runtime.ensure_connection(
+            entity_id=message.entity_id,
+            room_id=message.room_id,
+            world_id=message.world_id,
+            source=message.content.source or "unknown",
+            channel_id=message.room_id,
+        )
+        await runtime.adapter.create_memory(message, "messages")
+        await runtime.queue_embedding_generation(message, "high")
+        await runtime.emit_event(
+            EventType.MESSAGE_RECEIVED, {"message": message, "run_id": self.run_id}
+        )
+
+        if await self._muted():
+            return self._result("muted")
+        state = await runtime.compose_state(message, INITIAL_PROVIDERS, only_include=True)
+        decision = await self.service.should_respond(runtime, message, state)
+        if not decision.should_respond:
+            await runtime.evaluate(message, state, did_respond=False, callback=self.callback)
+            return self._result("ignored", state=state)
+
+        state = await runtime.compose_state(message, ["ACTIONS"])
+        content = await self._plan(state)
+        if not self.service.is_latest(runtime, message.room_id, self.response_id):
+            return self._result("superseded", state=state)
+        if content.providers:
+            state = await runtime.compose_state(message, content.providers)
+        content = msgspec.structs.replace(content, in_reply_to=message.id)
+        response = Memory(
+            id=self.response_id,
+            entity_id=runtime.agent_id,
+            agent_id=runtime.agent_id,
+            room_id=message.room_id,
+            world_id=message.world_id,
+            content=content,
+        )
+        if "IGNORE" in [a.upper() for a in content.actions]:
+            await runtime.evaluate(message, state, did_respond=False, callback=self.callback)
+            return self._result("ignored", state=state)
+
+        mode: Mode
+        results: list[ActionResult] = []
+        if content.simple and content.text:
+            mode = "simple"
+            await self.callback(content)
+        else:
+            mode = "actions"
+            results = await runtime.process_actions(
+                message,
+                [response],
+                state,
+                self.callback,
+                on_stream_chunk=self.options.on_stream_chunk,
+            )
+        failures = [r for r in results if not r.success]
+        provider_errors = state.data.get("provider_errors") or {}
+        if failures or provider_errors:
+            self.error = "; ".join(
+                [f"{r.action}: {r.error}" for r in failures]
+                + [f"provider {name}: {err}" for name, err in provider_errors.items()]
+            )
+        await runtime.evaluate(
+            message, state, did_respond=bool(self.sent), callback=self.callback, responses=self.sent
+        )
+        return MessageProcessingResult(
+            did_respond=bool(self.sent),
+            response_content=self.sent[-1].content if self.sent else content,
+            response_messages=list(self.sent),
+            state=state,
+            mode=mode,
+            run_id=self.run_id,
+            status="failed" if self.error else "completed",
+            action_results=results,
+        )
+
+    async def callback(self, content: Content) -> list[Memory]:
+        """Store what the agent says, announce it, and hand it to the caller's callback."""
+        runtime = self.runtime
+        if not self.service.is_latest(runtime, self.message.room_id, self.response_id):
+            return []
+        memory = Memory(
+            id=self.response_id if not self.sent else str(uuid.uuid4()),
+            entity_id=runtime.agent_id,
+            agent_id=runtime.agent_id,
+            room_id=self.message.room_id,
+            world_id=self.message.world_id,
+            content=msgspec.structs.replace(
+                content, in_reply_to=content.in_reply_to or self.message.id
+            ),
+        )
+        await runtime.adapter.create_memory(memory, "messages")
+        await runtime.queue_embedding_generation(memory, "normal")
+        self.sent.append(memory)
+        await runtime.emit_event(EventType.MESSAGE_SENT, {"message": memory, "run_id": self.run_id})
+        if self.user_callback is not None:
+            await self.user_callback(memory.content)
+        return [memory]
+
+    async def _muted(self) -> bool:
+        state = await self.runtime.adapter.get_participant_user_state(
+            self.message.room_id, self.runtime.agent_id
+        )
+        if state is not ParticipantState.MUTED:
+            return False
+        return self.runtime.character.name.lower() not in self.message.content.text.lower()
+
+    async def _plan(self, state: State) -> Content:
+        """Ask the model what to do; retry until it gives a thought and actions."""
+        runtime = self.runtime
+        prompt = compose_prompt(runtime.template("messageHandlerTemplate"), state.values)
+        streamer = TextTagStreamer() if self.options.on_stream_chunk else None
+        parsed: dict[str, Any] = {}
+        for attempt in range(1, self.options.max_retries + 1):
+            answer = await runtime.use_model(
+                ModelType.TEXT_LARGE,
+                {"prompt": prompt},
+                on_stream_chunk=self._stream_text(streamer) if streamer else None,
+            )
+            parsed = dict(parse_key_value_xml(str(answer)) or {})
+            if parsed.get("thought") is not None and parsed.get("actions"):
+                break
+            logger.warning("unusable plan from the model (attempt %d): %.200s", attempt, answer)
+            streamer = None  # a retry's text would repeat what was streamed
+        actions = [str(a).upper() for a in parsed.get("actions") or ["REPLY"]]
+        providers = list(parsed.get("providers") or [])
+        text = str(parsed.get("text") or "")
+        if "IGNORE" in actions and len(actions) > 1:
+            actions = ["IGNORE"] if not text else [a for a in actions if a != "IGNORE"]
+        simple = actions == ["REPLY"] and not providers
+        return Content(
+            thought=str(parsed.get("thought") or ""),
+            actions=actions,
+            providers=providers,
+            text=text,
+            simple=simple,
+            source=self.message.content.source,
+        )
+
+    def _stream_text(self, streamer: TextTagStreamer) -> StreamChunk:
+        """Stream the plan's ``<text>`` only when the plan is a plain REPLY.
+
+        ``<actions>`` comes before ``<text>``, so the decision is made when the
+        text starts; for other plans the actions write (and stream) the answer.
+        """
+        on_chunk = self.options.on_stream_chunk
+        if on_chunk is None:
+            raise ValueError("streaming needs on_stream_chunk")
+        raw: list[str] = []
+
+        async def forward(chunk: str, _message_id: str | None) -> None:
+            raw.append(chunk)
+            piece = streamer.feed(chunk)
+            if not piece or not _plain_reply("".join(raw)):
+                return
+            if self.service.is_latest(self.runtime, self.message.room_id, self.response_id):
+                await on_chunk(piece, self.message.id)
+
+        return forward
+
+
+def _plain_reply(raw: str) -> bool:
+    parsed = parse_key_value_xml(raw.split("<text>", 1)[0]) or {}
+    actions = parsed.get("actions")
+    return (
+        isinstance(actions, list)
+        and [a.upper() for a in actions] == ["REPLY"]
+        and not parsed.get("providers")
+    )

@@ -1,0 +1,933 @@
+"""``AgentRuntime``: one agent, its plugins, its memory and its models.
+
+The same class runs embedded (SQLite, everything in one process) and inside
+the runtime service (storage through the memory service): only the adapter
+differs. Every storage operation of the adapter is also a method of the
+runtime, as in elizaOS, where the runtime *is* an adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from contracts import Content
+from contracts.memory import OPERATIONS, MemoryOperation
+from contracts.records import Agent, ChannelType, Entity, Log, Memory, Room, World
+from shared.agent.character import Character
+from shared.agent.embedding_queue import EmbeddingQueue, Priority
+from shared.agent.plugin import normalize_plugin_name, resolve_plugins
+from shared.agent.prompts import TEMPLATES
+from shared.agent.types import (
+    STREAMABLE_MODELS,
+    Action,
+    ActionResult,
+    Callback,
+    Evaluator,
+    EventHandler,
+    EventType,
+    HandlerOptions,
+    ModelError,
+    ModelHandler,
+    ModelType,
+    Plugin,
+    Provider,
+    ProviderResult,
+    Service,
+    State,
+    StateError,
+    StreamChunk,
+)
+from shared.config import DEFAULT_DATABASE_URL
+from shared.errors import NotFound
+from shared.storage.adapter import DatabaseAdapter
+from shared.storage.sql import SqlAdapter
+
+if TYPE_CHECKING:
+    from shared.agent.elizaos import ElizaOS
+    from shared.agent.message_service import DefaultMessageService
+
+logger = logging.getLogger("elizamesh.runtime")
+
+MODEL_SETTINGS = (
+    "MAX_TOKENS",
+    "TEMPERATURE",
+    "TOP_P",
+    "TOP_K",
+    "MIN_P",
+    "SEED",
+    "REPETITION_PENALTY",
+    "FREQUENCY_PENALTY",
+    "PRESENCE_PENALTY",
+)
+MAX_WORKING_MEMORY = 50
+
+SendHandler = Callable[["AgentRuntime", "TargetInfo", Content], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """Where ``send_message_to_target`` delivers: a platform and a place on it."""
+
+    source: str
+    room_id: str | None = None
+    channel_id: str | None = None
+    server_id: str | None = None
+    entity_id: str | None = None
+    thread_id: str | None = None
+
+
+@dataclass(order=True)
+class _ModelEntry:
+    sort_key: tuple[int, int]
+    provider: str = field(compare=False)
+    handler: ModelHandler = field(compare=False)
+
+
+class _BoundedCache(OrderedDict[str, Any]):
+    """A dict that forgets its oldest entries beyond ``limit`` (elizaOS never forgets)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+class AgentRuntime:
+    """One agent: character, plugins, memory, models, services and events."""
+
+    def __init__(
+        self,
+        *,
+        character: Character,
+        plugins: Sequence[Plugin | str] = (),
+        adapter: DatabaseAdapter | None = None,
+        settings: Mapping[str, str] | None = None,
+        agent_id: str | None = None,
+        conversation_length: int = 32,
+        state_cache_size: int = 1_000,
+    ) -> None:
+        self.character = character.validated()
+        self.agent_id = agent_id or self.character.agent_id
+        self.settings: dict[str, Any] = dict(settings or {})
+        self.conversation_length = conversation_length
+        self.actions: list[Action] = []
+        self.providers: list[Provider] = []
+        self.evaluators: list[Evaluator] = []
+        self.plugins: list[Plugin] = []
+        self.state_cache = _BoundedCache(state_cache_size)
+        self.elizaos: ElizaOS | None = None
+        self.message_service: DefaultMessageService | None = None
+        self._requested_plugins = list(plugins)
+        self._adapter = adapter
+        self._owns_adapter = adapter is None
+        self._models: dict[str, list[_ModelEntry]] = {}
+        self._events: dict[str, list[EventHandler]] = {}
+        self._listeners: dict[str, list[EventHandler]] = {}
+        self._send_handlers: dict[str, SendHandler] = {}
+        self._services: dict[str, list[Service]] = {}
+        self._pending_services: list[type[Service]] = []
+        self._service_waiters: dict[str, asyncio.Future[Service]] = {}
+        self._action_results = _BoundedCache(state_cache_size)
+        self._current_run_id: str | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._initialized = False
+        self.embedding_queue = EmbeddingQueue(self)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def adapter(self) -> DatabaseAdapter:
+        """The storage of this agent (available after ``initialize``)."""
+        if self._adapter is None:
+            raise StateError("the runtime has no storage yet: await runtime.initialize() first")
+        return self._adapter
+
+    async def initialize(self, *, skip_migrations: bool = False) -> None:
+        """Load plugins, open storage, make sure the agent exists, then start services.
+
+        Plugins load in dependency and priority order; the bootstrap plugin is
+        added unless ``IGNORE_BOOTSTRAP`` is set. With no adapter given, storage
+        is ``DATABASE_URL`` (SQLite under ``./.elizamesh/`` by default).
+        """
+        from shared.agent.bootstrap import bootstrap_plugin  # noqa: PLC0415 - it imports us
+        from shared.agent.message_service import DefaultMessageService  # noqa: PLC0415
+
+        wanted = list(self._requested_plugins)
+        if not self.get_setting("IGNORE_BOOTSTRAP"):
+            wanted.append(bootstrap_plugin)
+        for plugin in resolve_plugins(wanted):
+            await self.register_plugin(plugin)
+        if self._adapter is None:
+            url = str(self.get_setting("DATABASE_URL") or DEFAULT_DATABASE_URL)
+            self._adapter = SqlAdapter.from_url(url, self.agent_id)
+        await self._adapter.init(migrate=not skip_migrations)
+        self.message_service = DefaultMessageService()
+        await self._ensure_agent()
+        self._initialized = True
+        for service_type in self._pending_services:
+            await self._start_service(service_type)
+        self._pending_services.clear()
+        if self.get_model(ModelType.TEXT_EMBEDDING) is not None:
+            self.embedding_queue.start()
+
+    async def stop(self) -> None:
+        """Stop services and background work, and close storage if the runtime opened it."""
+        await self.embedding_queue.stop()
+        for services in self._services.values():
+            for service in services:
+                await service.stop()
+        self._services.clear()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._owns_adapter and self._adapter is not None:
+            await self._adapter.close()
+            self._adapter = None
+        self._initialized = False
+        self.elizaos = None
+
+    async def _ensure_agent(self) -> None:
+        stored = await self.adapter.get_agent(self.agent_id)
+        agent = Agent(
+            id=self.agent_id,
+            name=self.character.name,
+            username=self.character.username,
+            character=self.character.public(),
+        )
+        if stored is None:
+            await self.adapter.create_agent(agent)
+        else:
+            await self.adapter.update_agent(self.agent_id, agent)
+        if await self.adapter.get_world(self.agent_id) is None:
+            await self.adapter.create_world(World(id=self.agent_id, name=self.character.name))
+        if not await self.adapter.get_entities_by_ids([self.agent_id]):
+            await self.adapter.create_entities(
+                [Entity(id=self.agent_id, names=[self.character.name])]
+            )
+        if not await self.adapter.get_rooms_by_ids([self.agent_id]):
+            await self.adapter.create_rooms(
+                [
+                    Room(
+                        id=self.agent_id,
+                        name=self.character.name,
+                        source="elizamesh",
+                        type=ChannelType.SELF,
+                        world_id=self.agent_id,
+                    )
+                ]
+            )
+        await self.adapter.add_participants_room([self.agent_id], self.agent_id)
+
+    # -- registration ---------------------------------------------------------
+
+    async def register_plugin(self, plugin: Plugin) -> None:
+        """Register everything ``plugin`` brings, after running its ``init``; once per name."""
+        key = normalize_plugin_name(plugin.name)
+        if any(normalize_plugin_name(p.name) == key for p in self.plugins):
+            return
+        if plugin.init is not None:
+            config = {k: str(self.get_setting(k) or v) for k, v in plugin.config.items()}
+            await plugin.init(config, self)
+        self.plugins.append(plugin)
+        if plugin.adapter is not None and self._adapter is None:
+            self._adapter = plugin.adapter
+        for action in plugin.actions:
+            self.register_action(action)
+        for evaluator in plugin.evaluators:
+            self.register_evaluator(evaluator)
+        for provider in plugin.providers:
+            self.register_provider(provider)
+        for model_type, model_handler in plugin.models.items():
+            self.register_model(model_type, model_handler, plugin.name, plugin.priority)
+        for event, event_handlers in plugin.events.items():
+            for event_handler in event_handlers:
+                self.register_event(event, event_handler)
+        for service in plugin.services:
+            await self.register_service(service)
+
+    def register_action(self, action: Action) -> None:
+        """Add an action; a second action with the same name is ignored (and logged)."""
+        if any(a.name == action.name for a in self.actions):
+            logger.warning("action %s is already registered; keeping the first", action.name)
+            return
+        self.actions.append(action)
+
+    def register_provider(self, provider: Provider) -> None:
+        """Add a provider; a second provider with the same name replaces nothing (logged)."""
+        if any(p.name == provider.name for p in self.providers):
+            logger.warning("provider %s is already registered; keeping the first", provider.name)
+            return
+        self.providers.append(provider)
+
+    def register_evaluator(self, evaluator: Evaluator) -> None:
+        """Add an evaluator, once per name."""
+        if any(e.name == evaluator.name for e in self.evaluators):
+            logger.warning("evaluator %s is already registered; keeping the first", evaluator.name)
+            return
+        self.evaluators.append(evaluator)
+
+    async def register_service(self, service_type: type[Service]) -> None:
+        """Start ``service_type`` now, or once ``initialize`` has finished."""
+        if self._initialized:
+            await self._start_service(service_type)
+        else:
+            self._pending_services.append(service_type)
+
+    async def _start_service(self, service_type: type[Service]) -> None:
+        service = await service_type.start(self)
+        name = service_type.service_type
+        self._services.setdefault(name, []).append(service)
+        waiter = self._service_waiters.get(name)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(service)
+
+    # -- services -------------------------------------------------------------
+
+    def get_service(self, service_type: str) -> Service | None:
+        """Return the first service of ``service_type``, or None."""
+        services = self._services.get(service_type)
+        return services[0] if services else None
+
+    def get_services_by_type(self, service_type: str) -> list[Service]:
+        """Return every service of ``service_type``."""
+        return list(self._services.get(service_type, []))
+
+    def get_all_services(self) -> dict[str, list[Service]]:
+        """Return every running service, by type."""
+        return {k: list(v) for k, v in self._services.items()}
+
+    def get_registered_service_types(self) -> list[str]:
+        """Return the types of the running services."""
+        return list(self._services)
+
+    def has_service(self, service_type: str) -> bool:
+        """Say whether a service of ``service_type`` is running."""
+        return bool(self._services.get(service_type))
+
+    def get_service_load_promise(self, service_type: str) -> Awaitable[Service]:
+        """Return an awaitable that resolves to the service once it has started."""
+        waiter = self._service_waiters.get(service_type)
+        if waiter is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._service_waiters[service_type] = waiter
+            if (running := self.get_service(service_type)) is not None:
+                waiter.set_result(running)
+        return waiter
+
+    # -- settings -------------------------------------------------------------
+
+    def get_setting(self, key: str) -> Any:
+        """Return a setting, looked up in order of precedence.
+
+        Character secrets, then character settings (and their ``secrets``),
+        then the runtime's ``settings``, then the environment. The strings
+        "true" and "false" become booleans.
+        """
+        character = self.character
+        nested = character.settings.get("secrets")
+        for source in (
+            character.secrets,
+            character.settings,
+            nested if isinstance(nested, dict) else {},
+            self.settings,
+            os.environ,
+        ):
+            if key in source and source[key] is not None:
+                value = source[key]
+                if isinstance(value, str) and value.lower() in {"true", "false"}:
+                    return value.lower() == "true"
+                return value
+        return None
+
+    def has_setting(self, key: str) -> bool:
+        """Say whether ``get_setting(key)`` finds a value."""
+        return self.get_setting(key) is not None
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """Set a runtime setting (below the character's own values)."""
+        self.settings[key] = value
+
+    def get_conversation_length(self) -> int:
+        """How many recent messages the state shows (``CONVERSATION_LENGTH`` or 32)."""
+        configured = self.get_setting("CONVERSATION_LENGTH")
+        return int(configured) if configured else self.conversation_length
+
+    def template(self, name: str) -> str:
+        """Return the prompt template ``name``, as the character overrides it."""
+        return self.character.templates.get(name) or TEMPLATES[name]
+
+    # -- models ---------------------------------------------------------------
+
+    def register_model(
+        self,
+        model_type: ModelType | str,
+        handler: ModelHandler,
+        provider: str = "",
+        priority: int = 0,
+    ) -> None:
+        """Serve ``model_type`` with ``handler``; higher ``priority`` wins, then the first."""
+        entries = self._models.setdefault(str(model_type), [])
+        entries.append(_ModelEntry((-priority, len(entries)), provider, handler))
+        entries.sort()
+
+    def get_model(
+        self, model_type: ModelType | str, provider: str | None = None
+    ) -> ModelHandler | None:
+        """Return the handler that ``use_model`` would call, or None."""
+        for entry in self._models.get(str(model_type), []):
+            if provider is None or entry.provider == provider:
+                return entry.handler
+        return None
+
+    async def use_model(
+        self,
+        model_type: ModelType | str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        provider: str | None = None,
+        on_stream_chunk: StreamChunk | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Call the best handler for ``model_type`` and return its result.
+
+        Per-type settings (``TEXT_LARGE_TEMPERATURE``, then ``DEFAULT_TEMPERATURE``,
+        ...) fill parameters the caller left out. With ``on_stream_chunk``, a
+        text model's chunks are passed on as they come and the full text is
+        returned. Every call is logged (``useModel:<TYPE>``) and announced
+        (``MODEL_USED``).
+        """
+        handler = self.get_model(model_type, provider)
+        if handler is None:
+            raise ModelError(
+                f"no plugin serves the {model_type} model: add a model plugin "
+                "(elizamesh.plugins.openai or elizamesh.plugins.local)"
+            )
+        merged = {**self._model_settings(str(model_type)), **(params or {}), **kwargs}
+        merged.setdefault("user", self.character.name)
+        stream = on_stream_chunk is not None and model_type in STREAMABLE_MODELS
+        merged["stream"] = stream
+        started = time.perf_counter()
+        result = await handler(self, merged)
+        if isinstance(result, AsyncIterator):
+            result = await _collect(result, on_stream_chunk if stream else None)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        await self.emit_event(
+            EventType.MODEL_USED,
+            {"type": str(model_type), "provider": provider, "elapsed_ms": elapsed_ms},
+        )
+        await self._log(f"useModel:{model_type}", {"elapsed_ms": elapsed_ms, "stream": stream})
+        return result
+
+    def _model_settings(self, model_type: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in MODEL_SETTINGS:
+            value = self.get_setting(f"{model_type}_{name}")
+            if value is None:
+                value = self.get_setting(f"DEFAULT_{name}")
+            if value is not None:
+                values[name.lower()] = _number(value)
+        return values
+
+    # -- events ---------------------------------------------------------------
+
+    def register_event(self, event: EventType | str, handler: EventHandler) -> None:
+        """Call ``handler`` (awaited) whenever ``event`` is emitted."""
+        self._events.setdefault(str(event), []).append(handler)
+
+    def get_event(self, event: EventType | str) -> list[EventHandler]:
+        """Return the handlers of ``event``."""
+        return list(self._events.get(str(event), []))
+
+    async def emit_event(
+        self, events: EventType | str | Iterable[EventType | str], payload: Mapping[str, Any]
+    ) -> None:
+        """Run every handler of ``events`` concurrently and wait for them.
+
+        ``runtime`` and ``agent_id`` are added to the payload. A failing handler
+        is logged; it stops neither the other handlers nor the caller.
+        """
+        names = [str(events)] if isinstance(events, str) else [str(e) for e in events]
+        for name in names:
+            body = {**payload, "runtime": self, "agent_id": self.agent_id, "event": name}
+            handlers = [*self._events.get(name, []), *self._listeners.get(name, [])]
+            results = await asyncio.gather(*(h(body) for h in handlers), return_exceptions=True)
+            for error in results:
+                if isinstance(error, Exception):
+                    logger.error("a %s handler failed", name, exc_info=error)
+
+    def on(self, event: EventType | str, handler: EventHandler) -> None:
+        """Listen to ``event`` (the same events ``emit_event`` sends)."""
+        self._listeners.setdefault(str(event), []).append(handler)
+
+    def off(self, event: EventType | str, handler: EventHandler) -> None:
+        """Stop listening to ``event`` with ``handler``."""
+        listeners = self._listeners.get(str(event), [])
+        if handler in listeners:
+            listeners.remove(handler)
+
+    async def emit(self, event: EventType | str, payload: Mapping[str, Any]) -> None:
+        """Emit ``event`` to every handler and listener (``emit_event`` for one name)."""
+        await self.emit_event(event, payload)
+
+    def run_in_background(self, work: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """Run ``work`` as a task the runtime keeps (and cancels on ``stop``)."""
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- runs -----------------------------------------------------------------
+
+    def create_run_id(self) -> str:
+        """Return a fresh run id."""
+        return str(uuid.uuid4())
+
+    def start_run(self, room_id: str | None = None) -> str:
+        """Start a run (one turn) and return its id."""
+        del room_id  # a run is global to the runtime, as in elizaOS
+        self._current_run_id = self.create_run_id()
+        return self._current_run_id
+
+    def end_run(self) -> None:
+        """End the current run."""
+        self._current_run_id = None
+
+    def get_current_run_id(self) -> str:
+        """Return the current run id (a new one if no run is going on)."""
+        return self._current_run_id or self.start_run()
+
+    # -- state ----------------------------------------------------------------
+
+    async def compose_state(
+        self,
+        message: Memory,
+        include_list: Sequence[str] | None = None,
+        only_include: bool = False,
+        skip_cache: bool = False,
+    ) -> State:
+        """Return the state for ``message``: what the selected providers say.
+
+        Without ``only_include``, every provider that is neither private nor
+        dynamic runs, plus those in ``include_list``. Providers run
+        concurrently and appear in ``position`` order. Results merge with the
+        state already composed for the same message (a bounded cache). A
+        provider that raises is left out and named in
+        ``state.data["provider_errors"]``; the turn goes on.
+        """
+        wanted = set(include_list or ())
+        selected = [
+            p
+            for p in self.providers
+            if p.name in wanted or (not only_include and not p.private and not p.dynamic)
+        ]
+        selected.sort(key=lambda p: p.position)
+        cached: State = (
+            State()
+            if skip_cache or message.id not in self.state_cache
+            else self.state_cache[message.id]
+        )
+        base = State(values=dict(cached.values), data=dict(cached.data), text=cached.text)
+        outcomes = await asyncio.gather(
+            *(p.get(self, message, base) for p in selected), return_exceptions=True
+        )
+        results: dict[str, ProviderResult] = dict(cached.data.get("providers", {}))
+        errors: dict[str, str] = dict(cached.data.get("provider_errors", {}))
+        for provider, outcome in zip(selected, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                logger.error("provider %s failed", provider.name, exc_info=outcome)
+                errors[provider.name] = f"{type(outcome).__name__}: {outcome}"
+                results.pop(provider.name, None)
+            else:
+                results[provider.name] = outcome
+                errors.pop(provider.name, None)
+        order = {p.name: p.position for p in self.providers}
+        ordered = sorted(results.items(), key=lambda item: order.get(item[0], 0))
+        text = "\n\n".join(r.text for _, r in ordered if r.text)
+        values: dict[str, Any] = dict(cached.values)
+        for _, result in ordered:
+            values.update(result.values)
+        values["providers"] = text
+        state = State(
+            values=values,
+            data={**cached.data, "providers": dict(ordered), "provider_errors": errors},
+            text=text,
+        )
+        self.state_cache.put(message.id, state)
+        return state
+
+    # -- actions --------------------------------------------------------------
+
+    def find_action(self, name: str) -> Action | None:
+        """Return the action called ``name`` (case and underscores ignored, or a simile)."""
+        wanted = _normal(name)
+        for action in self.actions:
+            if _normal(action.name) == wanted:
+                return action
+        for action in self.actions:
+            if any(_normal(s) == wanted for s in action.similes):
+                return action
+        return None
+
+    async def process_actions(
+        self,
+        message: Memory,
+        responses: Sequence[Memory],
+        state: State,
+        callback: Callback | None = None,
+        *,
+        on_stream_chunk: StreamChunk | None = None,
+    ) -> list[ActionResult]:
+        """Run the actions the responses ask for, in order, each seeing the results so far.
+
+        An unknown action, a failing ``validate`` or a handler that raises is
+        a failed step: its ``ActionResult`` says why, the steps after it are
+        not run (they may depend on it), and the message is not lost. Results
+        are kept per message (``get_action_results``).
+        """
+        names = [name for response in responses for name in response.content.actions]
+        results: list[ActionResult] = []
+        for name in names:
+            result = await self._run_action(
+                name=name,
+                message=message,
+                state=state,
+                so_far=results,
+                callback=callback,
+                responses=responses,
+                on_stream_chunk=on_stream_chunk,
+            )
+            results.append(result)
+            self._action_results.put(message.id, list(results))
+            state = await self.compose_state(message, ["RECENT_MESSAGES", "ACTION_STATE"])
+            state.values.update(result.values)
+            working = state.data.setdefault("working_memory", [])
+            working.append(result)
+            del working[:-MAX_WORKING_MEMORY]
+            state.data["action_results"] = list(results)
+            if not result.success:
+                break
+        return results
+
+    async def _run_action(
+        self,
+        *,
+        name: str,
+        message: Memory,
+        state: State,
+        so_far: list[ActionResult],
+        callback: Callback | None,
+        responses: Sequence[Memory],
+        on_stream_chunk: StreamChunk | None,
+    ) -> ActionResult:
+        action = self.find_action(name)
+        run_id = self.get_current_run_id()
+        if action is None:
+            return ActionResult(success=False, action=name, error=f"unknown action {name!r}")
+        await self.emit_event(
+            EventType.ACTION_STARTED,
+            {"action": action.name, "message_id": message.id, "run_id": run_id},
+        )
+        try:
+            if not await action.validate(self, message, state):
+                result = ActionResult(
+                    success=False, action=action.name, error="validate refused this message"
+                )
+            else:
+                options = HandlerOptions(
+                    action_context=tuple(so_far), on_stream_chunk=on_stream_chunk
+                )
+                returned = await action.handler(self, message, state, options, callback, responses)
+                result = _action_result(action.name, returned)
+        except Exception as exc:
+            logger.exception("action %s failed", action.name)
+            result = ActionResult(
+                success=False, action=action.name, error=f"{type(exc).__name__}: {exc}"
+            )
+        await self.emit_event(
+            EventType.ACTION_COMPLETED,
+            {"action": action.name, "message_id": message.id, "run_id": run_id, "result": result},
+        )
+        await self.adapter.create_memory(
+            Memory(
+                entity_id=self.agent_id,
+                room_id=message.room_id,
+                world_id=message.world_id,
+                content=Content(
+                    text=result.text or "",
+                    actions=[action.name],
+                    metadata={
+                        "type": "action_result",
+                        "action_name": action.name,
+                        "action_status": "completed" if result.success else "failed",
+                        "error": result.error,
+                        "run_id": run_id,
+                    },
+                ),
+            ),
+            "messages",
+        )
+        return result
+
+    def get_action_results(self, message_id: str) -> list[ActionResult]:
+        """Return the results of the actions run for ``message_id`` (most recent messages)."""
+        return list(self._action_results.get(message_id, []))
+
+    # -- evaluators -----------------------------------------------------------
+
+    async def evaluate(
+        self,
+        message: Memory,
+        state: State | None = None,
+        did_respond: bool = False,
+        callback: Callback | None = None,
+        responses: Sequence[Memory] = (),
+    ) -> list[str]:
+        """Run, concurrently, the evaluators that apply; return the names of those that ran.
+
+        An evaluator applies when ``validate`` accepts the message and the
+        agent responded (or the evaluator has ``always_run``). One that raises
+        is logged and reported in ``EVALUATOR_COMPLETED``; the others go on.
+        """
+        state = state or await self.compose_state(message, ["RECENT_MESSAGES", "EVALUATORS"])
+        chosen = [
+            e
+            for e in self.evaluators
+            if (did_respond or e.always_run) and await e.validate(self, message, state)
+        ]
+
+        async def run(evaluator: Evaluator) -> None:
+            await self.emit_event(
+                EventType.EVALUATOR_STARTED, {"evaluator": evaluator.name, "message_id": message.id}
+            )
+            error: str | None = None
+            try:
+                await evaluator.handler(self, message, state, callback, responses)
+            except Exception as exc:
+                logger.exception("evaluator %s failed", evaluator.name)
+                error = f"{type(exc).__name__}: {exc}"
+            await self.emit_event(
+                EventType.EVALUATOR_COMPLETED,
+                {"evaluator": evaluator.name, "message_id": message.id, "error": error},
+            )
+            await self._log("evaluator", {"evaluator": evaluator.name, "error": error})
+
+        await asyncio.gather(*(run(e) for e in chosen))
+        return [e.name for e in chosen]
+
+    # -- memory helpers -------------------------------------------------------
+
+    async def queue_embedding_generation(
+        self, memory: Memory, priority: Priority = "normal"
+    ) -> None:
+        """Queue ``memory`` for a vector (skipped if it has one, has no text, or no model)."""
+        if memory.embedding is not None or not memory.content.text:
+            return
+        if self.get_model(ModelType.TEXT_EMBEDDING) is None:
+            return
+        await self.emit_event(
+            EventType.EMBEDDING_GENERATION_REQUESTED, {"memory_id": memory.id, "priority": priority}
+        )
+        self.embedding_queue.put(memory, priority)
+
+    async def add_embedding_to_memory(self, memory: Memory) -> Memory:
+        """Return ``memory`` with the vector of its text (computed now)."""
+        if memory.embedding is not None:
+            return memory
+        vector = await self.use_model(ModelType.TEXT_EMBEDDING, {"text": memory.content.text})
+        return msgspec.structs.replace(memory, embedding=list(vector))
+
+    async def create_fact(
+        self, fact: str | Memory, *, entity_id: str | None = None, room_id: str | None = None
+    ) -> str:
+        """Store a fact (in the ``facts`` table), with its vector when an embedding model exists."""
+        memory = (
+            fact
+            if isinstance(fact, Memory)
+            else Memory(
+                entity_id=entity_id or self.agent_id,
+                room_id=room_id or self.agent_id,
+                content=Content(text=fact),
+            )
+        )
+        if self.get_model(ModelType.TEXT_EMBEDDING) is not None:
+            memory = await self.add_embedding_to_memory(memory)
+        return await self.adapter.create_memory(memory, "facts")
+
+    async def search_facts(
+        self, query: str, count: int = 10, room_id: str | None = None
+    ) -> list[Memory]:
+        """Return the facts closest to ``query``: by vector if an embedding model exists."""
+        if self.get_model(ModelType.TEXT_EMBEDDING) is None:
+            return await self.adapter.search_memories_by_text(
+                table_name="facts", query=query, count=count, room_id=room_id
+            )
+        vector = await self.use_model(ModelType.TEXT_EMBEDDING, {"text": query})
+        return await self.adapter.search_memories(
+            table_name="facts", embedding=list(vector), count=count, room_id=room_id
+        )
+
+    # -- connections ----------------------------------------------------------
+
+    async def ensure_connection(
+        self,
+        *,
+        entity_id: str,
+        room_id: str,
+        world_id: str | None = None,
+        world_name: str | None = None,
+        user_name: str | None = None,
+        name: str | None = None,
+        source: str = "unknown",
+        channel_id: str | None = None,
+        message_server_id: str | None = None,
+        type: ChannelType = ChannelType.DM,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Make sure the entity, world and room exist, with the user and the agent in the room."""
+        world_id = world_id or room_id
+        names = [n for n in (name, user_name) if n]
+        found = await self.adapter.get_entities_by_ids([entity_id])
+        known = found[0] if found else None
+        if known is None:
+            created = Entity(
+                id=entity_id, names=names or [entity_id], metadata={source: dict(metadata or {})}
+            )
+            await self.adapter.create_entities([created])
+        elif names and not set(names) <= set(known.names):
+            merged = Entity(
+                id=entity_id,
+                names=list(dict.fromkeys([*known.names, *names])),
+                metadata={
+                    **known.metadata,
+                    source: {**known.metadata.get(source, {}), **(metadata or {})},
+                },
+            )
+            await self.adapter.update_entity(merged)
+        if await self.adapter.get_world(world_id) is None:
+            await self.adapter.create_world(
+                World(id=world_id, name=world_name or world_id, message_server_id=message_server_id)
+            )
+        if not await self.adapter.get_rooms_by_ids([room_id]):
+            await self.adapter.create_rooms(
+                [
+                    Room(
+                        id=room_id,
+                        name=name or room_id,
+                        source=source,
+                        type=type,
+                        channel_id=channel_id,
+                        message_server_id=message_server_id,
+                        world_id=world_id,
+                    )
+                ]
+            )
+        await self.adapter.add_participants_room([entity_id, self.agent_id], room_id)
+
+    async def ensure_connections(
+        self, entities: Sequence[Entity], rooms: Sequence[Room], source: str, world: World
+    ) -> None:
+        """Set up many entities and rooms of one world at once (few round trips)."""
+        if await self.adapter.get_world(world.id) is None:
+            await self.adapter.create_world(world)
+        known = {e.id for e in await self.adapter.get_entities_by_ids([e.id for e in entities])}
+        fresh = [e for e in entities if e.id not in known]
+        if fresh:
+            await self.adapter.create_entities(fresh)
+        existing = {r.id for r in await self.adapter.get_rooms_by_ids([r.id for r in rooms])}
+        new_rooms = [r for r in rooms if r.id not in existing]
+        if new_rooms:
+            await self.adapter.create_rooms(new_rooms)
+        for room in rooms:
+            await self.adapter.add_participants_room(
+                [*(e.id for e in entities), self.agent_id], room.id
+            )
+        del source  # kept for elizaOS's signature; entities carry their own metadata
+
+    # -- sending --------------------------------------------------------------
+
+    def register_send_handler(self, source: str, handler: SendHandler) -> None:
+        """Deliver messages for ``source`` (a platform) with ``handler``."""
+        self._send_handlers[source] = handler
+
+    async def send_message_to_target(self, target: TargetInfo, content: Content) -> None:
+        """Send ``content`` to ``target`` through the send handler of its source."""
+        handler = self._send_handlers.get(target.source)
+        if handler is None:
+            raise NotFound(f"no send handler is registered for source {target.source!r}")
+        await handler(self, target, content)
+
+    # -- multi-agent ----------------------------------------------------------
+
+    def has_elizaos(self) -> bool:
+        """Say whether this runtime belongs to an ``ElizaOS`` (``runtime.elizaos``)."""
+        return self.elizaos is not None
+
+    async def _log(self, kind: str, body: dict[str, Any]) -> None:
+        await self.adapter.log(
+            Log(entity_id=self.agent_id, type=kind, body={**body, "run_id": self._current_run_id})
+        )
+
+
+def _delegate(operation: MemoryOperation) -> Any:
+    async def delegated(self: AgentRuntime, *args: Any, **kwargs: Any) -> Any:
+        return await getattr(self.adapter, operation.name)(*args, **kwargs)
+
+    delegated.__name__ = delegated.__qualname__ = operation.name
+    delegated.__doc__ = operation.summary
+    return delegated
+
+
+for _operation in OPERATIONS.values():
+    if not hasattr(AgentRuntime, _operation.name):
+        setattr(AgentRuntime, _operation.name, _delegate(_operation))
+
+
+async def _collect(chunks: AsyncIterator[str], on_chunk: StreamChunk | None) -> str:
+    parts: list[str] = []
+    async for chunk in chunks:
+        parts.append(chunk)
+        if on_chunk is not None:
+            await on_chunk(chunk, None)
+    return "".join(parts)
+
+
+def _action_result(name: str, returned: ActionResult | bool | None) -> ActionResult:
+    if isinstance(returned, ActionResult):
+        return (
+            returned if returned.action else ActionResult(**{**returned.__dict__, "action": name})
+        )
+    if returned is False:
+        return ActionResult(success=False, action=name, error="the action returned False")
+    return ActionResult(success=True, action=name)
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "")
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value
