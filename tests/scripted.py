@@ -41,6 +41,12 @@ class ScriptedModel:
         default_factory=lambda: {"TEXT_LARGE": [], "TEXT_SMALL": []}
     )
     params: list[dict[str, Any]] = field(default_factory=list)
+    called: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def wait_for_prompts(self, kind: str, count: int) -> None:
+        """Wait until the model of ``kind`` has been called ``count`` times."""
+        async with self.called:
+            await self.called.wait_for(lambda: len(self.prompts[kind]) >= count)
 
     def plugin(
         self, *, embeddings: bool = False, priority: int = PluginPriority.MODEL_PROVIDER
@@ -59,6 +65,8 @@ class ScriptedModel:
             prompt = str(params.get("prompt", ""))
             self.prompts[kind].append(prompt)
             self.params.append(params)
+            async with self.called:
+                self.called.notify_all()
             if self.gate is not None and kind == "TEXT_LARGE":
                 await self.gate.wait()
             reply = script.pop(0) if script else self.default

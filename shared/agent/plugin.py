@@ -60,6 +60,8 @@ def resolve_plugins(
     pending = list(plugins)
     while pending:
         item = pending.pop(0)
+        if isinstance(item, str) and normalize_plugin_name(item) in found:
+            continue
         plugin = item if isinstance(item, Plugin) else discover(item)
         key = normalize_plugin_name(plugin.name)
         if key in found:
