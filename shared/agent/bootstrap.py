@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from contracts import Content
 from contracts.records import Memory, ParticipantState, Relationship
 from shared.agent.prompts import compose_prompt
+from shared.agent.tasks import TaskService
 from shared.agent.types import (
     Action,
     ActionResult,
@@ -28,6 +29,7 @@ from shared.agent.types import (
     ProviderResult,
     State,
 )
+from shared.agent.worlds import WORLD_ACTIONS, WORLD_PROVIDERS
 from shared.agent.xml import TextTagStreamer, parse_key_value_xml
 
 if TYPE_CHECKING:
@@ -393,6 +395,7 @@ bootstrap_plugin = Plugin(
         Provider("FACTS", facts_provider, "Facts learned about the people", dynamic=True),
         Provider("RELATIONSHIPS", relationships_provider, "Who knows whom", dynamic=True),
         Provider("EVALUATORS", evaluators_provider, "Evaluators", private=True),
+        *WORLD_PROVIDERS,
     ),
     actions=(
         Action(
@@ -414,7 +417,9 @@ bootstrap_plugin = Plugin(
             "Send a message to another room or platform.",
             similes=("DM",),
         ),
+        *WORLD_ACTIONS,
     ),
+    services=(TaskService,),
     evaluators=(
         Evaluator(
             "REFLECTION",

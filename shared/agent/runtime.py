@@ -27,6 +27,7 @@ from shared.agent.character import Character
 from shared.agent.embedding_queue import EmbeddingQueue, Priority
 from shared.agent.plugin import normalize_plugin_name, resolve_plugins
 from shared.agent.prompts import TEMPLATES
+from shared.agent.tasks import TaskWorker
 from shared.agent.types import (
     STREAMABLE_MODELS,
     Action,
@@ -139,6 +140,7 @@ class AgentRuntime:
         self._events: dict[str, list[EventHandler]] = {}
         self._listeners: dict[str, list[EventHandler]] = {}
         self._send_handlers: dict[str, SendHandler] = {}
+        self._task_workers: dict[str, TaskWorker] = {}
         self._services: dict[str, list[Service]] = {}
         self._pending_services: list[type[Service]] = []
         self._service_waiters: dict[str, asyncio.Future[Service]] = {}
@@ -858,6 +860,16 @@ class AgentRuntime:
                 [*(e.id for e in entities), self.agent_id], room.id
             )
         del source  # kept for elizaOS's signature; entities carry their own metadata
+
+    # -- tasks ----------------------------------------------------------------
+
+    def register_task_worker(self, worker: TaskWorker) -> None:
+        """Run tasks called ``worker.name`` with ``worker``."""
+        self._task_workers[worker.name] = worker
+
+    def get_task_worker(self, name: str) -> TaskWorker | None:
+        """Return the worker of tasks called ``name``, or None."""
+        return self._task_workers.get(name)
 
     # -- sending --------------------------------------------------------------
 

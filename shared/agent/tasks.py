@@ -1,0 +1,103 @@
+"""Tasks: work an agent does later, once or repeatedly, run by the task service.
+
+A task names a worker (``runtime.register_task_worker``). Tasks tagged
+``queue`` run on the service's next tick when their worker's ``validate``
+accepts them; ``repeat`` tasks run again every ``metadata["update_interval"]``
+milliseconds; others are deleted once done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from contracts.records import Task, now_ms
+from shared.agent.types import Service
+
+if TYPE_CHECKING:
+    from shared.agent.runtime import AgentRuntime
+
+logger = logging.getLogger("elizamesh.tasks")
+
+TaskExecute = Callable[["AgentRuntime", Mapping[str, Any], Task], Awaitable[None]]
+TaskValidate = Callable[["AgentRuntime", Task], Awaitable[bool]]
+
+
+async def _always(runtime: AgentRuntime, task: Task) -> bool:
+    del runtime, task
+    return True
+
+
+@dataclass(frozen=True)
+class TaskWorker:
+    """Knows how to run the tasks called ``name``."""
+
+    name: str
+    execute: TaskExecute
+    validate: TaskValidate = _always
+
+
+class TaskService(Service):
+    """Runs due tasks every ``TASK_TICK_SECONDS`` (default 1)."""
+
+    service_type = "task"
+    capability_description = "Runs queued and repeating tasks."
+
+    def __init__(self, runtime: AgentRuntime) -> None:
+        super().__init__(runtime)
+        self.tick = float(runtime.get_setting("TASK_TICK_SECONDS") or 1.0)
+        self._loop: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, runtime: AgentRuntime) -> TaskService:
+        """Start ticking in the background."""
+        service = cls(runtime)
+        service._loop = asyncio.create_task(service._run_forever(), name="task-service")
+        return service
+
+    async def stop(self) -> None:
+        """Stop ticking (a task being run is cancelled)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            await asyncio.gather(self._loop, return_exceptions=True)
+
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_due_tasks()
+            except Exception:
+                logger.exception("task tick failed")
+            await asyncio.sleep(self.tick)
+
+    async def run_due_tasks(self) -> list[str]:
+        """Run every queued task that is due now; return the ids of those that ran."""
+        ran: list[str] = []
+        for task in await self.runtime.adapter.get_tasks(tags=["queue"]):
+            worker = self.runtime.get_task_worker(task.name)
+            if worker is None or not _due(task) or not await worker.validate(self.runtime, task):
+                continue
+            try:
+                await worker.execute(self.runtime, task.metadata, task)
+            except Exception:
+                logger.exception("task %s (%s) failed", task.name, task.id)
+                continue
+            ran.append(task.id)
+            if "repeat" in task.tags:
+                await self.runtime.adapter.update_task(
+                    msgspec.structs.replace(task, updated_at=now_ms())
+                )
+            else:
+                await self.runtime.adapter.delete_task(task.id)
+        return ran
+
+
+def _due(task: Task) -> bool:
+    if "repeat" not in task.tags:
+        return True
+    interval = int(task.metadata.get("update_interval") or 0)
+    return now_ms() - task.updated_at >= interval
