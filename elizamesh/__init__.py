@@ -26,8 +26,10 @@ from shared.agent.message_service import (
     MessageOptions,
     MessageProcessingResult,
 )
+from shared.agent.planning import PlannedToolCall, ToolContext, execute_planned_tool_call
 from shared.agent.plugin import PluginError, resolve_plugins
 from shared.agent.runtime import AgentRuntime, TargetInfo
+from shared.agent.tasks import TaskService, TaskWorker
 from shared.agent.types import (
     Action,
     ActionError,
@@ -91,6 +93,7 @@ __all__ = [
     "ModelType",
     "NatsMemoryClient",
     "NotFound",
+    "PlannedToolCall",
     "ParticipantState",
     "Plugin",
     "PluginError",
@@ -108,8 +111,12 @@ __all__ = [
     "Style",
     "TargetInfo",
     "Task",
+    "TaskService",
+    "TaskWorker",
+    "ToolContext",
     "Unavailable",
     "World",
+    "execute_planned_tool_call",
     "memory_client",
     "new_message",
     "resolve_plugins",

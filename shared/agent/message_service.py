@@ -10,6 +10,7 @@ action is a failed step instead of an exception that loses the message.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -47,11 +48,17 @@ INITIAL_PROVIDERS = ["ENTITIES", "CHARACTER", "RECENT_MESSAGES", "ACTIONS"]
 
 @dataclass(frozen=True)
 class MessageOptions:
-    """How to handle one message."""
+    """How to handle one message.
+
+    ``use_multi_step`` and ``max_multi_step_iterations`` default to the
+    ``USE_MULTI_STEP`` and ``MAX_MULTISTEP_ITERATIONS`` settings (off, 6).
+    """
 
     max_retries: int = 3
     timeout: float = 3600.0
     on_stream_chunk: StreamChunk | None = None
+    use_multi_step: bool | None = None
+    max_multi_step_iterations: int | None = None
 
 
 @dataclass
@@ -208,7 +215,7 @@ class _Turn:
             did_respond=False, run_id=self.run_id, status=status, **fields
         )
 
-    async def run(self) -> MessageProcessingResult:
+    async def run(self) -> MessageProcessingResult:  # noqa: PLR0911 - one exit per way a turn ends
         runtime, message = self.runtime, self.message
         if message.entity_id == runtime.agent_id:
             return self._result("self")
@@ -237,6 +244,8 @@ class _Turn:
             await runtime.evaluate(message, state, did_respond=False, callback=self.callback)
             return self._result("ignored", state=state)
 
+        if self._multi_step():
+            return await self._run_multi_step()
         state = await runtime.compose_state(message, ["ACTIONS"])
         content = await self._plan(state)
         if not self.service.is_latest(runtime, message.room_id, self.response_id):
@@ -291,6 +300,110 @@ class _Turn:
             action_results=results,
         )
 
+    def _multi_step(self) -> bool:
+        chosen = self.options.use_multi_step
+        return bool(self.runtime.get_setting("USE_MULTI_STEP")) if chosen is None else chosen
+
+    async def _run_multi_step(self) -> MessageProcessingResult:
+        """Plan one action at a time until the model says it is done, then summarise.
+
+        Each step may ask for providers (their failures are reported in the
+        state, not fatal) and run one action with JSON parameters.
+        """
+        runtime, message = self.runtime, self.message
+        limit = self.options.max_multi_step_iterations or int(
+            runtime.get_setting("MAX_MULTISTEP_ITERATIONS") or 6
+        )
+        results: list[ActionResult] = []
+        state = State()
+        for iteration in range(1, limit + 1):
+            state = await runtime.compose_state(
+                message, ["RECENT_MESSAGES", "ACTION_STATE", "ACTIONS"]
+            )
+            values = {**state.values, "iteration": iteration, "maxIterations": limit}
+            step = await self._ask(
+                compose_prompt(runtime.template("multiStepDecisionTemplate"), values), "thought"
+            )
+            if wanted := _names(step.get("providers")):
+                state = await runtime.compose_state(message, wanted, only_include=True)
+            action = str(step.get("action") or "").strip()
+            if action:
+                parameters = _json_object(step.get("parameters"))
+                if parameters is None:
+                    result = ActionResult(
+                        success=False, action=action, error="parameters were not a JSON object"
+                    )
+                else:
+                    result = await runtime.run_action(
+                        action, message=message, state=state, so_far=results, parameters=parameters
+                    )
+                results.append(result)
+            if step.get("isFinish") is True or not action:
+                break
+            if not self.service.is_latest(runtime, message.room_id, self.response_id):
+                return self._result("superseded", state=state, action_results=results)
+        state = await runtime.compose_state(message, ["RECENT_MESSAGES", "ACTION_STATE"])
+        summary = await self._ask(
+            compose_prompt(runtime.template("multiStepSummaryTemplate"), state.values),
+            "text",
+            stream=True,
+        )
+        text = str(summary.get("text") or "").strip() or "I could not put an answer together."
+        await self.callback(Content(text=text, actions=["MULTI_STEP_SUMMARY"], simple=True))
+        failures = [r for r in results if not r.success]
+        if failures:
+            self.error = "; ".join(f"{r.action}: {r.error}" for r in failures)
+        return MessageProcessingResult(
+            did_respond=bool(self.sent),
+            response_content=self.sent[-1].content if self.sent else None,
+            response_messages=list(self.sent),
+            state=state,
+            mode="simple",
+            run_id=self.run_id,
+            status="failed" if failures else "completed",
+            action_results=results,
+        )
+
+    async def _ask(self, prompt: str, required: str, *, stream: bool = False) -> dict[str, Any]:
+        """Ask TEXT_LARGE, retrying until the XML answer has ``required``."""
+        parsed: dict[str, Any] = {}
+        streamer = TextTagStreamer() if stream and self.options.on_stream_chunk else None
+        for attempt in range(1, self.options.max_retries + 1):
+            answer = await self.runtime.use_model(
+                ModelType.TEXT_LARGE,
+                {"prompt": prompt},
+                on_stream_chunk=self._forward(streamer) if streamer else None,
+            )
+            parsed = dict(parse_key_value_xml(str(answer)) or {})
+            if parsed.get(required) is not None:
+                break
+            logger.warning("unusable answer from the model (attempt %d): %.200s", attempt, answer)
+            streamer = None
+        return parsed
+
+    def _forward(self, streamer: TextTagStreamer, *, plain_reply_only: bool = False) -> StreamChunk:
+        """Pass the ``<text>`` of a streamed answer on to ``on_stream_chunk``.
+
+        With ``plain_reply_only`` (the planner's answer), the text is streamed
+        only when the plan is a plain REPLY: ``<actions>`` comes before
+        ``<text>``, so this is known when the text starts. Otherwise the
+        actions write, and stream, the answer themselves.
+        """
+        on_chunk = self.options.on_stream_chunk
+        if on_chunk is None:
+            raise ValueError("streaming needs on_stream_chunk")
+        raw: list[str] = []
+
+        async def forward(chunk: str, _message_id: str | None) -> None:
+            raw.append(chunk)
+            piece = streamer.feed(chunk)
+            if not piece or (plain_reply_only and not _plain_reply("".join(raw))):
+                return
+            if self.service.is_latest(self.runtime, self.message.room_id, self.response_id):
+                await on_chunk(piece, self.message.id)
+
+        return forward
+
     async def callback(self, content: Content) -> list[Memory]:
         """Store what the agent says, announce it, and hand it to the caller's callback."""
         runtime = self.runtime
@@ -332,7 +445,9 @@ class _Turn:
             answer = await runtime.use_model(
                 ModelType.TEXT_LARGE,
                 {"prompt": prompt},
-                on_stream_chunk=self._stream_text(streamer) if streamer else None,
+                on_stream_chunk=self._forward(streamer, plain_reply_only=True)
+                if streamer
+                else None,
             )
             parsed = dict(parse_key_value_xml(str(answer)) or {})
             if parsed.get("thought") is not None and parsed.get("actions"):
@@ -354,27 +469,6 @@ class _Turn:
             source=self.message.content.source,
         )
 
-    def _stream_text(self, streamer: TextTagStreamer) -> StreamChunk:
-        """Stream the plan's ``<text>`` only when the plan is a plain REPLY.
-
-        ``<actions>`` comes before ``<text>``, so the decision is made when the
-        text starts; for other plans the actions write (and stream) the answer.
-        """
-        on_chunk = self.options.on_stream_chunk
-        if on_chunk is None:
-            raise ValueError("streaming needs on_stream_chunk")
-        raw: list[str] = []
-
-        async def forward(chunk: str, _message_id: str | None) -> None:
-            raw.append(chunk)
-            piece = streamer.feed(chunk)
-            if not piece or not _plain_reply("".join(raw)):
-                return
-            if self.service.is_latest(self.runtime, self.message.room_id, self.response_id):
-                await on_chunk(piece, self.message.id)
-
-        return forward
-
 
 def _plain_reply(raw: str) -> bool:
     parsed = parse_key_value_xml(raw.split("<text>", 1)[0]) or {}
@@ -384,3 +478,18 @@ def _plain_reply(raw: str) -> bool:
         and [a.upper() for a in actions] == ["REPLY"]
         and not parsed.get("providers")
     )
+
+
+def _names(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    """Parse the ``<parameters>`` of a step: empty is ``{}``; anything but an object is None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    try:
+        parsed = json.loads(str(value))
+    except json.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None

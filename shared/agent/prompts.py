@@ -109,10 +109,51 @@ Respond using XML format like this:
 </response>
 </output>"""
 
+MULTI_STEP_DECISION = """\
+<task>Decide the next step for {{agentName}} \
+(step {{iteration}} of at most {{maxIterations}}).</task>
+
+<providers>
+{{providers}}
+</providers>
+
+<instructions>
+Pick at most one action from: {{actionNames}}, with its parameters as a JSON object, and
+any providers whose information you need first. Set isFinish to true when the task is done.
+</instructions>
+
+<output>
+Respond using XML format like this:
+<response>
+  <thought>what to do next and why</thought>
+  <providers>PROVIDER1,PROVIDER2</providers>
+  <action>ACTION</action>
+  <parameters>{"name": "value"}</parameters>
+  <isFinish>false</isFinish>
+</response>
+</output>"""
+
+MULTI_STEP_SUMMARY = """\
+<task>Write the final answer of {{agentName}} from the steps taken.</task>
+
+<providers>
+{{providers}}
+</providers>
+
+<output>
+Respond using XML format like this:
+<response>
+  <thought>a short summary of what was done</thought>
+  <text>the answer to send</text>
+</response>
+</output>"""
+
 TEMPLATES: dict[str, str] = {
     "shouldRespondTemplate": SHOULD_RESPOND,
     "messageHandlerTemplate": MESSAGE_HANDLER,
     "replyTemplate": REPLY,
     "reflectionTemplate": REFLECTION,
+    "multiStepDecisionTemplate": MULTI_STEP_DECISION,
+    "multiStepSummaryTemplate": MULTI_STEP_SUMMARY,
 }
 """The default templates by the name a character uses to replace them."""

@@ -605,8 +605,8 @@ class AgentRuntime:
         names = [name for response in responses for name in response.content.actions]
         results: list[ActionResult] = []
         for name in names:
-            result = await self._run_action(
-                name=name,
+            result = await self.run_action(
+                name,
                 message=message,
                 state=state,
                 so_far=results,
@@ -615,7 +615,6 @@ class AgentRuntime:
                 on_stream_chunk=on_stream_chunk,
             )
             results.append(result)
-            self._action_results.put(message.id, list(results))
             state = await self.compose_state(message, ["RECENT_MESSAGES", "ACTION_STATE"])
             state.values.update(result.values)
             working = state.data.setdefault("working_memory", [])
@@ -626,17 +625,25 @@ class AgentRuntime:
                 break
         return results
 
-    async def _run_action(
+    async def run_action(
         self,
-        *,
         name: str,
+        *,
         message: Memory,
         state: State,
-        so_far: list[ActionResult],
-        callback: Callback | None,
-        responses: Sequence[Memory],
-        on_stream_chunk: StreamChunk | None,
+        so_far: Sequence[ActionResult] = (),
+        parameters: Mapping[str, Any] | None = None,
+        callback: Callback | None = None,
+        responses: Sequence[Memory] = (),
+        on_stream_chunk: StreamChunk | None = None,
     ) -> ActionResult:
+        """Run one action and return its result; it never raises for the action's faults.
+
+        An unknown name, a refusing ``validate`` or a raising handler give a
+        result with ``success=False`` and the reason in ``error``. The step is
+        announced (ACTION_STARTED / ACTION_COMPLETED) and stored as an
+        ``action_result`` memory.
+        """
         action = self.find_action(name)
         run_id = self.get_current_run_id()
         if action is None:
@@ -652,7 +659,9 @@ class AgentRuntime:
                 )
             else:
                 options = HandlerOptions(
-                    action_context=tuple(so_far), on_stream_chunk=on_stream_chunk
+                    action_context=tuple(so_far),
+                    parameters=dict(parameters or {}),
+                    on_stream_chunk=on_stream_chunk,
                 )
                 returned = await action.handler(self, message, state, options, callback, responses)
                 result = _action_result(action.name, returned)
@@ -661,6 +670,7 @@ class AgentRuntime:
             result = ActionResult(
                 success=False, action=action.name, error=f"{type(exc).__name__}: {exc}"
             )
+        self._action_results.put(message.id, [*self._action_results.get(message.id, []), result])
         await self.emit_event(
             EventType.ACTION_COMPLETED,
             {"action": action.name, "message_id": message.id, "run_id": run_id, "result": result},
