@@ -1,0 +1,1 @@
+"""Model plugins: ``elizamesh.plugins.openai`` (any OpenAI-compatible server)."""

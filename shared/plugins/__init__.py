@@ -1,0 +1,1 @@
+"""Model plugins: OpenAI-compatible servers, and (later) local models."""

@@ -1,0 +1,179 @@
+"""A fake OpenAI-compatible server on loopback, so tests drive the real ``openai`` client.
+
+Chat completions (plain and SSE-streamed), embeddings and the model list; the
+replies come from a script, and scripted failures (429, 500, 401, 404) test
+retries and error messages. Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Answer the next request with this HTTP status instead."""
+
+    status: int
+    message: str = "scripted failure"
+    retry_after_ms: int | None = None
+
+
+@dataclass
+class FakeOpenAI:
+    """The server's state: its address, its script and what it was asked."""
+
+    url: str = ""
+    script: list[str | Failure] = field(default_factory=list)
+    default: str = (
+        "<response><thought>t</thought><actions>REPLY</actions><text>fake reply</text></response>"
+    )
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    chunk_size: int = 5
+    models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
+
+    def next_reply(self) -> str | Failure:
+        return self.script.pop(0) if self.script else self.default
+
+
+def letters(text: str, dims: int) -> list[float]:
+    """A deterministic 'embedding': letter frequencies, padded or cut to ``dims``."""
+    counts = [float(text.lower().count(chr(c))) for c in range(ord("a"), ord("z") + 1)]
+    return (counts + [0.0] * dims)[:dims]
+
+
+def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args
+
+        def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            fake.requests.append((self.path, {}))
+            if self.path.endswith("/models"):
+                self._json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {"id": m, "object": "model", "created": 0, "owned_by": "fake"}
+                            for m in fake.models
+                        ],
+                    },
+                )
+            else:
+                self._json(404, {"error": {"message": "not found"}})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+            fake.requests.append((self.path, body))
+            if body.get("model") not in fake.models:
+                self._json(
+                    404,
+                    {
+                        "error": {
+                            "message": f"model {body.get('model')} not found",
+                            "type": "invalid_request_error",
+                        }
+                    },
+                )
+                return
+            if self.path.endswith("/embeddings"):
+                inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                dims = int(body.get("dimensions") or 26)
+                data = [
+                    {"object": "embedding", "index": i, "embedding": letters(t, dims)}
+                    for i, t in enumerate(inputs)
+                ]
+                self._json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": data,
+                        "model": body["model"],
+                        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                    },
+                )
+                return
+            reply = fake.next_reply()
+            if isinstance(reply, Failure):
+                headers = (
+                    {"retry-after-ms": str(reply.retry_after_ms)}
+                    if reply.retry_after_ms is not None
+                    else {}
+                )
+                self._json(
+                    reply.status, {"error": {"message": reply.message, "type": "scripted"}}, headers
+                )
+                return
+            if body.get("stream"):
+                self._stream(body["model"], reply)
+            else:
+                self._json(
+                    200,
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": reply},
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
+
+        def _stream(self, model: str, text: str) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()
+            pieces = [text[i : i + fake.chunk_size] for i in range(0, len(text), fake.chunk_size)]
+            for piece in pieces:
+                chunk = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                }
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+
+    return Handler
+
+
+@contextmanager
+def fake_openai_server() -> Iterator[FakeOpenAI]:
+    """Run a fake OpenAI server on a free loopback port for the ``with`` block."""
+    fake = FakeOpenAI()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
