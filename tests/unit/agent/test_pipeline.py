@@ -280,3 +280,40 @@ async def test_a_run_past_its_timeout_ends_timeout(
         raise AssertionError("expected a timeout")
     assert [name for name, _ in ended] == ["RUN_TIMEOUT", "RUN_ENDED"]
     assert ended[1][1]["status"] == "timeout"
+
+
+async def test_follow_and_mute_actions_set_the_agents_room_state(
+    runtime: AgentRuntime, model: ScriptedModel
+) -> None:
+    room = await group_room(runtime)
+    await runtime.adapter.add_participants_room([runtime.agent_id], room)
+    mention = MentionContext(is_mention=True)
+    model.large.append(plan("", actions="MUTE_ROOM"))
+    await handle(runtime, said("Eliza, please be quiet here", room, mention_context=mention))
+    state = await runtime.adapter.get_participant_user_state(room, runtime.agent_id)
+    assert state is ParticipantState.MUTED
+    model.large.append(plan("", actions="UNMUTE_ROOM"))
+    await handle(runtime, said("Eliza, you can talk again", room, mention_context=mention))
+    assert await runtime.adapter.get_participant_user_state(room, runtime.agent_id) is None
+    model.large.append(plan("", actions="FOLLOW_ROOM"))
+    await handle(runtime, said("Eliza, follow this channel", room, mention_context=mention))
+    state = await runtime.adapter.get_participant_user_state(room, runtime.agent_id)
+    assert state is ParticipantState.FOLLOWED
+
+
+async def test_send_message_goes_through_the_send_handler_of_its_source(
+    runtime: AgentRuntime, model: ScriptedModel
+) -> None:
+    from shared.agent.runtime import TargetInfo
+
+    delivered: list[tuple[str, str | None, str]] = []
+
+    async def telegram(rt: AgentRuntime, target: TargetInfo, content: Content) -> None:
+        delivered.append((target.source, target.room_id, content.text))
+
+    runtime.register_send_handler("telegram", telegram)
+    model.large.append(plan("Meeting moved to 3pm", actions="SEND_MESSAGE"))
+    message = said("tell the team the meeting moved", source="telegram")
+    result = await handle(runtime, message)
+    assert [r.success for r in result.action_results] == [True]
+    assert delivered == [("telegram", "dm-1", "Meeting moved to 3pm")]
