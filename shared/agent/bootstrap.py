@@ -203,7 +203,9 @@ async def reply(
             await options.on_stream_chunk(piece, message.id)
 
     answer = await runtime.use_model(
-        ModelType.TEXT_LARGE, {"prompt": prompt}, on_stream_chunk=forward if streamer else None
+        ModelType.TEXT_LARGE,
+        {"prompt": prompt, "xml_fields": ["thought", "text"]},
+        on_stream_chunk=forward if streamer else None,
     )
     parsed = parse_key_value_xml(str(answer)) or {}
     text = str(parsed.get("text") or "").strip()

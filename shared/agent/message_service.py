@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -163,7 +164,11 @@ class DefaultMessageService:
         if mention is not None and (mention.is_mention or mention.is_reply):
             return RespondDecision(True, "the agent was mentioned or replied to")
         prompt = compose_prompt(runtime.template("shouldRespondTemplate"), state.values)
-        answer = await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": prompt})
+        shape = {
+            "xml_fields": ["name", "reasoning", "action"],
+            "choices": {"name": [runtime.character.name], "action": ["RESPOND", "IGNORE", "STOP"]},
+        }
+        answer = await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": prompt, **shape})
         parsed = parse_key_value_xml(str(answer)) or {}
         action = str(parsed.get("action", "")).strip().upper()
         # elizaOS treats STOP as "respond"; asked to stop, the agent stops.
@@ -322,7 +327,14 @@ class _Turn:
             )
             values = {**state.values, "iteration": iteration, "maxIterations": limit}
             step = await self._ask(
-                compose_prompt(runtime.template("multiStepDecisionTemplate"), values), "thought"
+                compose_prompt(runtime.template("multiStepDecisionTemplate"), values),
+                ["thought", "providers", "action", "parameters", "isFinish"],
+                choices={
+                    "action": [a.name for a in runtime.actions],
+                    "providers": [p.name for p in runtime.providers if not p.private],
+                    "isFinish": ["true", "false"],
+                },
+                required=["thought"],
             )
             if wanted := _names(step.get("providers")):
                 state = await runtime.compose_state(message, wanted, only_include=True)
@@ -345,7 +357,8 @@ class _Turn:
         state = await runtime.compose_state(message, ["RECENT_MESSAGES", "ACTION_STATE"])
         summary = await self._ask(
             compose_prompt(runtime.template("multiStepSummaryTemplate"), state.values),
-            "text",
+            ["thought", "text"],
+            required=["text"],
             stream=True,
         )
         text = str(summary.get("text") or "").strip() or "I could not put an answer together."
@@ -364,18 +377,35 @@ class _Turn:
             action_results=results,
         )
 
-    async def _ask(self, prompt: str, required: str, *, stream: bool = False) -> dict[str, Any]:
-        """Ask TEXT_LARGE, retrying until the XML answer has ``required``."""
+    async def _ask(
+        self,
+        prompt: str,
+        fields: Sequence[str],
+        *,
+        choices: Mapping[str, Sequence[str]] | None = None,
+        required: Sequence[str] = (),
+        stream: bool = False,
+        plain_reply_only: bool = False,
+    ) -> dict[str, Any]:
+        """Ask TEXT_LARGE for an XML answer with ``fields``; retry until ``required`` are there.
+
+        ``fields`` and ``choices`` also go to the model plugin, which may force
+        the shape (the local model does, with a grammar). Only the first try
+        streams: a retry's text would repeat what was already streamed.
+        """
         parsed: dict[str, Any] = {}
         streamer = TextTagStreamer() if stream and self.options.on_stream_chunk else None
         for attempt in range(1, self.options.max_retries + 1):
+            forward = (
+                self._forward(streamer, plain_reply_only=plain_reply_only) if streamer else None
+            )
             answer = await self.runtime.use_model(
                 ModelType.TEXT_LARGE,
-                {"prompt": prompt},
-                on_stream_chunk=self._forward(streamer) if streamer else None,
+                {"prompt": prompt, "xml_fields": list(fields), "choices": dict(choices or {})},
+                on_stream_chunk=forward,
             )
             parsed = dict(parse_key_value_xml(str(answer)) or {})
-            if parsed.get(required) is not None:
+            if all(parsed.get(name) not in (None, "", []) for name in required):
                 break
             logger.warning("unusable answer from the model (attempt %d): %.200s", attempt, answer)
             streamer = None
@@ -439,21 +469,17 @@ class _Turn:
         """Ask the model what to do; retry until it gives a thought and actions."""
         runtime = self.runtime
         prompt = compose_prompt(runtime.template("messageHandlerTemplate"), state.values)
-        streamer = TextTagStreamer() if self.options.on_stream_chunk else None
-        parsed: dict[str, Any] = {}
-        for attempt in range(1, self.options.max_retries + 1):
-            answer = await runtime.use_model(
-                ModelType.TEXT_LARGE,
-                {"prompt": prompt},
-                on_stream_chunk=self._forward(streamer, plain_reply_only=True)
-                if streamer
-                else None,
-            )
-            parsed = dict(parse_key_value_xml(str(answer)) or {})
-            if parsed.get("thought") is not None and parsed.get("actions"):
-                break
-            logger.warning("unusable plan from the model (attempt %d): %.200s", attempt, answer)
-            streamer = None  # a retry's text would repeat what was streamed
+        parsed = await self._ask(
+            prompt,
+            ["thought", "actions", "providers", "text"],
+            choices={
+                "actions": [a.name for a in state.data.get("actions") or runtime.actions],
+                "providers": [p.name for p in runtime.providers if p.dynamic and not p.private],
+            },
+            required=["thought", "actions"],
+            stream=True,
+            plain_reply_only=True,
+        )
         actions = [str(a).upper() for a in parsed.get("actions") or ["REPLY"]]
         providers = list(parsed.get("providers") or [])
         text = str(parsed.get("text") or "")
