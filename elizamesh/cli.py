@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextlib import ExitStack
@@ -15,6 +16,7 @@ from rich.console import Console
 
 from contracts.schema import asyncapi, catalogue
 from shared.config import Settings
+from shared.errors import ServiceError
 from shared.natsserver import NatsServer, free_port, wait_for_port
 from shared.processes import service_process
 
@@ -40,6 +42,60 @@ def schema(
 
 @app.command()
 def demo(
+    text: Annotated[str, typer.Option(help="The message to send.")] = "Hello! Who are you?",
+    data: Annotated[Path, typer.Option(help="Where the demo keeps its SQLite file.")] = Path(
+        ".elizamesh/demo"
+    ),
+) -> None:
+    """Chat with an agent on this machine: local models, SQLite, no key, no network."""
+    data.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(_embedded_demo(text, data))
+    except ServiceError as exc:
+        console.print(f"[red]demo failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+async def _embedded_demo(text: str, data: Path) -> None:
+    from elizamesh import AgentRuntime, Character, Content, Memory, MessageOptions, ModelType  # noqa: PLC0415
+    from elizamesh.plugins.local import get_local_plugin  # noqa: PLC0415
+
+    runtime = AgentRuntime(
+        character=Character(name="Eliza", bio=["A friendly assistant who runs on your laptop."]),
+        plugins=[get_local_plugin()],
+        settings={"DATABASE_URL": f"sqlite:///{data / 'elizamesh.db'}"},
+    )
+    console.print("[bold]loading[/] SmolLM2-135M (llama.cpp) and MiniLM (onnxruntime) ...")
+    await runtime.initialize()
+    service = runtime.message_service
+    if service is None:
+        raise typer.Exit(1)
+    message = Memory(entity_id="demo-user", room_id="demo-room", content=Content(text=text))
+    console.print(f"[bold]you:[/] {text}")
+    console.print("[bold]Eliza:[/] ", end="")
+
+    async def show(chunk: str, _message_id: str | None) -> None:
+        console.print(chunk, end="", markup=False, highlight=False)
+
+    started = time.perf_counter()
+    result = await service.handle_message(
+        runtime, message, options=MessageOptions(on_stream_chunk=show)
+    )
+    if result.mode != "simple" and result.response_content is not None:
+        console.print(result.response_content.text, end="", markup=False)
+    console.print(f"\n[dim]({time.perf_counter() - started:.1f} s, run {result.status})[/]")
+    await runtime.embedding_queue.drained()
+    query = "who is the assistant?"
+    vector = await runtime.use_model(ModelType.TEXT_EMBEDDING, {"text": query})
+    found = await runtime.adapter.search_memories(table_name="messages", embedding=vector, count=2)
+    console.print(f"[bold]memory search[/] for {query!r} (MiniLM vectors):")
+    for memory in found:
+        console.print(f"  {memory.similarity:.3f}  {memory.content.text[:80]}", markup=False)
+    await runtime.stop()
+
+
+@app.command(name="demo-distributed")
+def demo_distributed(
     text: Annotated[str, typer.Option(help="The message to send.")] = "Hello, agent!",
 ) -> None:
     """Start NATS, the runtime and the gateway; send one message over HTTP; stop them all."""

@@ -156,10 +156,12 @@ class SmolLM:
 
     def _options(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "max_tokens": int(params.get("max_tokens") or 256),
+            "max_tokens": int(params.get("max_tokens") or 160),
             "temperature": float(params.get("temperature", 0.2) or 0.0),
             "top_p": float(params.get("top_p") or 0.95),
             "seed": int(params["seed"]) if params.get("seed") is not None else None,
+            # A 135M model loops without it ("I'm ready to help." forever).
+            "repeat_penalty": float(params.get("repetition_penalty") or 1.3),
         }
 
     def chat(self, messages: list[Any], params: Mapping[str, Any]) -> str:
@@ -214,8 +216,43 @@ def _shape(params: Mapping[str, Any]) -> XmlShape | None:
     return XmlShape(fields=list(fields), choices=dict(params.get("choices") or {}))
 
 
-_OUTPUT_SECTION = re.compile(r"<output>.*?</output>", re.DOTALL)
+_SECTION = re.compile(r"<(task|instructions|output)>.*?</\1>", re.DOTALL)
+_PROVIDERS = re.compile(r"<providers>(.*?)</providers>", re.DOTALL)
+# Context a planner needs but that sends a tiny model talking about itself.
 _NOTE = "answered by the local model"
+_PLANNING_HEADINGS = ("# Available actions", "# Providers you can ask for", "# Evaluators")
+
+
+def conversation_messages(prompt: str, agent_name: str, system: str) -> list[dict[str, str]]:
+    """Return the chat a small model should answer: who it is, then the conversation as turns.
+
+    The pipeline's templates ask a planner to choose actions and write XML; a
+    135M model given all that writes about actions instead of answering. So
+    the task, instructions and output sections go, so do the planning-only
+    sections of the context, and the ``# Conversation`` lines become user and
+    assistant turns, which is what a chat model was trained on.
+    """
+    found = _PROVIDERS.search(prompt)
+    context = found.group(1) if found else _SECTION.sub("", prompt)
+    about: list[str] = []
+    turns: list[dict[str, str]] = []
+    for block in re.split(r"\n(?=# )", context.strip()):
+        if block.startswith(_PLANNING_HEADINGS):
+            continue
+        if not block.startswith("# Conversation"):
+            about.append(block)
+            continue
+        for line in block.splitlines()[1:]:
+            speaker, _, said = line.partition(": ")
+            role = "assistant" if speaker == agent_name else "user"
+            if turns and turns[-1]["role"] == role:
+                turns[-1]["content"] += "\n" + said
+            else:
+                turns.append({"role": role, "content": said})
+    if not turns or turns[-1]["role"] != "user":
+        turns.append({"role": "user", "content": "Go on."})
+    context_text = "\n".join(filter(None, [system, *about])).strip()
+    return [{"role": "system", "content": context_text}, *turns] if context_text else turns
 
 
 async def generate_text(runtime: AgentRuntime, params: dict[str, Any]) -> str | AsyncIterator[str]:
@@ -225,9 +262,10 @@ async def generate_text(runtime: AgentRuntime, params: dict[str, Any]) -> str | 
     shape = _shape(params)
     prompt = str(params.get("prompt", ""))
     if shape is not None:
-        prompt = _OUTPUT_SECTION.sub("", prompt).strip()
-    messages = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": prompt})
+        messages = conversation_messages(prompt, runtime.character.name, system)
+    else:
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": prompt})
     if shape is not None:
         pieces = _xml_answer(model, messages, params, shape)
         return pieces if params.get("stream") else "".join([p async for p in pieces])
