@@ -23,7 +23,7 @@ def test_the_planning_prompt_becomes_a_chat_with_the_conversation_as_turns() -> 
     messages = conversation_messages(prompt, "Eliza", "Be brief.")
     assert messages[0] == {
         "role": "system",
-        "content": "Be brief.\n# About Eliza\nA friendly assistant.\n",
+        "content": "Be brief.\n# About Eliza\nA friendly assistant.",
     }
     assert messages[1:] == [
         {"role": "user", "content": "Hi"},
