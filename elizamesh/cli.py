@@ -65,7 +65,6 @@ async def _embedded_demo(text: str, data: Path) -> None:
         plugins=[get_local_plugin()],
         settings={"DATABASE_URL": f"sqlite:///{data / 'elizamesh.db'}"},
     )
-    console.print("[bold]loading[/] SmolLM2-135M (llama.cpp) and MiniLM (onnxruntime) ...")
     await runtime.initialize()
     service = runtime.message_service
     if service is None:

