@@ -21,6 +21,7 @@ Paths can be overridden with ``LOCAL_LLM_PATH`` and ``LOCAL_EMBEDDING_PATH``
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import html
 import importlib
@@ -161,6 +162,9 @@ class SmolLM:
             raise ModelError(f"local chat model not found at {model}: check LOCAL_LLM_PATH")
         self.llm = Llama(model_path=str(model), n_ctx=context, n_threads=threads, verbose=False)
         self._lock = threading.Lock()
+        # Free the model before the interpreter tears down llama.cpp's bindings,
+        # or Llama.__del__ fails noisily at exit.
+        atexit.register(self.llm.close)
 
     def _options(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return {
