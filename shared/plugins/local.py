@@ -352,6 +352,19 @@ async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> list[float] | 
     return vectors if batch else vectors[0]
 
 
+async def encode(runtime: AgentRuntime, params: dict[str, Any]) -> list[int]:
+    """Return the chat model's token ids for ``text``."""
+    model = await asyncio.to_thread(smollm, _setting(runtime, "LOCAL_LLM_PATH"), _threads(runtime))
+    return list(model.llm.tokenize(str(params.get("text", "")).encode(), add_bos=False))
+
+
+async def decode(runtime: AgentRuntime, params: dict[str, Any]) -> str:
+    """Return the text of the chat model's token ids ``tokens``."""
+    model = await asyncio.to_thread(smollm, _setting(runtime, "LOCAL_LLM_PATH"), _threads(runtime))
+    tokens = [int(t) for t in params.get("tokens", [])]
+    return bytes(model.llm.detokenize(tokens)).decode("utf-8", errors="replace")
+
+
 def _setting(runtime: AgentRuntime, name: str) -> str | None:
     value = runtime.get_setting(name)
     return str(value) if value else None
@@ -367,5 +380,7 @@ def get_local_plugin() -> Plugin:
             ModelType.TEXT_SMALL: generate_text,
             ModelType.TEXT_LARGE: generate_text,
             ModelType.TEXT_EMBEDDING: embed,
+            ModelType.TEXT_TOKENIZER_ENCODE: encode,
+            ModelType.TEXT_TOKENIZER_DECODE: decode,
         },
     )

@@ -112,3 +112,13 @@ async def test_a_message_gets_a_local_answer_streamed_through_the_pipeline(
     assert result.response_content.text.strip()
     if result.mode == "simple":
         assert "".join(chunks) == result.response_content.text
+
+
+async def test_the_tokenizer_round_trips_text(runtime: AgentRuntime) -> None:
+    tokens = await runtime.use_model(ModelType.TEXT_TOKENIZER_ENCODE, {"text": "Hello, Paris!"})
+    assert 1 < len(tokens) < 10
+    assert all(isinstance(t, int) for t in tokens)
+    assert (
+        await runtime.use_model(ModelType.TEXT_TOKENIZER_DECODE, {"tokens": tokens})
+        == "Hello, Paris!"
+    )
