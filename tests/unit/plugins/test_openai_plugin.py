@@ -166,3 +166,14 @@ async def test_object_models_return_parsed_json_or_a_clear_error(
     assert await runtime.use_model(ModelType.OBJECT_SMALL, {"prompt": "city?"}) == {"city": "Paris"}
     with pytest.raises(ModelError, match="not valid JSON"):
         await runtime.use_model(ModelType.OBJECT_LARGE, {"prompt": "city?"})
+
+
+async def test_the_tokenizer_works_offline_and_round_trips(runtime: AgentRuntime) -> None:
+    tokens = await runtime.use_model(ModelType.TEXT_TOKENIZER_ENCODE, {"text": "Hello, Paris!"})
+    assert tokens == [13225, 11, 12650, 0]  # gpt-4o's o200k_base ids
+    assert (
+        await runtime.use_model(ModelType.TEXT_TOKENIZER_DECODE, {"tokens": tokens})
+        == "Hello, Paris!"
+    )
+    runtime.set_setting("OPENAI_LARGE_MODEL", "llama3.2")  # unknown to OpenAI: o200k_base
+    assert await runtime.use_model(ModelType.TEXT_TOKENIZER_ENCODE, {"text": "Hello"}) == [13225]
