@@ -15,6 +15,7 @@ import msgspec
 
 from contracts.agent import HandleMessage, HandleMessageResult
 from contracts.error import Error
+from contracts.events import AgentEventOccurred, AgentList, ListAgents
 from contracts.memory import OPERATIONS
 from contracts.message import Message
 from contracts.subjects import Subjects
@@ -23,6 +24,9 @@ MESSAGES: tuple[type[Message], ...] = (
     HandleMessage,
     HandleMessageResult,
     Error,
+    AgentEventOccurred,
+    ListAgents,
+    AgentList,
     *(m for op in OPERATIONS.values() for m in (op.request, op.result)),
 )
 """Every message type on the wire. Add new ones here so they get a schema."""
@@ -63,6 +67,15 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
             replies=(HandleMessageResult, Error),
             served_by="runtime (queue group 'runtime')",
             description=HandleMessage.__doc__ or "",
+        ),
+        Operation(
+            name="listAgents",
+            subject=subjects.agents_list,
+            parameters={},
+            request=ListAgents,
+            replies=(AgentList, Error),
+            served_by="runtime (queue group 'runtime')",
+            description=ListAgents.__doc__ or "",
         ),
         *(
             Operation(

@@ -17,6 +17,7 @@ DEFAULT_NAMESPACE = "eliza"
 
 _ID = re.compile(ID_PATTERN)
 _OPERATION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _AGENT_ID_TOKEN = 2  # <ns>.agent.<agent_id>...
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -79,6 +80,26 @@ class Subjects:
     def memory_template(self) -> str:
         """What the memory service subscribes to; the operation is the third token."""
         return f"{self.namespace}.memory.*"
+
+    # -- events ---------------------------------------------------------------
+
+    def event(self, agent_id: str, event_type: str) -> str:
+        """JetStream: one lifecycle event of an agent (``run.started``, ``message.sent``, ...)."""
+        if not _EVENT_TYPE.fullmatch(event_type):
+            raise InvalidIdError(f"invalid event type {event_type!r}")
+        return f"{self.namespace}.event.{validate_id(agent_id, what='agent_id')}.{event_type}"
+
+    @property
+    def events_template(self) -> str:
+        """Every event of every agent (what the events stream captures)."""
+        return f"{self.namespace}.event.>"
+
+    # -- agents ---------------------------------------------------------------
+
+    @property
+    def agents_list(self) -> str:
+        """Request-reply: the agents a runtime replica hosts."""
+        return f"{self.namespace}.agents.list"
 
     # -- streams --------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from contextlib import ExitStack
 from importlib.metadata import version
@@ -95,25 +96,51 @@ async def _embedded_demo(text: str, data: Path) -> None:
 
 @app.command(name="demo-distributed")
 def demo_distributed(
-    text: Annotated[str, typer.Option(help="The message to send.")] = "Hello, agent!",
+    text: Annotated[str, typer.Option(help="The message to send.")] = "Hello! Who are you?",
 ) -> None:
-    """Start NATS, the runtime and the gateway; send one message over HTTP; stop them all."""
+    """Run NATS, memory, runtime and gateway as processes; send one message over HTTP."""
     with ExitStack() as stack:
+        data = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="elizamesh-demo-")))
+        character = data / "eliza.json"
+        character.write_text(
+            json.dumps({"name": "Eliza", "id": "eliza", "bio": ["A friendly agent."]})
+        )
         console.print("[bold]starting[/] the bundled nats-server ...")
         nats = stack.enter_context(NatsServer())
         port = free_port()
-        env = {"NATS_URL": nats.url, "API_PORT": str(port), "LOG_LEVEL": "WARNING"}
-        for name in ("runtime", "gateway"):
+        env = {
+            "NATS_URL": nats.url,
+            "API_PORT": str(port),
+            "LOG_LEVEL": "WARNING",
+            "DATABASE_URL": f"sqlite:///{data / 'memory.db'}",
+            "AGENT_CHARACTERS": str(character),
+        }
+        for name in ("memory", "runtime", "gateway"):
             console.print(f"[bold]starting[/] the {name} service ...")
             stack.enter_context(service_process(name, env))
         wait_for_port("127.0.0.1", port, timeout=30)
-        url = f"http://127.0.0.1:{port}/v1/agents/demo-agent/messages"
+        base = f"http://127.0.0.1:{port}/v1"
+        _wait_for_agent(f"{base}/agents", "eliza")
         body = {"entity_id": "demo-user", "room_id": "demo-room", "content": {"text": text}}
-        console.print(f"[bold]POST[/] {url}\n  {json.dumps(body)}")
+        console.print(f"[bold]POST[/] {base}/agents/eliza/messages\n  {json.dumps(body)}")
         started = time.perf_counter()
-        reply = httpx.post(url, json=body, timeout=30)
+        reply = httpx.post(f"{base}/agents/eliza/messages", json=body, timeout=60)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        console.print(f"[bold]{reply.status_code}[/] in {elapsed_ms:.1f} ms\n  {reply.text}")
+        console.print(f"[bold]{reply.status_code}[/] in {elapsed_ms:.0f} ms\n  {reply.text}")
         if reply.is_error:
             raise typer.Exit(1)
     console.print("stopped everything.")
+
+
+def _wait_for_agent(url: str, agent_id: str, *, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reply = httpx.get(url, timeout=5)
+            if reply.is_success and agent_id in {a["id"] for a in reply.json()["agents"]}:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    console.print(f"[red]agent {agent_id} did not come up within {timeout:g}s[/]")
+    raise typer.Exit(1)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import nats.errors
+import nats.js.errors
 from fast_depends.exceptions import ValidationError
 from fast_depends.library.serializer import SerializerProto
 from fast_depends.msgspec import MsgSpecSerializer
@@ -154,6 +155,17 @@ async def start_serving(broker: NatsBroker, *, timeout: float = 5.0) -> None:
     """
     await broker.start()
     await broker.config.connection_state.connection.flush(timeout=timeout)
+
+
+async def ensure_stream(
+    broker: NatsBroker, name: str, subjects: list[str], *, max_age: float = 7 * 24 * 3600
+) -> None:
+    """Create the JetStream stream ``name`` over ``subjects`` if it does not exist yet."""
+    js = broker.config.connection_state.stream
+    try:
+        await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(name=name, subjects=subjects, max_age=max_age)
 
 
 @functools.cache

@@ -38,6 +38,22 @@ class FakeOpenAI:
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     chunk_size: int = 5
     models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
+    delay: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        return [body for path, body in self.requests if path.endswith("/chat/completions")]
 
     def next_reply(self) -> str | Failure:
         return self.script.pop(0) if self.script else self.default
@@ -111,6 +127,14 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     },
                 )
                 return
+            fake.enter()
+            try:
+                time.sleep(fake.delay)
+                self._chat(body)
+            finally:
+                fake.leave()
+
+        def _chat(self, body: dict[str, Any]) -> None:
             reply = fake.next_reply()
             if isinstance(reply, Failure):
                 headers = (

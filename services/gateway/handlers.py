@@ -19,6 +19,7 @@ from contracts import (
     HandleMessage,
     HandleMessageResult,
 )
+from contracts.events import AgentList, ListAgents
 from shared.bus import request
 from shared.config import Settings
 from shared.errors import ServiceError
@@ -39,6 +40,20 @@ async def send_message(
         settings.subjects.message_handle(agent_id),
         data,
         HandleMessageResult,
+        timeout=settings.request_timeout,
+    )
+
+
+@get("/v1/agents")
+async def list_agents(
+    broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
+) -> AgentList:
+    """The agents the runtime hosts (answered by one runtime replica)."""
+    return await request(
+        broker,
+        settings.subjects.agents_list,
+        ListAgents(),
+        AgentList,
         timeout=settings.request_timeout,
     )
 

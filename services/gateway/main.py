@@ -33,7 +33,7 @@ def create_app(settings: Settings) -> Litestar:
             await broker.stop()
 
     return Litestar(
-        route_handlers=[handlers.send_message, handlers.health],
+        route_handlers=[handlers.send_message, handlers.list_agents, handlers.health],
         lifespan=[connected],
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),

@@ -1,29 +1,34 @@
-"""Subscribers of the runtime service: decode, call the use case, encode.
-
-Until the agent pipeline lands, a turn is an echo: it proves the path from a
-connector through NATS to the runtime and back, with typed errors.
-"""
+"""Subscribers of the runtime service: decode, hand to the agent host, encode."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from faststream.nats import NatsMessage
 
-from contracts import Content, HandleMessage, HandleMessageResult, agent_id_of
+from contracts import HandleMessage, HandleMessageResult, agent_id_of
+from contracts.events import AgentList, ListAgents
+from shared.hosting import AgentHost
 
 
-async def handle_message(request: HandleMessage, message: NatsMessage) -> HandleMessageResult:
-    """Handle one inbound message for the agent named in the subject and return its reply."""
-    agent_id = agent_id_of(message.raw_message.subject)
-    reply = Content(
-        text=request.content.text,
-        actions=["REPLY"],
-        source=request.content.source,
-        in_reply_to=request.message_id,
-    )
-    return HandleMessageResult(
-        message_id=request.message_id,
-        agent_id=agent_id,
-        did_respond=True,
-        response_content=reply,
-        mode="simple",
-    )
+def message_handler(
+    host: AgentHost,
+) -> Callable[[HandleMessage, NatsMessage], Awaitable[HandleMessageResult]]:
+    """Return the subscriber of ``<ns>.agent.*.message.handle``."""
+
+    async def handle_message(request: HandleMessage, message: NatsMessage) -> HandleMessageResult:
+        """Handle one inbound message for the agent named in the subject and return its reply."""
+        return await host.handle(agent_id_of(message.raw_message.subject), request)
+
+    return handle_message
+
+
+def list_handler(host: AgentHost) -> Callable[[ListAgents], Awaitable[AgentList]]:
+    """Return the subscriber of ``<ns>.agents.list``."""
+
+    async def list_agents(request: ListAgents) -> AgentList:
+        """Return the agents this runtime replica hosts."""
+        del request
+        return AgentList(agents=host.list())
+
+    return list_agents

@@ -1,30 +1,66 @@
-"""Composition root of the runtime service."""
+"""Composition root of the runtime service: hosts agents, answers their messages."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
-from contracts import QUEUE_RUNTIME
+from contracts import QUEUE_RUNTIME, Subjects
 from services.runtime import handlers
+from services.runtime.settings import RuntimeSettings
+from shared.agent.character import Character
 from shared.bus import create_broker
 from shared.config import Settings
+from shared.errors import Unavailable
+from shared.hosting import AgentHost
 from shared.telemetry import bus_telemetry, tracer_provider
 
 SERVICE = "elizamesh-runtime"
+MEMORY_WAIT_SECONDS = 30
+logger = logging.getLogger("elizamesh.runtime.service")
 
 
-def create_broker_for(settings: Settings) -> NatsBroker:
-    """Return the runtime's broker with every subscriber attached (not yet connected)."""
+def attach(broker: NatsBroker, subjects: Subjects, host: AgentHost) -> None:
+    """Subscribe the runtime's handlers, in the runtime queue group."""
+    broker.subscriber(subjects.message_handle_template, queue=QUEUE_RUNTIME)(
+        handlers.message_handler(host)
+    )
+    broker.subscriber(subjects.agents_list, queue=QUEUE_RUNTIME)(handlers.list_handler(host))
+
+
+async def host_agents(host: AgentHost, runtime_settings: RuntimeSettings) -> None:
+    """Open the host and start every configured agent (waiting for the memory service)."""
+    await host.open()
+    for path in runtime_settings.characters:
+        character = Character.from_file(path)
+        for attempt in range(MEMORY_WAIT_SECONDS):
+            try:
+                await host.add(character, runtime_settings.plugins)
+                break
+            except Unavailable:
+                if attempt == MEMORY_WAIT_SECONDS - 1:
+                    raise
+                logger.info("memory service not reachable yet; retrying")
+                await asyncio.sleep(1)
+        logger.info("hosting agent %s (%s)", character.name, character.agent_id)
+
+
+def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = None) -> FastStream:
+    """Return the runtime service: subscribes, then starts its agents once connected."""
+    runtime_settings = runtime_settings or RuntimeSettings.from_env()
     broker = create_broker(
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
     )
-    broker.subscriber(settings.subjects.message_handle_template, queue=QUEUE_RUNTIME)(
-        handlers.handle_message
-    )
-    return broker
+    host = AgentHost(broker, settings.subjects, lease_seconds=runtime_settings.room_lease_seconds)
+    attach(broker, settings.subjects, host)
+    app = FastStream(broker)
 
+    @app.after_startup
+    async def start_agents() -> None:
+        await host_agents(host, runtime_settings)
 
-def create_app(settings: Settings) -> FastStream:
-    """Return the runtime service as a FastStream application."""
-    return FastStream(create_broker_for(settings))
+    app.on_shutdown(host.stop)
+    return app

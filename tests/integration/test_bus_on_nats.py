@@ -19,17 +19,17 @@ from contracts import (
     HandleMessageResult,
     Subjects,
 )
-from services.runtime.main import create_broker_for
 from shared.bus import create_broker, request, start_serving
 from shared.config import Settings
 from shared.errors import Unavailable
+from tests.echo import echo_broker
 
 HELLO = HandleMessage(entity_id="user-1", room_id="room-1", content=Content(text="hello"))
 
 
 @pytest.fixture
 async def runtime(nats_url: str, subjects: Subjects) -> AsyncIterator[NatsBroker]:
-    broker = create_broker_for(Settings(nats_url=nats_url, eliza_ns=subjects.namespace))
+    broker = echo_broker(Settings(nats_url=nats_url, eliza_ns=subjects.namespace))
     async with broker:
         await start_serving(broker)
         yield broker

@@ -12,10 +12,10 @@ from faststream.nats import NatsBroker
 
 from contracts import Subjects
 from services.gateway.main import create_app
-from services.runtime.main import create_broker_for
 from shared.bus import start_serving
 from shared.config import Settings
 from shared.natsserver import free_port, wait_for_port
+from tests.echo import echo_broker
 
 HELLO = {"entity_id": "user-1", "room_id": "room-1", "content": {"text": "hello"}}
 
@@ -27,7 +27,7 @@ def settings(nats_url: str, subjects: Subjects) -> Settings:
 
 @pytest.fixture
 async def runtime(settings: Settings) -> AsyncIterator[NatsBroker]:
-    broker = create_broker_for(settings)
+    broker = echo_broker(settings)
     async with broker:
         await start_serving(broker)
         yield broker

@@ -16,16 +16,16 @@ from contracts import (
     HandleMessageResult,
     Subjects,
 )
-from services.runtime.main import create_broker_for
 from shared.bus import create_broker, request
 from shared.config import Settings
 from shared.errors import BadRequest, Internal, NotFound
+from tests.echo import echo_broker
 
 HELLO = HandleMessage(entity_id="user-1", room_id="room-1", content=Content(text="hello"))
 
 
 def runtime_broker(subjects: Subjects) -> NatsBroker:
-    return create_broker_for(Settings(eliza_ns=subjects.namespace))
+    return echo_broker(Settings(eliza_ns=subjects.namespace))
 
 
 async def raw_reply(broker: NatsBroker, subject: str, body: bytes) -> tuple[Error, dict[str, str]]:

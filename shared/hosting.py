@@ -1,0 +1,205 @@
+"""Hosting agents behind NATS: what the runtime service does with each request.
+
+``AgentHost`` keeps the agents of one runtime replica. Their storage is the
+memory service (``NatsMemoryClient``); their lifecycle events go to the
+events stream. Two guarantees hold across any number of replicas:
+
+- **Idempotency.** The message id is the key of a turn: the result is stored
+  (the agent's cache, 24 h), so a redelivered or re-sent message gets the
+  stored result and never reaches the model twice.
+- **One turn per room at a time.** A turn holds a lease in a NATS KV bucket,
+  keyed ``<agent>.<room>`` and created only if absent, with a TTL so a
+  crashed replica's lease expires. A KV lease, rather than subject
+  partitioning or a consumer per room, keeps any replica free to take any
+  message (load sharing stays with the queue group) and needs no
+  rebalancing when replicas come and go; the cost is one KV round trip to
+  take and one to release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import msgspec
+import nats.js.errors
+from faststream.nats import NatsBroker
+from nats.js.kv import KeyValue
+
+from contracts import HandleMessage, HandleMessageResult, Subjects
+from contracts.events import AgentEventOccurred, AgentInfo
+from contracts.records import Memory, now_ms
+from shared.agent.character import Character
+from shared.agent.runtime import AgentRuntime
+from shared.agent.types import EventType, Plugin
+from shared.bus import ensure_stream
+from shared.errors import NotFound, Unavailable
+from shared.storage.client import memory_client
+
+logger = logging.getLogger("elizamesh.hosting")
+
+RESULT_TTL_MS = 24 * 3600 * 1000
+
+
+class RoomLease:
+    """Exclusive turns per room across replicas, on a NATS KV bucket with a TTL."""
+
+    def __init__(self, kv: KeyValue, *, poll: float = 0.05) -> None:
+        self.kv = kv
+        self.poll = poll
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, *, timeout: float) -> AsyncIterator[None]:
+        """Wait (up to ``timeout`` s) until ``key`` is free, hold it, release it after."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                revision = await self.kv.create(key, b"busy")
+                break
+            except nats.js.errors.KeyWrongLastSequenceError:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"room {key} stayed busy for {timeout:g}s") from None
+                await asyncio.sleep(self.poll)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(nats.js.errors.Error):
+                await self.kv.delete(key, last=revision)
+
+
+class AgentHost:
+    """The agents of one runtime replica, and how a request becomes a turn."""
+
+    def __init__(
+        self, broker: NatsBroker, subjects: Subjects, *, lease_seconds: float = 120.0
+    ) -> None:
+        self.broker = broker
+        self.subjects = subjects
+        self.lease_seconds = lease_seconds
+        self.runtimes: dict[str, AgentRuntime] = {}
+        self._lease: RoomLease | None = None
+
+    async def open(self) -> None:
+        """Declare the events stream and the room-lease bucket (idempotent); call once connected."""
+        await ensure_stream(
+            self.broker, self.subjects.events_stream, [self.subjects.events_template]
+        )
+        kv = await self.broker.key_value(
+            f"{self.subjects.namespace.upper()}_ROOM_LEASES", ttl=self.lease_seconds
+        )
+        self._lease = RoomLease(kv)
+
+    async def add(
+        self,
+        character: Character,
+        plugins: Sequence[Plugin | str],
+        settings: Mapping[str, str] | None = None,
+    ) -> AgentRuntime:
+        """Start an agent whose storage is the memory service; return its runtime."""
+        adapter = memory_client(self.broker, agent_id=character.agent_id, subjects=self.subjects)
+        runtime = AgentRuntime(
+            character=character, plugins=plugins, adapter=adapter, settings=settings
+        )
+        for event in EventType:
+            runtime.on(event, self._publisher(runtime.agent_id, event))
+        await runtime.initialize()
+        self.runtimes[runtime.agent_id] = runtime
+        return runtime
+
+    def list(self) -> list[AgentInfo]:
+        """The hosted agents."""
+        return [AgentInfo(id=r.agent_id, name=r.character.name) for r in self.runtimes.values()]
+
+    async def stop(self) -> None:
+        """Stop every agent."""
+        for runtime in self.runtimes.values():
+            await runtime.stop()
+        self.runtimes.clear()
+
+    async def handle(self, agent_id: str, request: HandleMessage) -> HandleMessageResult:
+        """Handle one message for ``agent_id``: once per message id, one turn per room."""
+        runtime = self.runtimes.get(agent_id)
+        if runtime is None or runtime.message_service is None or self._lease is None:
+            raise NotFound(f"agent {agent_id} is not hosted here")
+        key = f"turn-result:{request.message_id}"
+        if (done := await runtime.adapter.get_cache(key)) is not None:
+            return msgspec.convert(done, HandleMessageResult)
+        async with self._lease.hold(f"{agent_id}.{request.room_id}", timeout=self.lease_seconds):
+            if (done := await runtime.adapter.get_cache(key)) is not None:
+                return msgspec.convert(done, HandleMessageResult)
+            message = Memory(
+                id=request.message_id,
+                entity_id=request.entity_id,
+                room_id=request.room_id,
+                world_id=request.world_id,
+                content=request.content,
+            )
+            outcome = await runtime.message_service.handle_message(runtime, message)
+            result = HandleMessageResult(
+                message_id=request.message_id,
+                agent_id=agent_id,
+                did_respond=outcome.did_respond,
+                response_content=outcome.response_content if outcome.did_respond else None,
+                mode=outcome.mode,
+            )
+            await runtime.adapter.set_cache(
+                key, msgspec.to_builtins(result), expires_at=now_ms() + RESULT_TTL_MS
+            )
+        return result
+
+    def _publisher(self, agent_id: str, event: EventType) -> Any:
+        subject = self.subjects.event(agent_id, event.value.lower().replace("_", ".", 1))
+
+        async def publish(payload: dict[str, Any]) -> None:
+            message = AgentEventOccurred(
+                agent_id=agent_id,
+                event_type=event.value.lower().replace("_", ".", 1),
+                run_id=_text(payload.get("run_id")),
+                message_id=_message_id(payload),
+                room_id=_text(payload.get("room_id")) or _room_id(payload),
+                data=_details(payload),
+            )
+            await self.broker.publish(message, subject, stream=self.subjects.events_stream)
+
+        return publish
+
+
+_DETAIL_KEYS = (
+    "status",
+    "error",
+    "action",
+    "evaluator",
+    "type",
+    "provider",
+    "elapsed_ms",
+    "priority",
+)
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _message_id(payload: Mapping[str, Any]) -> str | None:
+    message = payload.get("message")
+    return message.id if isinstance(message, Memory) else _text(payload.get("message_id"))
+
+
+def _room_id(payload: Mapping[str, Any]) -> str | None:
+    message = payload.get("message")
+    return message.room_id if isinstance(message, Memory) else None
+
+
+def _details(payload: Mapping[str, Any]) -> dict[str, Any]:
+    details = {k: payload[k] for k in _DETAIL_KEYS if payload.get(k) is not None}
+    message = payload.get("message")
+    if isinstance(message, Memory):
+        details["text"] = message.content.text
+    result = payload.get("result")
+    if result is not None and hasattr(result, "success"):
+        details["success"] = bool(result.success)
+    return details

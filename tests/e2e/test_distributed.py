@@ -1,0 +1,214 @@
+"""The distributed stack as real processes: memory, two runtime replicas, gateway, on NATS.
+
+The model is the fake OpenAI server (in this process, on loopback), so the
+runtime's real ``openai`` client is used and every model call is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import nats
+import pytest
+
+from contracts import Subjects
+from contracts.events import AgentEventOccurred
+from shared.natsserver import free_port, wait_for_port
+from shared.processes import service_process
+from tests.fake_openai import FakeOpenAI, fake_openai_server
+from tests.scripted import plan
+
+pytestmark = pytest.mark.e2e
+
+AGENT = "eliza"
+
+
+@dataclass
+class Stack:
+    base_url: str
+    nats_url: str
+    subjects: Subjects
+    fake: FakeOpenAI
+    runtimes: list[subprocess.Popen[bytes]]
+    logs: Path
+
+    def post(
+        self, text: str, *, room: str = "room-1", message_id: str | None = None
+    ) -> httpx.Response:
+        body: dict[str, Any] = {"entity_id": "user-1", "room_id": room, "content": {"text": text}}
+        if message_id:
+            body["message_id"] = message_id
+        return httpx.post(f"{self.base_url}/v1/agents/{AGENT}/messages", json=body, timeout=30)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("stack")
+    character = logs / "eliza.json"
+    character.write_text(json.dumps({"name": "Eliza", "id": AGENT, "bio": ["A helpful agent."]}))
+    subjects = Subjects(f"e{uuid.uuid4().hex[:10]}")
+    port = free_port()
+    with fake_openai_server() as fake, ExitStack() as processes:
+        fake.default = plan("Hello from the model!")
+        env = {
+            "NATS_URL": nats_url,
+            "ELIZA_NS": subjects.namespace,
+            "DATABASE_URL": f"sqlite:///{logs / 'memory.db'}",
+            "AGENT_CHARACTERS": str(character),
+            "OPENAI_BASE_URL": fake.url,
+            "OPENAI_API_KEY": "sk-test",
+            "API_PORT": str(port),
+            "REQUEST_TIMEOUT": "20",
+            "TASK_TICK_SECONDS": "3600",
+        }
+        processes.enter_context(service_process("memory", env, log_dir=logs))
+        runtimes = []
+        for replica in ("r0", "r1"):
+            (logs / replica).mkdir()
+            runtime = service_process("runtime", env, log_dir=logs / replica)
+            runtimes.append(processes.enter_context(runtime))
+        processes.enter_context(service_process("gateway", env, log_dir=logs))
+        wait_for_port("127.0.0.1", port, timeout=30)
+        ready = Stack(f"http://127.0.0.1:{port}", nats_url, subjects, fake, runtimes, logs)
+        asyncio.run(_until_agents_answer(ready))
+        yield ready
+
+
+async def _until_agents_answer(stack: Stack) -> None:
+    """Wait until both replicas host the agent (agents.list answers from each)."""
+    nc = await nats.connect(stack.nats_url)
+    try:
+        for _ in range(200):
+            try:
+                reply = await nc.request(stack.subjects.agents_list, b"{}", timeout=1)
+                if AGENT.encode() in reply.data:
+                    return
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+        raise TimeoutError("the runtime never hosted the agent")
+    finally:
+        await nc.close()
+
+
+def test_a_message_through_the_gateway_gets_the_models_reply(stack: Stack) -> None:
+    response = stack.post("Hello over the wire")
+    assert response.status_code == 200, stack.log("gateway")
+    body = response.json()
+    assert body["did_respond"] is True
+    assert body["agent_id"] == AGENT
+    assert body["response_content"]["text"] == "Hello from the model!"
+    assert any("Hello over the wire" in str(r["messages"]) for r in stack.fake.chat_requests())
+
+
+def test_the_same_message_sent_twice_calls_the_model_once(stack: Stack) -> None:
+    message_id = uuid.uuid4().hex
+    before = len(stack.fake.chat_requests())
+    first = stack.post("only once please", room="room-dup", message_id=message_id)
+    second = stack.post("only once please", room="room-dup", message_id=message_id)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert len(stack.fake.chat_requests()) == before + 1
+
+
+def test_lifecycle_events_arrive_on_the_stream_with_payloads(stack: Stack) -> None:
+    async def collect() -> list[AgentEventOccurred]:
+        nc = await nats.connect(stack.nats_url)
+        js = nc.jetstream()
+        sub = await js.subscribe(stack.subjects.event(AGENT, "message.sent"), ordered_consumer=True)
+        try:
+            await asyncio.to_thread(stack.post, "announce this", room="room-events")
+            events = []
+            while True:
+                msg = await sub.next_msg(timeout=10)
+                event = msgspec.json.decode(msg.data, type=AgentEventOccurred)
+                events.append(event)
+                if (
+                    event.data.get("text") == "Hello from the model!"
+                    and event.room_id == "room-events"
+                ):
+                    return events
+        finally:
+            await nc.close()
+
+    events = asyncio.run(collect())
+    sent = events[-1]
+    assert sent.event_type == "message.sent"
+    assert sent.agent_id == AGENT
+    assert sent.run_id
+    assert sent.message_id
+
+
+def test_two_replicas_never_handle_one_room_at_the_same_time(stack: Stack) -> None:
+    stack.fake.delay = 0.3
+    stack.fake.max_in_flight = 0
+    try:
+
+        async def burst(rooms: list[str]) -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                replies = await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{stack.base_url}/v1/agents/{AGENT}/messages",
+                            json={"entity_id": "u", "room_id": room, "content": {"text": f"n{i}"}},
+                        )
+                        for i, room in enumerate(rooms)
+                    )
+                )
+            return [r.status_code for r in replies]
+
+        assert asyncio.run(burst(["busy-room"] * 4)) == [200] * 4
+        one_room = stack.fake.max_in_flight
+        stack.fake.max_in_flight = 0
+        assert asyncio.run(burst([f"room-{i}" for i in range(4)])) == [200] * 4
+        many_rooms = stack.fake.max_in_flight
+    finally:
+        stack.fake.delay = 0.0
+    assert one_room == 1
+    assert many_rooms >= 2  # different rooms do run in parallel, on both replicas
+
+
+def test_bad_input_gets_a_typed_400_and_every_service_stays_up(stack: Stack) -> None:
+    for body in (
+        b"not json",
+        b'{"entity_id": "u", "content": {}}',
+        b'{"entity_id": "u u", "room_id": "r", "content": {}}',
+    ):
+        response = httpx.post(
+            f"{stack.base_url}/v1/agents/{AGENT}/messages",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+        assert response.status_code == 400
+        assert response.json()["code"] == "bad_request"
+    unknown = httpx.post(
+        f"{stack.base_url}/v1/agents/nobody/messages",
+        json={"entity_id": "u", "room_id": "r", "content": {"text": "hi"}},
+        timeout=10,
+    )
+    assert unknown.status_code == 404
+    assert all(r.poll() is None for r in stack.runtimes)
+    assert stack.post("still there?").status_code == 200
+
+
+def test_when_every_runtime_is_gone_the_gateway_says_unavailable(stack: Stack) -> None:
+    for runtime in stack.runtimes:
+        runtime.terminate()
+        runtime.wait(timeout=15)
+    response = stack.post("anyone?")
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable"
