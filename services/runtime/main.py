@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from faststream.nats.subscriber.usecases.basic import LogicSubscriber
 
 from contracts import QUEUE_RUNTIME, Subjects
 from services.runtime import handlers
@@ -20,15 +22,21 @@ from shared.telemetry import bus_telemetry, tracer_provider
 
 SERVICE = "elizamesh-runtime"
 MEMORY_WAIT_SECONDS = 30
+TURNS_IN_PARALLEL = 16
 logger = logging.getLogger("elizamesh.runtime.service")
 
 
-def attach(broker: NatsBroker, subjects: Subjects, host: AgentHost) -> None:
-    """Subscribe the runtime's handlers, in the runtime queue group."""
-    broker.subscriber(subjects.message_handle_template, queue=QUEUE_RUNTIME)(
-        handlers.message_handler(host)
+def attach(broker: NatsBroker, subjects: Subjects, host: AgentHost) -> list[LogicSubscriber[Any]]:
+    """Subscribe the runtime's handlers, in the runtime queue group; return the subscribers."""
+    # Turns of different rooms run side by side (model calls are I/O); turns of
+    # one room are serialised by the room lease, across replicas too.
+    messages = broker.subscriber(
+        subjects.message_handle_template, queue=QUEUE_RUNTIME, max_workers=TURNS_IN_PARALLEL
     )
-    broker.subscriber(subjects.agents_list, queue=QUEUE_RUNTIME)(handlers.list_handler(host))
+    messages(handlers.message_handler(host))
+    agents = broker.subscriber(subjects.agents_list, queue=QUEUE_RUNTIME)
+    agents(handlers.list_handler(host))
+    return [messages, agents]
 
 
 async def host_agents(host: AgentHost, runtime_settings: RuntimeSettings) -> None:
@@ -55,12 +63,15 @@ def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = No
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
     )
     host = AgentHost(broker, settings.subjects, lease_seconds=runtime_settings.room_lease_seconds)
-    attach(broker, settings.subjects, host)
     app = FastStream(broker)
 
     @app.after_startup
     async def start_agents() -> None:
+        # Join the queue group only once the agents are up: a replica that is
+        # still starting must not take (and fail) requests the others can serve.
         await host_agents(host, runtime_settings)
+        for subscriber in attach(broker, settings.subjects, host):
+            await subscriber.start()
 
     app.on_shutdown(host.stop)
     return app

@@ -9,6 +9,7 @@ runtime, as in elizaOS, where the runtime *is* an adapter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -49,7 +50,7 @@ from shared.agent.types import (
     StreamChunk,
 )
 from shared.config import DEFAULT_DATABASE_URL
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.sql import SqlAdapter
 
@@ -215,25 +216,36 @@ class AgentRuntime:
             await self.adapter.create_agent(agent)
         else:
             await self.adapter.update_agent(self.agent_id, agent)
-        if await self.adapter.get_world(self.agent_id) is None:
-            await self.adapter.create_world(World(id=self.agent_id, name=self.character.name))
+        await self._ensure_world(World(id=self.agent_id, name=self.character.name))
         if not await self.adapter.get_entities_by_ids([self.agent_id]):
             await self.adapter.create_entities(
                 [Entity(id=self.agent_id, names=[self.character.name])]
             )
-        if not await self.adapter.get_rooms_by_ids([self.agent_id]):
-            await self.adapter.create_rooms(
-                [
-                    Room(
-                        id=self.agent_id,
-                        name=self.character.name,
-                        source="elizamesh",
-                        type=ChannelType.SELF,
-                        world_id=self.agent_id,
-                    )
-                ]
-            )
-        await self.adapter.add_participants_room([self.agent_id], self.agent_id)
+        self_room = Room(
+            id=self.agent_id,
+            name=self.character.name,
+            source="elizamesh",
+            type=ChannelType.SELF,
+            world_id=self.agent_id,
+        )
+        await self._ensure_rooms([self_room], [self.agent_id])
+
+    # Replicas start the same agents, and may see the same new room at once:
+    # "create if absent" must survive the other one creating it first.
+
+    async def _ensure_world(self, world: World) -> None:
+        if await self.adapter.get_world(world.id) is None:
+            with contextlib.suppress(Conflict):
+                await self.adapter.create_world(world)
+
+    async def _ensure_rooms(self, rooms: Sequence[Room], participants: Sequence[str]) -> None:
+        existing = {r.id for r in await self.adapter.get_rooms_by_ids([r.id for r in rooms])}
+        if new_rooms := [r for r in rooms if r.id not in existing]:
+            with contextlib.suppress(Conflict):
+                await self.adapter.create_rooms(new_rooms)
+        for room in rooms:
+            with contextlib.suppress(Conflict):
+                await self.adapter.add_participants_room(list(participants), room.id)
 
     # -- registration ---------------------------------------------------------
 
@@ -831,44 +843,30 @@ class AgentRuntime:
                 },
             )
             await self.adapter.update_entity(merged)
-        if await self.adapter.get_world(world_id) is None:
-            await self.adapter.create_world(
-                World(id=world_id, name=world_name or world_id, message_server_id=message_server_id)
-            )
-        if not await self.adapter.get_rooms_by_ids([room_id]):
-            await self.adapter.create_rooms(
-                [
-                    Room(
-                        id=room_id,
-                        name=name or room_id,
-                        source=source,
-                        type=type,
-                        channel_id=channel_id,
-                        message_server_id=message_server_id,
-                        world_id=world_id,
-                    )
-                ]
-            )
-        await self.adapter.add_participants_room([entity_id, self.agent_id], room_id)
+        await self._ensure_world(
+            World(id=world_id, name=world_name or world_id, message_server_id=message_server_id)
+        )
+        room = Room(
+            id=room_id,
+            name=name or room_id,
+            source=source,
+            type=type,
+            channel_id=channel_id,
+            message_server_id=message_server_id,
+            world_id=world_id,
+        )
+        await self._ensure_rooms([room], [entity_id, self.agent_id])
 
     async def ensure_connections(
         self, entities: Sequence[Entity], rooms: Sequence[Room], source: str, world: World
     ) -> None:
         """Set up many entities and rooms of one world at once (few round trips)."""
-        if await self.adapter.get_world(world.id) is None:
-            await self.adapter.create_world(world)
+        await self._ensure_world(world)
         known = {e.id for e in await self.adapter.get_entities_by_ids([e.id for e in entities])}
-        fresh = [e for e in entities if e.id not in known]
-        if fresh:
-            await self.adapter.create_entities(fresh)
-        existing = {r.id for r in await self.adapter.get_rooms_by_ids([r.id for r in rooms])}
-        new_rooms = [r for r in rooms if r.id not in existing]
-        if new_rooms:
-            await self.adapter.create_rooms(new_rooms)
-        for room in rooms:
-            await self.adapter.add_participants_room(
-                [*(e.id for e in entities), self.agent_id], room.id
-            )
+        if fresh := [e for e in entities if e.id not in known]:
+            with contextlib.suppress(Conflict):
+                await self.adapter.create_entities(fresh)
+        await self._ensure_rooms(rooms, [*(e.id for e in entities), self.agent_id])
         del source  # kept for elizaOS's signature; entities carry their own metadata
 
     # -- tasks ----------------------------------------------------------------
