@@ -87,6 +87,17 @@ class HandleMessage(Message, kw_only=True, frozen=True, tag="agent.message.handl
         Id | None, Meta(description="The server or workspace holding the room, if any.")
     ] = None
     content: Annotated[Content, Meta(description="What the sender said.")]
+    run_id: Annotated[
+        Id | None,
+        Meta(
+            description="Publish this turn's chunks, responses and end on <ns>.run.<run_id>.* "
+            "(subscribe before sending)."
+        ),
+    ] = None
+    reply_at_once: Annotated[
+        bool,
+        Meta(description="Reply as soon as the turn is accepted; the outcome follows on the run."),
+    ] = False
 
 
 class HandleMessageResult(Message, kw_only=True, frozen=True, tag="agent.message.handled.v1"):
@@ -102,6 +113,10 @@ class HandleMessageResult(Message, kw_only=True, frozen=True, tag="agent.message
         Literal["simple", "actions", "none"],
         Meta(description="simple: one model call; actions: actions ran; none: no answer."),
     ] = "none"
+    run_id: Annotated[Id | None, Meta(description="The run the turn was published on.")] = None
+    accepted: Annotated[
+        bool, Meta(description="True for a reply_at_once acknowledgement: the outcome follows.")
+    ] = False
 
 
 HandleMessageReply = HandleMessageResult | Error

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from contracts.agent import Content, HandleMessageResult
 from contracts.message import Event, Id, Message
 
 
@@ -41,3 +42,32 @@ class AgentList(Message, kw_only=True, frozen=True, tag="agents.listed.v1"):
     """The agents a runtime replica hosts."""
 
     agents: list[AgentInfo]
+
+
+class RunChunk(Message, kw_only=True, frozen=True, tag="run.chunk.v1"):
+    """A piece of the reply being written (``<ns>.run.<run_id>.chunk``), in order."""
+
+    run_id: Id
+    message_id: Annotated[Id, Meta(description="The message being answered.")]
+    index: Annotated[int, Meta(ge=0, description="0, 1, 2, ...: the order of the chunks.")]
+    text: str
+
+
+class RunResponse(Message, kw_only=True, frozen=True, tag="run.response.v1"):
+    """Something the agent said in the run (``<ns>.run.<run_id>.response``)."""
+
+    run_id: Id
+    message_id: Id
+    content: Content
+
+
+class RunEnded(Message, kw_only=True, frozen=True, tag="run.ended.v1"):
+    """The run is over (``<ns>.run.<run_id>.completed`` or ``.failed``)."""
+
+    run_id: Id
+    message_id: Id
+    status: Annotated[str, Meta(description="completed, failed, ignored, timeout, ...")]
+    error: str | None = None
+    result: Annotated[
+        HandleMessageResult | None, Meta(description="The turn's result, when it has one.")
+    ] = None

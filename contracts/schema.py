@@ -15,7 +15,14 @@ import msgspec
 
 from contracts.agent import HandleMessage, HandleMessageResult
 from contracts.error import Error
-from contracts.events import AgentEventOccurred, AgentList, ListAgents
+from contracts.events import (
+    AgentEventOccurred,
+    AgentList,
+    ListAgents,
+    RunChunk,
+    RunEnded,
+    RunResponse,
+)
 from contracts.memory import OPERATIONS
 from contracts.message import Message
 from contracts.subjects import Subjects
@@ -27,6 +34,9 @@ MESSAGES: tuple[type[Message], ...] = (
     AgentEventOccurred,
     ListAgents,
     AgentList,
+    RunChunk,
+    RunResponse,
+    RunEnded,
     *(m for op in OPERATIONS.values() for m in (op.request, op.result)),
 )
 """Every message type on the wire. Add new ones here so they get a schema."""

@@ -94,6 +94,23 @@ class Subjects:
         """Every event of every agent (what the events stream captures)."""
         return f"{self.namespace}.event.>"
 
+    # -- runs -----------------------------------------------------------------
+
+    def run(self, run_id: str, what: str) -> str:
+        """Publish: a run's ``chunk``, ``response``, ``completed`` or ``failed``."""
+        if what not in {"chunk", "response", "completed", "failed"}:
+            raise InvalidIdError(f"invalid run subject {what!r}")
+        return f"{self.namespace}.run.{validate_id(run_id, what='run_id')}.{what}"
+
+    def run_template(self, run_id: str) -> str:
+        """Everything published for one run."""
+        return f"{self.namespace}.run.{validate_id(run_id, what='run_id')}.>"
+
+    @property
+    def runs_template(self) -> str:
+        """Every run (what the runs stream captures)."""
+        return f"{self.namespace}.run.>"
+
     # -- agents ---------------------------------------------------------------
 
     @property

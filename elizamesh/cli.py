@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import tempfile
 import time
 from contextlib import ExitStack
@@ -16,6 +18,7 @@ import typer
 from rich.console import Console
 
 from contracts.schema import asyncapi, catalogue
+from shared.agent.character import Character
 from shared.config import Settings
 from shared.errors import ServiceError
 from shared.natsserver import NatsServer, free_port, wait_for_port
@@ -144,3 +147,67 @@ def _wait_for_agent(url: str, agent_id: str, *, timeout: float = 60) -> None:
         time.sleep(0.2)
     console.print(f"[red]agent {agent_id} did not come up within {timeout:g}s[/]")
     raise typer.Exit(1)
+
+
+@app.command()
+def chat(
+    agent: Annotated[str, typer.Option(help="The agent to talk to (its id).")] = "eliza",
+    user: Annotated[str, typer.Option(help="Your user id.")] = "cli-user",
+) -> None:
+    """Talk to an agent of a running stack from the terminal (NATS_URL; Ctrl-D to leave)."""
+    from elizamesh.connectors import terminal_chat  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    try:
+        asyncio.run(terminal_chat(settings.nats_url, settings.subjects, agent, user=user))
+    except KeyboardInterrupt:
+        console.print()
+    except ServiceError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def up(
+    character: Annotated[
+        list[Path] | None, typer.Option(help="Character JSON files (default: Eliza).")
+    ] = None,
+    port: Annotated[int, typer.Option(help="Gateway HTTP port.")] = 3000,
+) -> None:
+    """Run the whole stack here: nats-server, memory, runtime, gateway. Ctrl-C stops it all.
+
+    Uses NATS_URL and DATABASE_URL when set; otherwise the bundled nats-server
+    (on 4222 when free) and SQLite under ./.elizamesh/.
+    """
+    characters = character or [Path(__file__).parent / "characters" / "eliza.json"]
+    with ExitStack() as stack:
+        nats_url = os.environ.get("NATS_URL")
+        if not nats_url:
+            nats_port = 4222 if _port_free(4222) else free_port()
+            nats_url = stack.enter_context(NatsServer(port=nats_port)).url
+        env = {
+            "NATS_URL": nats_url,
+            "API_PORT": str(port),
+            "AGENT_CHARACTERS": ",".join(str(c.resolve()) for c in characters),
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+        }
+        for name in ("memory", "runtime", "gateway"):
+            stack.enter_context(service_process(name, env))
+        wait_for_port("127.0.0.1", port, timeout=30)
+        _wait_for_agent(
+            f"http://127.0.0.1:{port}/v1/agents", Character.from_file(characters[0]).agent_id
+        )
+        console.print(f"[bold green]up[/]: NATS {nats_url}, gateway http://127.0.0.1:{port}")
+        console.print(f"  talk to it:  NATS_URL={nats_url} elizamesh chat")
+        console.print("  stop it:     Ctrl-C")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopping ...")
+    console.print("stopped everything.")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0

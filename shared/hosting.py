@@ -30,10 +30,11 @@ import nats.js.errors
 from faststream.nats import NatsBroker
 from nats.js.kv import KeyValue
 
-from contracts import HandleMessage, HandleMessageResult, Subjects
-from contracts.events import AgentEventOccurred, AgentInfo
+from contracts import Content, HandleMessage, HandleMessageResult, Subjects, new_id
+from contracts.events import AgentEventOccurred, AgentInfo, RunChunk, RunEnded, RunResponse
 from contracts.records import Memory, now_ms
 from shared.agent.character import Character
+from shared.agent.message_service import MessageOptions
 from shared.agent.runtime import AgentRuntime
 from shared.agent.types import EventType, Plugin
 from shared.bus import ensure_stream
@@ -82,11 +83,15 @@ class AgentHost:
         self.lease_seconds = lease_seconds
         self.runtimes: dict[str, AgentRuntime] = {}
         self._lease: RoomLease | None = None
+        self._turns: set[asyncio.Task[HandleMessageResult]] = set()
 
     async def open(self) -> None:
         """Declare the events stream and the room-lease bucket (idempotent); call once connected."""
         await ensure_stream(
             self.broker, self.subjects.events_stream, [self.subjects.events_template]
+        )
+        await ensure_stream(
+            self.broker, self.subjects.runs_stream, [self.subjects.runs_template], max_age=3600
         )
         kv = await self.broker.key_value(
             f"{self.subjects.namespace.upper()}_ROOM_LEASES", ttl=self.lease_seconds
@@ -115,20 +120,64 @@ class AgentHost:
         return [AgentInfo(id=r.agent_id, name=r.character.name) for r in self.runtimes.values()]
 
     async def stop(self) -> None:
-        """Stop every agent."""
+        """Finish the turns under way, then stop every agent."""
+        await asyncio.gather(*self._turns, return_exceptions=True)
         for runtime in self.runtimes.values():
             await runtime.stop()
         self.runtimes.clear()
 
     async def handle(self, agent_id: str, request: HandleMessage) -> HandleMessageResult:
-        """Handle one message for ``agent_id``: once per message id, one turn per room."""
+        """Handle one message for ``agent_id``: once per message id, one turn per room.
+
+        With ``run_id``, the turn is also published on ``<ns>.run.<run_id>.*``
+        (chunks, responses, end); with ``reply_at_once``, the reply is an
+        acknowledgement and the outcome only goes to the run.
+        """
         runtime = self.runtimes.get(agent_id)
         if runtime is None or runtime.message_service is None or self._lease is None:
             raise NotFound(f"agent {agent_id} is not hosted here")
+        if not request.reply_at_once:
+            return await self._turn(runtime, request)
+        run_id = request.run_id or new_id()
+        turn = self._turn(runtime, msgspec.structs.replace(request, run_id=run_id))
+        task = asyncio.create_task(turn)
+        self._turns.add(task)
+        task.add_done_callback(self._turns.discard)
+        return HandleMessageResult(
+            message_id=request.message_id,
+            agent_id=agent_id,
+            did_respond=False,
+            run_id=run_id,
+            accepted=True,
+        )
+
+    async def _turn(self, runtime: AgentRuntime, request: HandleMessage) -> HandleMessageResult:
+        run = _RunPublisher(self.broker, self.subjects, request) if request.run_id else None
+        try:
+            result = await self._once(runtime, request, run)
+        except Exception as exc:
+            if run is not None:
+                await run.ended("failed", error=f"{type(exc).__name__}: {exc}")
+            if request.reply_at_once:
+                logger.exception("turn %s failed", request.message_id)
+                return HandleMessageResult(
+                    message_id=request.message_id, agent_id=runtime.agent_id, did_respond=False
+                )
+            raise
+        if run is not None:
+            await run.ended("completed", result=result)
+        return result
+
+    async def _once(
+        self, runtime: AgentRuntime, request: HandleMessage, run: _RunPublisher | None
+    ) -> HandleMessageResult:
+        if runtime.message_service is None or self._lease is None:
+            raise NotFound(f"agent {runtime.agent_id} is not started")
         key = f"turn-result:{request.message_id}"
         if (done := await runtime.adapter.get_cache(key)) is not None:
             return msgspec.convert(done, HandleMessageResult)
-        async with self._lease.hold(f"{agent_id}.{request.room_id}", timeout=self.lease_seconds):
+        room = f"{runtime.agent_id}.{request.room_id}"
+        async with self._lease.hold(room, timeout=self.lease_seconds):
             if (done := await runtime.adapter.get_cache(key)) is not None:
                 return msgspec.convert(done, HandleMessageResult)
             message = Memory(
@@ -138,13 +187,19 @@ class AgentHost:
                 world_id=request.world_id,
                 content=request.content,
             )
-            outcome = await runtime.message_service.handle_message(runtime, message)
+            options = MessageOptions(
+                run_id=request.run_id, on_stream_chunk=run.chunk if run is not None else None
+            )
+            outcome = await runtime.message_service.handle_message(
+                runtime, message, run.response if run is not None else None, options
+            )
             result = HandleMessageResult(
                 message_id=request.message_id,
-                agent_id=agent_id,
+                agent_id=runtime.agent_id,
                 did_respond=outcome.did_respond,
                 response_content=outcome.response_content if outcome.did_respond else None,
                 mode=outcome.mode,
+                run_id=outcome.run_id,
             )
             await runtime.adapter.set_cache(
                 key, msgspec.to_builtins(result), expires_at=now_ms() + RESULT_TTL_MS
@@ -203,3 +258,43 @@ def _details(payload: Mapping[str, Any]) -> dict[str, Any]:
     if result is not None and hasattr(result, "success"):
         details["success"] = bool(result.success)
     return details
+
+
+class _RunPublisher:
+    """Publishes one turn on ``<ns>.run.<run_id>.*``: chunks in order, responses, the end."""
+
+    def __init__(self, broker: NatsBroker, subjects: Subjects, request: HandleMessage) -> None:
+        if request.run_id is None:
+            raise ValueError("a run publisher needs a run id")
+        self.broker = broker
+        self.subjects = subjects
+        self.run_id = request.run_id
+        self.message_id = request.message_id
+        self._index = 0
+
+    async def chunk(self, text: str, _message_id: str | None) -> None:
+        """Publish the next piece of the reply."""
+        chunk = RunChunk(
+            run_id=self.run_id, message_id=self.message_id, index=self._index, text=text
+        )
+        self._index += 1
+        await self.broker.publish(chunk, self.subjects.run(self.run_id, "chunk"))
+
+    async def response(self, content: Content) -> None:
+        """Publish something the agent said."""
+        response = RunResponse(run_id=self.run_id, message_id=self.message_id, content=content)
+        await self.broker.publish(response, self.subjects.run(self.run_id, "response"))
+
+    async def ended(
+        self, status: str, *, result: HandleMessageResult | None = None, error: str | None = None
+    ) -> None:
+        """Publish the end of the run: ``completed`` or ``failed``."""
+        ended = RunEnded(
+            run_id=self.run_id,
+            message_id=self.message_id,
+            status=status,
+            error=error,
+            result=result,
+        )
+        what = "failed" if status == "failed" else "completed"
+        await self.broker.publish(ended, self.subjects.run(self.run_id, what))

@@ -60,6 +60,7 @@ class MessageOptions:
     on_stream_chunk: StreamChunk | None = None
     use_multi_step: bool | None = None
     max_multi_step_iterations: int | None = None
+    run_id: str | None = None
 
 
 @dataclass
@@ -109,7 +110,7 @@ class DefaultMessageService:
         options = options or MessageOptions()
         response_id = str(uuid.uuid4())
         self._latest[(runtime.agent_id, message.room_id)] = response_id
-        run_id = runtime.start_run(message.room_id)
+        run_id = runtime.start_run(message.room_id, options.run_id)
         await runtime.emit_event(
             EventType.RUN_STARTED,
             {

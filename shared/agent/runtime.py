@@ -512,10 +512,10 @@ class AgentRuntime:
         """Return a fresh run id."""
         return str(uuid.uuid4())
 
-    def start_run(self, room_id: str | None = None) -> str:
-        """Start a run (one turn) and return its id."""
+    def start_run(self, room_id: str | None = None, run_id: str | None = None) -> str:
+        """Start a run (one turn) and return its id (``run_id`` if the caller chose one)."""
         del room_id  # a run is global to the runtime, as in elizaOS
-        self._current_run_id = self.create_run_id()
+        self._current_run_id = run_id or self.create_run_id()
         return self._current_run_id
 
     def end_run(self) -> None:

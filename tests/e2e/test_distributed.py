@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,8 +23,8 @@ import msgspec
 import nats
 import pytest
 
-from contracts import Subjects
-from contracts.events import AgentEventOccurred
+from contracts import Content, HandleMessage, HandleMessageResult, Subjects
+from contracts.events import AgentEventOccurred, RunChunk, RunEnded, RunResponse
 from shared.natsserver import free_port, wait_for_port
 from shared.processes import service_process
 from tests.fake_openai import FakeOpenAI, fake_openai_server
@@ -179,6 +181,66 @@ def test_two_replicas_never_handle_one_room_at_the_same_time(stack: Stack) -> No
         stack.fake.delay = 0.0
     assert one_room == 1
     assert many_rooms >= 2  # different rooms do run in parallel
+
+
+def test_async_mode_acknowledges_then_streams_chunks_in_order_and_the_end(stack: Stack) -> None:
+    stack.fake.script.append(plan("Streaming across processes works."))
+
+    async def run() -> tuple[HandleMessageResult, list[RunChunk], RunEnded]:
+        nc = await nats.connect(stack.nats_url)
+        run_id = uuid.uuid4().hex
+        chunks: list[RunChunk] = []
+        ended: asyncio.Future[RunEnded] = asyncio.get_running_loop().create_future()
+        decoder = msgspec.json.Decoder(RunChunk | RunResponse | RunEnded)
+
+        async def on_run(msg: Any) -> None:
+            event = decoder.decode(msg.data)
+            if isinstance(event, RunChunk):
+                chunks.append(event)
+            elif isinstance(event, RunEnded):
+                ended.set_result(event)
+
+        try:
+            await nc.subscribe(stack.subjects.run_template(run_id), cb=on_run)
+            request = HandleMessage(
+                entity_id="u",
+                room_id="room-async",
+                content=Content(text="stream it"),
+                run_id=run_id,
+                reply_at_once=True,
+            )
+            reply = await nc.request(
+                stack.subjects.message_handle(AGENT), msgspec.json.encode(request), timeout=10
+            )
+            ack = msgspec.json.decode(reply.data, type=HandleMessageResult)
+            return ack, chunks, await asyncio.wait_for(ended, 20)
+        finally:
+            await nc.close()
+
+    ack, chunks, ended = asyncio.run(run())
+    assert ack.accepted
+    assert not ack.did_respond
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert "".join(c.text for c in chunks) == "Streaming across processes works."
+    assert ended.status == "completed"
+    assert ended.result is not None
+    assert ended.result.response_content is not None
+    assert ended.result.response_content.text == "Streaming across processes works."
+
+
+def test_the_terminal_chat_connector_talks_to_the_agent(stack: Stack) -> None:
+    stack.fake.script.append(plan("Hi from the terminal!"))
+    done = subprocess.run(
+        [sys.executable, "-m", "elizamesh", "chat", "--agent", AGENT],
+        input="hello there\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NATS_URL": stack.nats_url, "ELIZA_NS": stack.subjects.namespace},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{AGENT}> Hi from the terminal!" in done.stdout
 
 
 def test_bad_input_gets_a_typed_400_and_every_service_stays_up(stack: Stack) -> None:

@@ -1,0 +1,5 @@
+"""``python -m elizamesh``: the command line."""
+
+from elizamesh.cli import app
+
+app()
