@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from contracts.agent import HandleMessage, HandleMessageResult
+from contracts.embedding import EmbeddingRequested
 from contracts.error import Error
 from contracts.events import (
     AgentEventOccurred,
@@ -37,6 +38,7 @@ MESSAGES: tuple[type[Message], ...] = (
     RunChunk,
     RunResponse,
     RunEnded,
+    EmbeddingRequested,
     *(m for op in OPERATIONS.values() for m in (op.request, op.result)),
 )
 """Every message type on the wire. Add new ones here so they get a schema."""

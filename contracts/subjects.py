@@ -94,6 +94,29 @@ class Subjects:
         """Every event of every agent (what the events stream captures)."""
         return f"{self.namespace}.event.>"
 
+    # -- embeddings -----------------------------------------------------------
+
+    def embedding_queue(self, priority: str) -> str:
+        """JetStream work queue: memories waiting for a vector, by priority."""
+        if priority not in {"high", "normal", "low"}:
+            raise InvalidIdError(f"invalid embedding priority {priority!r}")
+        return f"{self.namespace}.embedding.queue.{priority}"
+
+    @property
+    def embedding_queue_template(self) -> str:
+        """Every priority of the embedding queue (what its stream captures)."""
+        return f"{self.namespace}.embedding.queue.>"
+
+    @property
+    def embedding_dead(self) -> str:
+        """Where embedding requests that keep failing end up, for a person to look at."""
+        return f"{self.namespace}.embedding.dead"
+
+    @property
+    def embedding_stream(self) -> str:
+        """JetStream work-queue stream of the embedding queue."""
+        return f"{self.namespace.upper()}_EMBEDDING"
+
     # -- runs -----------------------------------------------------------------
 
     def run(self, run_id: str, what: str) -> str:

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from contracts.schema import asyncapi, catalogue
 from shared.agent.character import Character
+from shared.agent.embedding_queue import EmbeddingQueue
 from shared.config import Settings
 from shared.errors import ServiceError
 from shared.natsserver import NatsServer, free_port, wait_for_port
@@ -87,7 +88,8 @@ async def _embedded_demo(text: str, data: Path) -> None:
     if result.mode != "simple" and result.response_content is not None:
         console.print(result.response_content.text, end="", markup=False)
     console.print(f"\n[dim]({time.perf_counter() - started:.1f} s, run {result.status})[/]")
-    await runtime.embedding_queue.drained()
+    if isinstance(runtime.embedding_queue, EmbeddingQueue):
+        await runtime.embedding_queue.drained()
     query = "who is the assistant?"
     vector = await runtime.use_model(ModelType.TEXT_EMBEDDING, {"text": query})
     found = await runtime.adapter.search_memories(table_name="messages", embedding=vector, count=2)

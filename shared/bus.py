@@ -25,6 +25,7 @@ from faststream._internal.types import BrokerMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import NatsBroker, NatsMessage, NatsResponse
+from nats.js.api import RetentionPolicy
 
 from contracts import (
     ERROR_CODE_HEADER,
@@ -158,14 +159,23 @@ async def start_serving(broker: NatsBroker, *, timeout: float = 5.0) -> None:
 
 
 async def ensure_stream(
-    broker: NatsBroker, name: str, subjects: list[str], *, max_age: float = 7 * 24 * 3600
+    broker: NatsBroker,
+    name: str,
+    subjects: list[str],
+    *,
+    max_age: float = 7 * 24 * 3600,
+    work_queue: bool = False,
 ) -> None:
-    """Create the JetStream stream ``name`` over ``subjects`` if it does not exist yet."""
+    """Create the JetStream stream ``name`` over ``subjects`` if it does not exist yet.
+
+    A ``work_queue`` stream keeps a message until a consumer acknowledges it.
+    """
     js = broker.config.connection_state.stream
     try:
         await js.stream_info(name)
     except nats.js.errors.NotFoundError:
-        await js.add_stream(name=name, subjects=subjects, max_age=max_age)
+        retention = RetentionPolicy.WORK_QUEUE if work_queue else RetentionPolicy.LIMITS
+        await js.add_stream(name=name, subjects=subjects, max_age=max_age, retention=retention)
 
 
 @functools.cache

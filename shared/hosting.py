@@ -38,6 +38,7 @@ from shared.agent.message_service import MessageOptions
 from shared.agent.runtime import AgentRuntime
 from shared.agent.types import EventType, Plugin
 from shared.bus import ensure_stream
+from shared.embedding import JetStreamEmbeddingQueue, ensure_embedding_stream
 from shared.errors import NotFound, Unavailable
 from shared.storage.client import memory_client
 
@@ -76,11 +77,17 @@ class AgentHost:
     """The agents of one runtime replica, and how a request becomes a turn."""
 
     def __init__(
-        self, broker: NatsBroker, subjects: Subjects, *, lease_seconds: float = 120.0
+        self,
+        broker: NatsBroker,
+        subjects: Subjects,
+        *,
+        lease_seconds: float = 120.0,
+        remote_embeddings: bool = False,
     ) -> None:
         self.broker = broker
         self.subjects = subjects
         self.lease_seconds = lease_seconds
+        self.remote_embeddings = remote_embeddings
         self.runtimes: dict[str, AgentRuntime] = {}
         self._lease: RoomLease | None = None
         self._turns: set[asyncio.Task[HandleMessageResult]] = set()
@@ -93,6 +100,8 @@ class AgentHost:
         await ensure_stream(
             self.broker, self.subjects.runs_stream, [self.subjects.runs_template], max_age=3600
         )
+        if self.remote_embeddings:
+            await ensure_embedding_stream(self.broker, self.subjects)
         kv = await self.broker.key_value(
             f"{self.subjects.namespace.upper()}_ROOM_LEASES", ttl=self.lease_seconds
         )
@@ -111,6 +120,10 @@ class AgentHost:
         )
         for event in EventType:
             runtime.on(event, self._publisher(runtime.agent_id, event))
+        if self.remote_embeddings:
+            runtime.embedding_queue = JetStreamEmbeddingQueue(
+                self.broker, self.subjects, runtime.agent_id
+            )
         await runtime.initialize()
         self.runtimes[runtime.agent_id] = runtime
         return runtime

@@ -1,1 +1,1 @@
-"""The embedding service (drains the embedding queue); arrives with the distributed runtime."""
+"""The embedding service: drains the embedding queue (JetStream), writes vectors through memory."""

@@ -62,7 +62,12 @@ def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = No
     broker = create_broker(
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
     )
-    host = AgentHost(broker, settings.subjects, lease_seconds=runtime_settings.room_lease_seconds)
+    host = AgentHost(
+        broker,
+        settings.subjects,
+        lease_seconds=runtime_settings.room_lease_seconds,
+        remote_embeddings=runtime_settings.remote_embeddings,
+    )
     app = FastStream(broker)
 
     @app.after_startup

@@ -16,11 +16,14 @@ class RuntimeSettings:
     ``AGENT_PLUGINS``: plugin names for every agent (default: ``openai`` when
     ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set, else ``local``).
     ``ROOM_LEASE_SECONDS``: how long a crashed replica can keep a room busy.
+    ``EMBEDDINGS=remote``: vectors are made by the embedding service (its
+    queue) instead of in this process.
     """
 
     characters: tuple[Path, ...] = ()
     plugins: tuple[str, ...] = ("local",)
     room_lease_seconds: float = 120.0
+    remote_embeddings: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RuntimeSettings:
@@ -32,4 +35,10 @@ class RuntimeSettings:
         model = "openai" if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL") else "local"
         plugins = tuple(p.strip() for p in env.get("AGENT_PLUGINS", model).split(",") if p.strip())
         lease = float(env.get("ROOM_LEASE_SECONDS") or cls.room_lease_seconds)
-        return cls(characters=characters, plugins=plugins, room_lease_seconds=lease)
+        remote = env.get("EMBEDDINGS", "local").lower() == "remote"
+        return cls(
+            characters=characters,
+            plugins=plugins,
+            room_lease_seconds=lease,
+            remote_embeddings=remote,
+        )

@@ -12,8 +12,9 @@ import asyncio
 import heapq
 import itertools
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Protocol
 
+from contracts.embedding import Priority
 from contracts.records import Memory
 from shared.agent.types import EventType, ModelType
 
@@ -22,8 +23,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("elizamesh.embedding")
 
-Priority = Literal["high", "normal", "low"]
 _RANK: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
+
+
+class EmbeddingSink(Protocol):
+    """Where a runtime sends memories that need a vector (in-process, or a JetStream queue)."""
+
+    async def put(self, memory: Memory, priority: Priority = "normal") -> None:
+        """Queue ``memory`` for a vector."""
+        ...
+
+    def start(self) -> None:
+        """Start draining (if this sink drains at all)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop draining."""
+        ...
 
 
 class EmbeddingQueue:
@@ -53,7 +69,7 @@ class EmbeddingQueue:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def put(self, memory: Memory, priority: Priority = "normal") -> None:
+    async def put(self, memory: Memory, priority: Priority = "normal") -> None:
         """Queue ``memory``; when full, the lowest-priority, oldest item is dropped (logged)."""
         heapq.heappush(self._heap, (_RANK[priority], next(self._order), memory))
         if len(self._heap) > self.capacity:

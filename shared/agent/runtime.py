@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from contracts import Content
+from contracts.embedding import Priority
 from contracts.memory import OPERATIONS, MemoryOperation
 from contracts.records import Agent, ChannelType, Entity, Log, Memory, Room, World
 from shared.agent.character import Character
-from shared.agent.embedding_queue import EmbeddingQueue, Priority
+from shared.agent.embedding_queue import EmbeddingQueue, EmbeddingSink
 from shared.agent.plugin import normalize_plugin_name, resolve_plugins
 from shared.agent.prompts import TEMPLATES
 from shared.agent.tasks import TaskWorker
@@ -149,7 +150,9 @@ class AgentRuntime:
         self._current_run_id: str | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._initialized = False
-        self.embedding_queue = EmbeddingQueue(self)
+        # Replaceable before initialize(): the runtime service sends vectors to the
+        # embedding service's queue instead.
+        self.embedding_queue: EmbeddingSink = EmbeddingQueue(self)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -767,7 +770,7 @@ class AgentRuntime:
         await self.emit_event(
             EventType.EMBEDDING_GENERATION_REQUESTED, {"memory_id": memory.id, "priority": priority}
         )
-        self.embedding_queue.put(memory, priority)
+        await self.embedding_queue.put(memory, priority)
 
     async def add_embedding_to_memory(self, memory: Memory) -> Memory:
         """Return ``memory`` with the vector of its text (computed now)."""
@@ -899,6 +902,8 @@ class AgentRuntime:
         return self.elizaos is not None
 
     async def _log(self, kind: str, body: dict[str, Any]) -> None:
+        if self._adapter is None:  # a runtime used for its models only keeps no audit rows
+            return
         await self.adapter.log(
             Log(entity_id=self.agent_id, type=kind, body={**body, "run_id": self._current_run_id})
         )

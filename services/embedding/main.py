@@ -1,0 +1,62 @@
+"""Composition root of the embedding service: drains the embedding queue, writes vectors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from faststream import FastStream
+
+from shared.agent.character import Character
+from shared.agent.plugin import resolve_plugins
+from shared.agent.runtime import AgentRuntime
+from shared.bus import create_broker
+from shared.config import Settings
+from shared.embedding import EmbeddingWorker
+from shared.telemetry import bus_telemetry, tracer_provider
+
+SERVICE = "elizamesh-embedding"
+
+
+def model_plugin_name() -> str:
+    """``EMBEDDING_PLUGIN``, else openai when configured, else the local models."""
+    if name := os.environ.get("EMBEDDING_PLUGIN"):
+        return name
+    return (
+        "openai"
+        if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
+        else "local"
+    )
+
+
+async def model_runtime(plugin: str) -> AgentRuntime:
+    """A runtime used only for its embedding model (no storage, no agent)."""
+    runtime = AgentRuntime(character=Character(name=SERVICE))
+    for resolved in resolve_plugins([plugin]):
+        await runtime.register_plugin(resolved)
+    return runtime
+
+
+def create_app(settings: Settings) -> FastStream:
+    """Return the embedding service: one worker loop per replica, sharing durable consumers."""
+    broker = create_broker(
+        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
+    )
+    app = FastStream(broker)
+    workers: list[tuple[EmbeddingWorker, asyncio.Task[None]]] = []
+
+    @app.after_startup
+    async def start_worker() -> None:
+        models = await model_runtime(model_plugin_name())
+        worker = EmbeddingWorker(broker, settings.subjects, models)
+        await worker.open()
+        workers.append((worker, asyncio.create_task(worker.run_forever(), name="embedding-worker")))
+
+    @app.on_shutdown
+    async def stop_worker() -> None:
+        for worker, loop in workers:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+            await worker.close()
+
+    return app

@@ -1,0 +1,178 @@
+"""Vectors through the embedding service: the runtime's side (a queue) and the worker's.
+
+The runtime publishes ``EmbeddingRequested`` on a JetStream work queue, one
+subject per priority. Embedding-service replicas share durable pull
+consumers: each takes a batch from the highest priority that has work, embeds
+the texts in one model call, writes the vectors through the memory service,
+and acknowledges. A failure is retried with backoff (nak with delay); after
+``max_deliver`` tries, or at once for a body that cannot be read, the request
+goes to the dead-letter subject and leaves the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import msgspec
+from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
+
+from contracts import Subjects
+from contracts.embedding import PRIORITIES, EmbeddingRequested, Priority
+from contracts.records import Memory
+from shared.agent.runtime import AgentRuntime
+from shared.agent.types import ModelType
+from shared.bus import ensure_stream
+from shared.storage.client import memory_client
+
+logger = logging.getLogger("elizamesh.embedding")
+
+_DECODER = msgspec.json.Decoder(EmbeddingRequested)
+
+
+class JetStreamEmbeddingQueue:
+    """The runtime's embedding sink in the distributed stack: publish, the service embeds."""
+
+    def __init__(self, broker: NatsBroker, subjects: Subjects, agent_id: str) -> None:
+        self.broker = broker
+        self.subjects = subjects
+        self.agent_id = agent_id
+
+    async def put(self, memory: Memory, priority: Priority = "normal") -> None:
+        """Queue ``memory`` for the embedding service."""
+        request = EmbeddingRequested(
+            agent_id=self.agent_id, memory_id=memory.id, text=memory.content.text
+        )
+        await self.broker.publish(
+            request, self.subjects.embedding_queue(priority), stream=self.subjects.embedding_stream
+        )
+
+    def start(self) -> None:
+        """Nothing to start: the embedding service drains the queue."""
+
+    async def stop(self) -> None:
+        """Nothing to stop: the queue outlives this runtime."""
+
+
+async def ensure_embedding_stream(broker: NatsBroker, subjects: Subjects) -> None:
+    """Declare the embedding work queue (idempotent)."""
+    await ensure_stream(
+        broker, subjects.embedding_stream, [subjects.embedding_queue_template], work_queue=True
+    )
+
+
+class EmbeddingWorker:
+    """Drains the embedding queue in batches, high priority first."""
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        subjects: Subjects,
+        models: AgentRuntime,
+        *,
+        batch_size: int = 16,
+        max_deliver: int = 4,
+        backoff: float = 0.5,
+    ) -> None:
+        self.broker = broker
+        self.subjects = subjects
+        self.models = models
+        self.batch_size = batch_size
+        self.max_deliver = max_deliver
+        self.backoff = backoff
+        self._subscriptions: dict[Priority, Any] = {}
+
+    async def open(self) -> None:
+        """Declare the stream and one durable pull consumer per priority."""
+        await ensure_embedding_stream(self.broker, self.subjects)
+        js = self.broker.config.connection_state.stream
+        for priority in PRIORITIES:
+            self._subscriptions[priority] = await js.pull_subscribe(
+                self.subjects.embedding_queue(priority),
+                durable=f"embedding-{priority}",
+                stream=self.subjects.embedding_stream,
+                config=ConsumerConfig(ack_wait=60, max_deliver=self.max_deliver + 1),
+            )
+
+    async def close(self) -> None:
+        """Unsubscribe the pull consumers (they stay durable on the server)."""
+        for subscription in self._subscriptions.values():
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
+
+    async def drain_once(self) -> int:
+        """Process one batch from the highest priority that has work; return its size."""
+        for priority in PRIORITIES:
+            try:
+                batch: list[Msg] = await self._subscriptions[priority].fetch(
+                    self.batch_size, timeout=0.05
+                )
+            except TimeoutError:
+                continue
+            if batch:
+                await self._process(batch)
+                return len(batch)
+        return 0
+
+    async def run_forever(self, idle: float = 0.1) -> None:
+        """Drain until cancelled; poll every ``idle`` seconds when the queue is empty."""
+        while True:
+            try:
+                if not await self.drain_once():
+                    await asyncio.sleep(idle)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("embedding batch failed")
+                await asyncio.sleep(idle)
+
+    async def _process(self, batch: list[Msg]) -> None:
+        readable: list[tuple[Msg, EmbeddingRequested]] = []
+        for msg in batch:
+            try:
+                readable.append((msg, _DECODER.decode(msg.data)))
+            except msgspec.DecodeError as exc:
+                await self._dead(msg, f"unreadable request: {exc}")
+        if not readable:
+            return
+        try:
+            vectors = await self.models.use_model(
+                ModelType.TEXT_EMBEDDING, {"texts": [r.text for _, r in readable]}
+            )
+        except Exception as exc:
+            for msg, _ in readable:
+                await self._retry(msg, f"model failed: {exc}")
+            return
+        for (msg, request), vector in zip(readable, vectors, strict=True):
+            adapter = memory_client(self.broker, agent_id=request.agent_id, subjects=self.subjects)
+            try:
+                if not await adapter.update_memory(request.memory_id, embedding=list(vector)):
+                    await self._dead(msg, f"memory {request.memory_id} does not exist")
+                    continue
+            except Exception as exc:
+                await self._retry(msg, f"could not store the vector: {exc}")
+                continue
+            await msg.ack()
+
+    async def _retry(self, msg: Msg, reason: str) -> None:
+        delivered = msg.metadata.num_delivered
+        if delivered >= self.max_deliver:
+            await self._dead(msg, f"{reason} (after {delivered} tries)")
+            return
+        logger.warning("embedding retry %d: %s", delivered, reason)
+        await msg.nak(delay=self.backoff * 2 ** (delivered - 1))
+
+    async def _dead(self, msg: Msg, reason: str) -> None:
+        logger.error("embedding request dead-lettered: %s", reason)
+        with contextlib.suppress(Exception):
+            await self.broker.publish(
+                msg.data,
+                self.subjects.embedding_dead,
+                headers={"Elizamesh-Dead-Reason": reason[:200], "Elizamesh-Subject": msg.subject},
+            )
+        await msg.term()
