@@ -25,9 +25,12 @@ import pytest
 
 from contracts import Content, HandleMessage, HandleMessageResult, Subjects
 from contracts.events import AgentEventOccurred, RunChunk, RunEnded, RunResponse
+from contracts.records import Memory
+from shared.bus import create_broker
 from shared.natsserver import free_port, wait_for_port
 from shared.processes import service_process
-from tests.fake_openai import FakeOpenAI, fake_openai_server
+from shared.storage.client import memory_client
+from tests.fake_openai import FakeOpenAI, fake_openai_server, letters
 from tests.scripted import plan
 
 pytestmark = pytest.mark.e2e
@@ -75,8 +78,10 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             "API_PORT": str(port),
             "REQUEST_TIMEOUT": "20",
             "TASK_TICK_SECONDS": "3600",
+            "EMBEDDINGS": "remote",
         }
         processes.enter_context(service_process("memory", env, log_dir=logs))
+        processes.enter_context(service_process("embedding", env, log_dir=logs))
         runtimes = []
         for replica in ("r0", "r1"):
             (logs / replica).mkdir()
@@ -241,6 +246,28 @@ def test_the_terminal_chat_connector_talks_to_the_agent(stack: Stack) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert f"{AGENT}> Hi from the terminal!" in done.stdout
+
+
+def test_the_embedding_service_fills_vectors_and_a_memory_search_finds_them(stack: Stack) -> None:
+    assert stack.post("zebras zigzag", room="room-vectors").status_code == 200
+
+    async def search() -> list[Memory]:
+        broker = create_broker(stack.nats_url, name="e2e-search")
+        async with broker:
+            await broker.connect()
+            db = memory_client(broker, agent_id=AGENT, subjects=stack.subjects)
+            for _ in range(100):
+                stored = await db.get_memories(table_name="messages", room_id="room-vectors")
+                if stored and all(m.embedding is not None for m in stored):
+                    query = letters("zebra zigzag", 26)  # the fake model's 'embedding'
+                    return await db.search_memories(
+                        table_name="messages", embedding=query, count=1, room_id="room-vectors"
+                    )
+                await asyncio.sleep(0.1)
+        raise AssertionError("the vectors never arrived")
+
+    [best] = asyncio.run(search())
+    assert best.content.text == "zebras zigzag"
 
 
 def test_bad_input_gets_a_typed_400_and_every_service_stays_up(stack: Stack) -> None:
