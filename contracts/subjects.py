@@ -89,6 +89,12 @@ class Subjects:
             raise InvalidIdError(f"invalid event type {event_type!r}")
         return f"{self.namespace}.event.{validate_id(agent_id, what='agent_id')}.{event_type}"
 
+    def events_of_type(self, event_type: str) -> str:
+        """One kind of event, of every agent (``<ns>.event.*.<type>``)."""
+        if not _EVENT_TYPE.fullmatch(event_type):
+            raise InvalidIdError(f"invalid event type {event_type!r}")
+        return f"{self.namespace}.event.*.{event_type}"
+
     @property
     def events_template(self) -> str:
         """Every event of every agent (what the events stream captures)."""

@@ -176,7 +176,7 @@ def up(
     ] = None,
     port: Annotated[int, typer.Option(help="Gateway HTTP port.")] = 3000,
 ) -> None:
-    """Run the whole stack here: nats-server, memory, embedding, runtime, gateway; Ctrl-C stops it.
+    """Run the whole stack here: nats-server and the five services; Ctrl-C stops it all.
 
     Uses NATS_URL and DATABASE_URL when set; otherwise the bundled nats-server
     (on 4222 when free) and SQLite under ./.elizamesh/.
@@ -193,8 +193,9 @@ def up(
             "AGENT_CHARACTERS": ",".join(str(c.resolve()) for c in characters),
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
             "EMBEDDINGS": "remote",
+            "EVALUATORS": "remote",
         }
-        for name in ("memory", "embedding", "runtime", "gateway"):
+        for name in ("memory", "embedding", "evaluator", "runtime", "gateway"):
             stack.enter_context(service_process(name, env))
         wait_for_port("127.0.0.1", port, timeout=30)
         _wait_for_agent(

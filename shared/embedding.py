@@ -11,7 +11,6 @@ goes to the dead-letter subject and leaves the queue.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -28,6 +27,7 @@ from shared.agent.runtime import AgentRuntime
 from shared.agent.types import ModelType
 from shared.bus import ensure_stream
 from shared.storage.client import memory_client
+from shared.workers import PullWorker
 
 logger = logging.getLogger("elizamesh.embedding")
 
@@ -65,7 +65,7 @@ async def ensure_embedding_stream(broker: NatsBroker, subjects: Subjects) -> Non
     )
 
 
-class EmbeddingWorker:
+class EmbeddingWorker(PullWorker):
     """Drains the embedding queue in batches, high priority first."""
 
     def __init__(
@@ -84,32 +84,27 @@ class EmbeddingWorker:
         self.batch_size = batch_size
         self.max_deliver = max_deliver
         self.backoff = backoff
-        self._subscriptions: dict[Priority, Any] = {}
+        self._by_priority: dict[Priority, Any] = {}
+        super().__init__()
 
     async def open(self) -> None:
         """Declare the stream and one durable pull consumer per priority."""
         await ensure_embedding_stream(self.broker, self.subjects)
         js = self.broker.config.connection_state.stream
         for priority in PRIORITIES:
-            self._subscriptions[priority] = await js.pull_subscribe(
+            self._by_priority[priority] = await js.pull_subscribe(
                 self.subjects.embedding_queue(priority),
                 durable=f"embedding-{priority}",
                 stream=self.subjects.embedding_stream,
                 config=ConsumerConfig(ack_wait=60, max_deliver=self.max_deliver + 1),
             )
-
-    async def close(self) -> None:
-        """Unsubscribe the pull consumers (they stay durable on the server)."""
-        for subscription in self._subscriptions.values():
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-        self._subscriptions.clear()
+        self.subscriptions = list(self._by_priority.values())
 
     async def drain_once(self) -> int:
         """Process one batch from the highest priority that has work; return its size."""
         for priority in PRIORITIES:
             try:
-                batch: list[Msg] = await self._subscriptions[priority].fetch(
+                batch: list[Msg] = await self._by_priority[priority].fetch(
                     self.batch_size, timeout=0.05
                 )
             except TimeoutError:
@@ -118,18 +113,6 @@ class EmbeddingWorker:
                 await self._process(batch)
                 return len(batch)
         return 0
-
-    async def run_forever(self, idle: float = 0.1) -> None:
-        """Drain until cancelled; poll every ``idle`` seconds when the queue is empty."""
-        while True:
-            try:
-                if not await self.drain_once():
-                    await asyncio.sleep(idle)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("embedding batch failed")
-                await asyncio.sleep(idle)
 
     async def _process(self, batch: list[Msg]) -> None:
         readable: list[tuple[Msg, EmbeddingRequested]] = []

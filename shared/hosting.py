@@ -21,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -45,6 +48,30 @@ from shared.storage.client import memory_client
 logger = logging.getLogger("elizamesh.hosting")
 
 RESULT_TTL_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class HostedAgents:
+    """Which agents a service hosts, from the environment.
+
+    ``AGENT_CHARACTERS``: JSON files, comma-separated. ``AGENT_PLUGINS``:
+    default ``openai`` when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set,
+    else ``local``.
+    """
+
+    characters: tuple[Path, ...] = ()
+    plugins: tuple[str, ...] = ("local",)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HostedAgents:
+        """Read them from ``environ`` (default ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        characters = tuple(
+            Path(p.strip()) for p in env.get("AGENT_CHARACTERS", "").split(",") if p.strip()
+        )
+        model = "openai" if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL") else "local"
+        plugins = tuple(p.strip() for p in env.get("AGENT_PLUGINS", model).split(",") if p.strip())
+        return cls(characters=characters, plugins=plugins)
 
 
 class RoomLease:
@@ -83,11 +110,13 @@ class AgentHost:
         *,
         lease_seconds: float = 120.0,
         remote_embeddings: bool = False,
+        remote_evaluators: bool = False,
     ) -> None:
         self.broker = broker
         self.subjects = subjects
         self.lease_seconds = lease_seconds
         self.remote_embeddings = remote_embeddings
+        self.remote_evaluators = remote_evaluators
         self.runtimes: dict[str, AgentRuntime] = {}
         self._lease: RoomLease | None = None
         self._turns: set[asyncio.Task[HandleMessageResult]] = set()
@@ -127,6 +156,29 @@ class AgentHost:
         await runtime.initialize()
         self.runtimes[runtime.agent_id] = runtime
         return runtime
+
+    async def host_characters(
+        self, paths: Sequence[Path], plugins: Sequence[Plugin | str], *, wait: float = 30
+    ) -> None:
+        """Open the host and start an agent per character file.
+
+        The memory service may start after this one: ``Unavailable`` is retried
+        for up to ``wait`` seconds.
+        """
+        await self.open()
+        for path in paths:
+            character = Character.from_file(path)
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    await self.add(character, plugins)
+                    break
+                except Unavailable:
+                    if time.monotonic() > deadline:
+                        raise
+                    logger.info("memory service not reachable yet; retrying")
+                    await asyncio.sleep(1)
+            logger.info("hosting agent %s (%s)", character.name, character.agent_id)
 
     def list(self) -> list[AgentInfo]:
         """The hosted agents."""
@@ -201,7 +253,9 @@ class AgentHost:
                 content=request.content,
             )
             options = MessageOptions(
-                run_id=request.run_id, on_stream_chunk=run.chunk if run is not None else None
+                run_id=request.run_id,
+                on_stream_chunk=run.chunk if run is not None else None,
+                run_evaluators=not self.remote_evaluators,
             )
             outcome = await runtime.message_service.handle_message(
                 runtime, message, run.response if run is not None else None, options

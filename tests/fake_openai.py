@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,24 +39,32 @@ class FakeOpenAI:
     chunk_size: int = 5
     models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
     delay: float = 0.0
+    responder: Callable[[dict[str, Any]], str] | None = None
+    counted: Callable[[dict[str, Any]], bool] = lambda body: True
     in_flight: int = 0
     max_in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def enter(self) -> None:
+    def enter(self, body: dict[str, Any]) -> None:
+        if not self.counted(body):
+            return
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
-    def leave(self) -> None:
+    def leave(self, body: dict[str, Any]) -> None:
+        if not self.counted(body):
+            return
         with self._lock:
             self.in_flight -= 1
 
     def chat_requests(self) -> list[dict[str, Any]]:
         return [body for path, body in self.requests if path.endswith("/chat/completions")]
 
-    def next_reply(self) -> str | Failure:
-        return self.script.pop(0) if self.script else self.default
+    def next_reply(self, body: dict[str, Any]) -> str | Failure:
+        if self.script:
+            return self.script.pop(0)
+        return self.responder(body) if self.responder else self.default
 
 
 def letters(text: str, dims: int) -> list[float]:
@@ -127,15 +135,15 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     },
                 )
                 return
-            fake.enter()
+            fake.enter(body)
             try:
                 time.sleep(fake.delay)
                 self._chat(body)
             finally:
-                fake.leave()
+                fake.leave(body)
 
         def _chat(self, body: dict[str, Any]) -> None:
-            reply = fake.next_reply()
+            reply = fake.next_reply(body)
             if isinstance(reply, Failure):
                 headers = (
                     {"retry-after-ms": str(reply.retry_after_ms)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from faststream import FastStream
@@ -14,6 +13,7 @@ from shared.bus import create_broker
 from shared.config import Settings
 from shared.embedding import EmbeddingWorker
 from shared.telemetry import bus_telemetry, tracer_provider
+from shared.workers import serve_worker
 
 SERVICE = "elizamesh-embedding"
 
@@ -43,20 +43,10 @@ def create_app(settings: Settings) -> FastStream:
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
     )
     app = FastStream(broker)
-    workers: list[tuple[EmbeddingWorker, asyncio.Task[None]]] = []
 
-    @app.after_startup
-    async def start_worker() -> None:
+    async def make_worker() -> EmbeddingWorker:
         models = await model_runtime(model_plugin_name())
-        worker = EmbeddingWorker(broker, settings.subjects, models)
-        await worker.open()
-        workers.append((worker, asyncio.create_task(worker.run_forever(), name="embedding-worker")))
+        return EmbeddingWorker(broker, settings.subjects, models)
 
-    @app.on_shutdown
-    async def stop_worker() -> None:
-        for worker, loop in workers:
-            loop.cancel()
-            await asyncio.gather(loop, return_exceptions=True)
-            await worker.close()
-
+    serve_worker(app, make_worker, name="embedding-worker")
     return app

@@ -1,1 +1,1 @@
-"""The evaluator service (runs evaluators after a reply); arrives with the distributed runtime."""
+"""The evaluator service: runs the agents' evaluators after each turn (REFLECTION, ...)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -13,15 +12,12 @@ from faststream.nats.subscriber.usecases.basic import LogicSubscriber
 from contracts import QUEUE_RUNTIME, Subjects
 from services.runtime import handlers
 from services.runtime.settings import RuntimeSettings
-from shared.agent.character import Character
 from shared.bus import create_broker
 from shared.config import Settings
-from shared.errors import Unavailable
 from shared.hosting import AgentHost
 from shared.telemetry import bus_telemetry, tracer_provider
 
 SERVICE = "elizamesh-runtime"
-MEMORY_WAIT_SECONDS = 30
 TURNS_IN_PARALLEL = 16
 logger = logging.getLogger("elizamesh.runtime.service")
 
@@ -39,23 +35,6 @@ def attach(broker: NatsBroker, subjects: Subjects, host: AgentHost) -> list[Logi
     return [messages, agents]
 
 
-async def host_agents(host: AgentHost, runtime_settings: RuntimeSettings) -> None:
-    """Open the host and start every configured agent (waiting for the memory service)."""
-    await host.open()
-    for path in runtime_settings.characters:
-        character = Character.from_file(path)
-        for attempt in range(MEMORY_WAIT_SECONDS):
-            try:
-                await host.add(character, runtime_settings.plugins)
-                break
-            except Unavailable:
-                if attempt == MEMORY_WAIT_SECONDS - 1:
-                    raise
-                logger.info("memory service not reachable yet; retrying")
-                await asyncio.sleep(1)
-        logger.info("hosting agent %s (%s)", character.name, character.agent_id)
-
-
 def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = None) -> FastStream:
     """Return the runtime service: subscribes, then starts its agents once connected."""
     runtime_settings = runtime_settings or RuntimeSettings.from_env()
@@ -67,6 +46,7 @@ def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = No
         settings.subjects,
         lease_seconds=runtime_settings.room_lease_seconds,
         remote_embeddings=runtime_settings.remote_embeddings,
+        remote_evaluators=runtime_settings.remote_evaluators,
     )
     app = FastStream(broker)
 
@@ -74,7 +54,9 @@ def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = No
     async def start_agents() -> None:
         # Join the queue group only once the agents are up: a replica that is
         # still starting must not take (and fail) requests the others can serve.
-        await host_agents(host, runtime_settings)
+        await host.host_characters(
+            runtime_settings.agents.characters, runtime_settings.agents.plugins
+        )
         for subscriber in attach(broker, settings.subjects, host):
             await subscriber.start()
 

@@ -61,6 +61,7 @@ class MessageOptions:
     use_multi_step: bool | None = None
     max_multi_step_iterations: int | None = None
     run_id: str | None = None
+    run_evaluators: bool = True
 
 
 @dataclass
@@ -247,7 +248,7 @@ class _Turn:
         state = await runtime.compose_state(message, INITIAL_PROVIDERS, only_include=True)
         decision = await self.service.should_respond(runtime, message, state)
         if not decision.should_respond:
-            await runtime.evaluate(message, state, did_respond=False, callback=self.callback)
+            await self._evaluate(state, did_respond=False)
             return self._result("ignored", state=state)
 
         if self._multi_step():
@@ -268,7 +269,7 @@ class _Turn:
             content=content,
         )
         if "IGNORE" in [a.upper() for a in content.actions]:
-            await runtime.evaluate(message, state, did_respond=False, callback=self.callback)
+            await self._evaluate(state, did_respond=False)
             return self._result("ignored", state=state)
 
         mode: Mode
@@ -292,9 +293,7 @@ class _Turn:
                 [f"{r.action}: {r.error}" for r in failures]
                 + [f"provider {name}: {err}" for name, err in provider_errors.items()]
             )
-        await runtime.evaluate(
-            message, state, did_respond=bool(self.sent), callback=self.callback, responses=self.sent
-        )
+        await self._evaluate(state, did_respond=bool(self.sent))
         return MessageProcessingResult(
             did_respond=bool(self.sent),
             response_content=self.sent[-1].content if self.sent else content,
@@ -434,6 +433,17 @@ class _Turn:
                 await on_chunk(piece, self.message.id)
 
         return forward
+
+    async def _evaluate(self, state: State, *, did_respond: bool) -> None:
+        """Run the evaluators here, unless the evaluator service does (``run_evaluators``)."""
+        if self.options.run_evaluators:
+            await self.runtime.evaluate(
+                self.message,
+                state,
+                did_respond=did_respond,
+                callback=self.callback,
+                responses=self.sent,
+            )
 
     async def callback(self, content: Content) -> list[Memory]:
         """Store what the agent says, announce it, and hand it to the caller's callback."""

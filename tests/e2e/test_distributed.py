@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,9 +79,12 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             "REQUEST_TIMEOUT": "20",
             "TASK_TICK_SECONDS": "3600",
             "EMBEDDINGS": "remote",
+            "EVALUATORS": "remote",
+            "CONVERSATION_LENGTH": "4",
         }
         processes.enter_context(service_process("memory", env, log_dir=logs))
         processes.enter_context(service_process("embedding", env, log_dir=logs))
+        processes.enter_context(service_process("evaluator", env, log_dir=logs))
         runtimes = []
         for replica in ("r0", "r1"):
             (logs / replica).mkdir()
@@ -123,12 +126,19 @@ def test_a_message_through_the_gateway_gets_the_models_reply(stack: Stack) -> No
 
 def test_the_same_message_sent_twice_calls_the_model_once(stack: Stack) -> None:
     message_id = uuid.uuid4().hex
-    before = len(stack.fake.chat_requests())
-    first = stack.post("only once please", room="room-dup", message_id=message_id)
-    second = stack.post("only once please", room="room-dup", message_id=message_id)
+
+    def plans_for_it() -> int:  # the planner's calls for this message (evaluators call too)
+        return sum(
+            "Generate dialog" in str(r["messages"]) and message_id[:8] in str(r["messages"])
+            for r in stack.fake.chat_requests()
+        )
+
+    text = f"only once please {message_id[:8]}"
+    first = stack.post(text, room="room-dup", message_id=message_id)
+    second = stack.post(text, room="room-dup", message_id=message_id)
     assert first.status_code == second.status_code == 200
     assert first.json() == second.json()
-    assert len(stack.fake.chat_requests()) == before + 1
+    assert plans_for_it() == 1
 
 
 def test_lifecycle_events_arrive_on_the_stream_with_payloads(stack: Stack) -> None:
@@ -159,9 +169,28 @@ def test_lifecycle_events_arrive_on_the_stream_with_payloads(stack: Stack) -> No
     assert sent.message_id
 
 
+def planner_reply(marker: str, text: str) -> Callable[[dict[str, Any]], str]:
+    """Answer the planner's call for the message containing ``marker`` with ``text``.
+
+    The evaluator service calls the model too, at its own pace: a test that
+    queued a reply would have it taken by whichever call comes first.
+    """
+
+    def respond(body: dict[str, Any]) -> str:
+        prompt = str(body["messages"])
+        return (
+            plan(text)
+            if "Generate dialog" in prompt and marker in prompt
+            else plan("Hello from the model!")
+        )
+
+    return respond
+
+
 def test_two_replicas_never_handle_one_room_at_the_same_time(stack: Stack) -> None:
     stack.fake.delay = 0.3
     stack.fake.max_in_flight = 0
+    stack.fake.counted = lambda body: "Generate dialog" in str(body["messages"])
     try:
 
         async def burst(rooms: list[str]) -> list[int]:
@@ -184,12 +213,13 @@ def test_two_replicas_never_handle_one_room_at_the_same_time(stack: Stack) -> No
         many_rooms = stack.fake.max_in_flight
     finally:
         stack.fake.delay = 0.0
+        stack.fake.counted = lambda body: True
     assert one_room == 1
     assert many_rooms >= 2  # different rooms do run in parallel
 
 
 def test_async_mode_acknowledges_then_streams_chunks_in_order_and_the_end(stack: Stack) -> None:
-    stack.fake.script.append(plan("Streaming across processes works."))
+    stack.fake.responder = planner_reply("stream it", "Streaming across processes works.")
 
     async def run() -> tuple[HandleMessageResult, list[RunChunk], RunEnded]:
         nc = await nats.connect(stack.nats_url)
@@ -222,7 +252,10 @@ def test_async_mode_acknowledges_then_streams_chunks_in_order_and_the_end(stack:
         finally:
             await nc.close()
 
-    ack, chunks, ended = asyncio.run(run())
+    try:
+        ack, chunks, ended = asyncio.run(run())
+    finally:
+        stack.fake.responder = None
     assert ack.accepted
     assert not ack.did_respond
     assert [c.index for c in chunks] == list(range(len(chunks)))
@@ -234,7 +267,7 @@ def test_async_mode_acknowledges_then_streams_chunks_in_order_and_the_end(stack:
 
 
 def test_the_terminal_chat_connector_talks_to_the_agent(stack: Stack) -> None:
-    stack.fake.script.append(plan("Hi from the terminal!"))
+    stack.fake.responder = planner_reply("hello there", "Hi from the terminal!")
     done = subprocess.run(
         [sys.executable, "-m", "elizamesh", "chat", "--agent", AGENT],
         input="hello there\n",
@@ -244,6 +277,7 @@ def test_the_terminal_chat_connector_talks_to_the_agent(stack: Stack) -> None:
         env={**os.environ, "NATS_URL": stack.nats_url, "ELIZA_NS": stack.subjects.namespace},
         check=False,
     )
+    stack.fake.responder = None
     assert done.returncode == 0, done.stderr
     assert f"{AGENT}> Hi from the terminal!" in done.stdout
 
@@ -268,6 +302,36 @@ def test_the_embedding_service_fills_vectors_and_a_memory_search_finds_them(stac
 
     [best] = asyncio.run(search())
     assert best.content.text == "zebras zigzag"
+
+
+def test_the_evaluator_service_stores_the_facts_of_a_conversation(stack: Stack) -> None:
+    fact = "<fact><claim>user-1 keeps bees in Lyon</claim><type>fact</type></fact>"
+
+    def respond(body: dict[str, Any]) -> str:
+        prompt = str(body["messages"])
+        if "Extract facts" in prompt and "bees" in prompt:
+            return f"<response><thought>t</thought><facts>{fact}</facts></response>"
+        return plan("Bees are wonderful!")
+
+    stack.fake.responder = respond
+    try:
+        assert stack.post("I keep bees in Lyon", room="room-facts").status_code == 200
+
+        async def facts() -> list[str]:
+            broker = create_broker(stack.nats_url, name="e2e-facts")
+            async with broker:
+                await broker.connect()
+                db = memory_client(broker, agent_id=AGENT, subjects=stack.subjects)
+                for _ in range(150):
+                    stored = await db.get_memories(table_name="facts")
+                    if stored:
+                        return [m.content.text for m in stored]
+                    await asyncio.sleep(0.1)
+            raise AssertionError("no fact was stored:\n" + stack.log("evaluator"))
+
+        assert asyncio.run(facts()) == ["user-1 keeps bees in Lyon"]
+    finally:
+        stack.fake.responder = None
 
 
 def test_bad_input_gets_a_typed_400_and_every_service_stays_up(stack: Stack) -> None:

@@ -31,7 +31,15 @@ def compose_config(*args: str) -> str:
 
 def test_the_compose_file_is_valid_and_has_every_running_service() -> None:
     services = set(compose_config("--services").split())
-    assert {"nats", "postgres", "memory", "embedding", "runtime", "gateway"} <= services
+    assert {
+        "nats",
+        "postgres",
+        "memory",
+        "embedding",
+        "evaluator",
+        "runtime",
+        "gateway",
+    } <= services
 
 
 def test_the_services_reach_nats_by_its_compose_name_and_runtime_has_two_replicas() -> None:

@@ -1,0 +1,32 @@
+"""Composition root of the evaluator service: evaluators after each turn, from the events stream."""
+
+from __future__ import annotations
+
+from faststream import FastStream
+
+from shared.bus import create_broker
+from shared.config import Settings
+from shared.evaluation import EvaluationWorker
+from shared.hosting import AgentHost, HostedAgents
+from shared.telemetry import bus_telemetry, tracer_provider
+from shared.workers import serve_worker
+
+SERVICE = "elizamesh-evaluator"
+
+
+def create_app(settings: Settings, agents: HostedAgents | None = None) -> FastStream:
+    """Return the evaluator service: hosts the agents (for their evaluators), consumes run.ended."""
+    agents = agents or HostedAgents.from_env()
+    broker = create_broker(
+        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
+    )
+    host = AgentHost(broker, settings.subjects)
+    app = FastStream(broker)
+
+    async def make_worker() -> EvaluationWorker:
+        await host.host_characters(agents.characters, agents.plugins)
+        return EvaluationWorker(broker, settings.subjects, host)
+
+    serve_worker(app, make_worker, name="evaluator")
+    app.after_shutdown(host.stop)
+    return app
