@@ -27,6 +27,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     api_host: str = "127.0.0.1"
     api_port: int = 3000
     request_timeout: float = 30.0
+    gateway_api_keys: str = ""
+
+    @property
+    def api_keys(self) -> frozenset[str]:
+        """The keys the gateway accepts (``GATEWAY_API_KEYS``, comma-separated); empty: open."""
+        return frozenset(k.strip() for k in self.gateway_api_keys.split(",") if k.strip())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:

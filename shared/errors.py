@@ -41,6 +41,12 @@ class BadRequest(ServiceError, ValueError):  # noqa: N818 - named after the HTTP
     code = ErrorCode.BAD_REQUEST
 
 
+class Unauthorized(ServiceError, PermissionError):  # noqa: N818
+    """The caller did not prove who it is (a missing or wrong API key)."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
 class NotFound(ServiceError, LookupError):  # noqa: N818
     """The thing the request names does not exist."""
 
@@ -67,7 +73,7 @@ class Internal(ServiceError):  # noqa: N818
 
 
 _BY_CODE: dict[ErrorCode, type[ServiceError]] = {
-    cls.code: cls for cls in (BadRequest, NotFound, Conflict, Unavailable, Internal)
+    cls.code: cls for cls in (BadRequest, Unauthorized, NotFound, Conflict, Unavailable, Internal)
 }
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 from faststream.nats import NatsBroker
-from litestar import Request, Response, get, post
+from litestar import MediaType, Request, Response, get, post
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, SerializationException
+from litestar.handlers import BaseRouteHandler
 from litestar.params import JSONBody, Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import (
     ID_PATTERN,
@@ -18,13 +25,16 @@ from contracts import (
     ErrorCode,
     HandleMessage,
     HandleMessageResult,
+    new_id,
 )
-from contracts.events import AgentList, ListAgents
+from contracts.events import AgentList, ListAgents, RunChunk, RunEnded
 from shared.bus import request
 from shared.config import Settings
-from shared.errors import ServiceError
+from shared.errors import ServiceError, Unauthorized
+from shared.runs import follow_run
 
 AgentId = Annotated[str, Parameter(pattern=ID_PATTERN, description="The agent to talk to.")]
+CHAT_PAGE = Path(__file__).with_name("chat.html")
 
 
 @post("/v1/agents/{agent_id:str}/messages", status_code=200)
@@ -44,6 +54,41 @@ async def send_message(
     )
 
 
+@post("/v1/agents/{agent_id:str}/messages/stream", status_code=200)
+async def stream_message(
+    agent_id: AgentId,
+    data: JSONBody[HandleMessage],
+    broker: NamedDependency[NatsBroker],
+    settings: NamedDependency[Settings],
+) -> ServerSentEvent:
+    """Send one message; the reply streams back as server-sent events.
+
+    Events: ``chunk`` (a piece of the reply, in order), ``response`` (a
+    message the agent sent), then ``completed`` or ``failed`` (the end, with
+    the turn's result). Each event's data is the wire message as JSON.
+    """
+    events = follow_run(broker, settings.subjects, agent_id, data, timeout=settings.request_timeout)
+    first = await anext(events)  # errors (unknown agent, ...) become an HTTP error, not a stream
+
+    async def messages() -> AsyncIterator[ServerSentEventMessage]:
+        pending = [first]
+        while pending:
+            event, raw = pending.pop()
+            yield ServerSentEventMessage(event=_sse_name(event), data=raw.decode())
+            if not isinstance(event, RunEnded):
+                pending.append(await anext(events))
+
+    return ServerSentEvent(messages())
+
+
+def _sse_name(event: object) -> str:
+    if isinstance(event, RunChunk):
+        return "chunk"
+    if isinstance(event, RunEnded):
+        return "failed" if event.status == "failed" else "completed"
+    return "response"
+
+
 @get("/v1/agents")
 async def list_agents(
     broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
@@ -58,10 +103,57 @@ async def list_agents(
     )
 
 
-@get("/v1/health")
+@get("/v1/health", opt={"public": True})
 async def health(broker: NamedDependency[NatsBroker]) -> dict[str, bool]:
     """Liveness of the gateway and its NATS connection."""
     return {"alive": True, "nats_connected": await broker.ping(timeout=1.0)}
+
+
+@get("/", media_type=MediaType.HTML, opt={"public": True}, include_in_schema=False)
+async def chat_page() -> str:
+    """A small chat page that streams replies (the API key, if any, is typed in the page)."""
+    return CHAT_PAGE.read_text()
+
+
+def require_api_key(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """With ``GATEWAY_API_KEYS`` set, every route but the public ones needs a key.
+
+    The key goes in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+    """
+    if handler.opt.get("public"):
+        return
+    keys: frozenset[str] = connection.app.state.settings.api_keys
+    if not keys:
+        return
+    given = connection.headers.get("x-api-key") or connection.headers.get(
+        "authorization", ""
+    ).removeprefix("Bearer ")
+    if given not in keys:
+        raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
+
+
+def request_ids(app: ASGIApp) -> ASGIApp:
+    """Give every request an ``X-Request-Id`` (the caller's, or a new one), echoed in the reply."""
+
+    async def with_request_id(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k != b"x-request-id"]
+        given = dict(scope["headers"]).get(b"x-request-id")
+        request_id = given if given and len(given) <= 128 else new_id().encode()  # noqa: PLR2004
+        scope["headers"] = [*headers, (b"x-request-id", request_id)]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await app(scope, receive, send_with_id)
+
+    return with_request_id
 
 
 def service_error_response(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Error]:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
@@ -33,8 +34,17 @@ def create_app(settings: Settings) -> Litestar:
             await broker.stop()
 
     return Litestar(
-        route_handlers=[handlers.send_message, handlers.list_agents, handlers.health],
+        route_handlers=[
+            handlers.send_message,
+            handlers.stream_message,
+            handlers.list_agents,
+            handlers.health,
+            handlers.chat_page,
+        ],
         lifespan=[connected],
+        state=State({"settings": settings}),
+        guards=[handlers.require_api_key],
+        middleware=[handlers.request_ids],
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),

@@ -266,6 +266,37 @@ def test_async_mode_acknowledges_then_streams_chunks_in_order_and_the_end(stack:
     assert ended.result.response_content.text == "Streaming across processes works."
 
 
+def test_the_gateway_streams_a_reply_as_server_sent_events(stack: Stack) -> None:
+    stack.fake.responder = planner_reply("sse please", "Server-sent events work.")
+    events: list[tuple[str, dict[str, Any]]] = []
+    try:
+        with httpx.stream(
+            "POST",
+            f"{stack.base_url}/v1/agents/{AGENT}/messages/stream",
+            json={"entity_id": "u", "room_id": "room-sse", "content": {"text": "sse please"}},
+            timeout=30,
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            name = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    name = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    events.append((name, json.loads(line.removeprefix("data: "))))
+    finally:
+        stack.fake.responder = None
+    names = [n for n, _ in events]
+    assert names[-1] == "completed"
+    assert "".join(d["text"] for n, d in events if n == "chunk") == "Server-sent events work."
+    unknown = httpx.post(
+        f"{stack.base_url}/v1/agents/nobody/messages/stream",
+        json={"entity_id": "u", "room_id": "r", "content": {"text": "hi"}},
+        timeout=10,
+    )
+    assert unknown.status_code == 404  # not a stream that never ends
+
+
 def test_the_terminal_chat_connector_talks_to_the_agent(stack: Stack) -> None:
     stack.fake.responder = planner_reply("hello there", "Hi from the terminal!")
     done = subprocess.run(

@@ -113,3 +113,57 @@ async def test_with_no_runtime_listening_the_gateway_answers_503(
 async def test_health_reports_the_nats_connection(http: httpx.AsyncClient) -> None:
     response = await http.get("/v1/health")
     assert response.json() == {"alive": True, "nats_connected": True}
+
+
+@pytest.fixture
+async def locked(nats_url: str, subjects: Subjects) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway with GATEWAY_API_KEYS set."""
+    settings = Settings(
+        nats_url=nats_url, eliza_ns=subjects.namespace, request_timeout=2, gateway_api_keys="k1,k2"
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    await asyncio.to_thread(wait_for_port, "127.0.0.1", port, timeout=10)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_with_api_keys_set_a_request_without_a_valid_key_is_a_typed_401(
+    runtime: NatsBroker, locked: httpx.AsyncClient
+) -> None:
+    missing = await locked.post("/v1/agents/agent-1/messages", json=HELLO)
+    wrong = await locked.post(
+        "/v1/agents/agent-1/messages", json=HELLO, headers={"x-api-key": "nope"}
+    )
+    assert missing.status_code == wrong.status_code == 401
+    assert missing.json()["code"] == "unauthorized"
+    bearer = await locked.post(
+        "/v1/agents/agent-1/messages", json=HELLO, headers={"authorization": "Bearer k2"}
+    )
+    assert bearer.status_code == 200
+    assert (await locked.get("/v1/health")).status_code == 200  # probes need no key
+    assert (await locked.get("/")).status_code == 200  # nor does the chat page
+
+
+async def test_every_reply_carries_a_request_id_and_errors_quote_it(
+    runtime: NatsBroker, http: httpx.AsyncClient
+) -> None:
+    given = await http.post(
+        "/v1/agents/agent-1/messages", json=HELLO, headers={"x-request-id": "req-42"}
+    )
+    assert given.headers["x-request-id"] == "req-42"
+    fresh = await http.post("/v1/agents/bad.id/messages", json=HELLO)
+    assert len(fresh.headers["x-request-id"]) >= 32
+    assert fresh.json()["correlation_id"] == fresh.headers["x-request-id"]
+
+
+async def test_the_chat_page_is_served_at_the_root(http: httpx.AsyncClient) -> None:
+    page = await http.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "/messages/stream" in page.text
