@@ -100,6 +100,12 @@ class Subjects:
         """Every event of every agent (what the events stream captures)."""
         return f"{self.namespace}.event.>"
 
+    # -- remote providers -----------------------------------------------------
+
+    def provider_get(self, name: str) -> str:
+        """Request-reply: what the provider ``name`` adds to an agent's state."""
+        return f"{self.namespace}.provider.{validate_id(name, what='provider name')}.get"
+
     # -- embeddings -----------------------------------------------------------
 
     def embedding_queue(self, priority: str) -> str:

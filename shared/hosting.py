@@ -43,6 +43,7 @@ from shared.agent.types import EventType, Plugin
 from shared.bus import ensure_stream
 from shared.embedding import JetStreamEmbeddingQueue, ensure_embedding_stream
 from shared.errors import NotFound, Unavailable
+from shared.remote import remote_provider
 from shared.storage.client import memory_client
 
 logger = logging.getLogger("elizamesh.hosting")
@@ -56,11 +57,15 @@ class HostedAgents:
 
     ``AGENT_CHARACTERS``: JSON files, comma-separated. ``AGENT_PLUGINS``:
     default ``openai`` when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set,
-    else ``local``.
+    else ``local``. ``REMOTE_PROVIDERS``: names of providers served over NATS
+    (``<ns>.provider.<name>.get``), asked with ``PROVIDER_TIMEOUT`` seconds
+    (default 2) each.
     """
 
     characters: tuple[Path, ...] = ()
     plugins: tuple[str, ...] = ("local",)
+    remote_providers: tuple[str, ...] = ()
+    provider_timeout: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HostedAgents:
@@ -71,7 +76,14 @@ class HostedAgents:
         )
         model = "openai" if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL") else "local"
         plugins = tuple(p.strip() for p in env.get("AGENT_PLUGINS", model).split(",") if p.strip())
-        return cls(characters=characters, plugins=plugins)
+        remote = tuple(p.strip() for p in env.get("REMOTE_PROVIDERS", "").split(",") if p.strip())
+        timeout = float(env.get("PROVIDER_TIMEOUT") or cls.provider_timeout)
+        return cls(
+            characters=characters,
+            plugins=plugins,
+            remote_providers=remote,
+            provider_timeout=timeout,
+        )
 
 
 class RoomLease:
@@ -141,6 +153,9 @@ class AgentHost:
         character: Character,
         plugins: Sequence[Plugin | str],
         settings: Mapping[str, str] | None = None,
+        *,
+        remote_providers: Sequence[str] = (),
+        provider_timeout: float = 2.0,
     ) -> AgentRuntime:
         """Start an agent whose storage is the memory service; return its runtime."""
         adapter = memory_client(self.broker, agent_id=character.agent_id, subjects=self.subjects)
@@ -154,24 +169,31 @@ class AgentHost:
                 self.broker, self.subjects, runtime.agent_id
             )
         await runtime.initialize()
+        for name in remote_providers:
+            runtime.register_provider(
+                remote_provider(self.broker, self.subjects, name, timeout=provider_timeout)
+            )
         self.runtimes[runtime.agent_id] = runtime
         return runtime
 
-    async def host_characters(
-        self, paths: Sequence[Path], plugins: Sequence[Plugin | str], *, wait: float = 30
-    ) -> None:
+    async def host_characters(self, agents: HostedAgents, *, wait: float = 30) -> None:
         """Open the host and start an agent per character file.
 
         The memory service may start after this one: ``Unavailable`` is retried
         for up to ``wait`` seconds.
         """
         await self.open()
-        for path in paths:
+        for path in agents.characters:
             character = Character.from_file(path)
             deadline = time.monotonic() + wait
             while True:
                 try:
-                    await self.add(character, plugins)
+                    await self.add(
+                        character,
+                        agents.plugins,
+                        remote_providers=agents.remote_providers,
+                        provider_timeout=agents.provider_timeout,
+                    )
                     break
                 except Unavailable:
                     if time.monotonic() > deadline:

@@ -24,7 +24,7 @@ def create_app(settings: Settings, agents: HostedAgents | None = None) -> FastSt
     app = FastStream(broker)
 
     async def make_worker() -> EvaluationWorker:
-        await host.host_characters(agents.characters, agents.plugins)
+        await host.host_characters(agents)
         return EvaluationWorker(broker, settings.subjects, host)
 
     serve_worker(app, make_worker, name="evaluator")

@@ -54,9 +54,7 @@ def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = No
     async def start_agents() -> None:
         # Join the queue group only once the agents are up: a replica that is
         # still starting must not take (and fail) requests the others can serve.
-        await host.host_characters(
-            runtime_settings.agents.characters, runtime_settings.agents.plugins
-        )
+        await host.host_characters(runtime_settings.agents)
         for subscriber in attach(broker, settings.subjects, host):
             await subscriber.start()
 
