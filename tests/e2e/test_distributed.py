@@ -95,6 +95,21 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         ready = Stack(f"http://127.0.0.1:{port}", nats_url, subjects, fake, runtimes, logs)
         asyncio.run(_until_agents_answer(ready))
         yield ready
+    asyncio.run(_delete_streams(nats_url, subjects))
+
+
+async def _delete_streams(nats_url: str, subjects: Subjects) -> None:
+    """Leave the shared nats-server as it was: this stack's streams and KV bucket go."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        prefix = subjects.namespace.upper() + "_"
+        for info in await js.streams_info():
+            name = info.config.name or ""
+            if name.startswith(prefix) or name == f"KV_{prefix}ROOM_LEASES":
+                await js.delete_stream(name)
+    finally:
+        await nc.close()
 
 
 async def _until_agents_answer(stack: Stack) -> None:

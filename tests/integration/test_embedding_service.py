@@ -85,6 +85,7 @@ async def rig(nats_url: str, subjects: Subjects, tmp_path: Path) -> AsyncIterato
         yield rig
         for worker in rig.workers:
             await worker.close()
+        await broker.config.connection_state.stream.delete_stream(subjects.embedding_stream)
     await storage.close()
 
 
