@@ -26,7 +26,7 @@ from contracts.events import (
 )
 from contracts.memory import OPERATIONS
 from contracts.message import Message
-from contracts.providers import GetProvider, ProviderOutput
+from contracts.providers import ActionOutput, GetProvider, InvokeAction, ProviderOutput
 from contracts.subjects import Subjects
 
 MESSAGES: tuple[type[Message], ...] = (
@@ -42,6 +42,8 @@ MESSAGES: tuple[type[Message], ...] = (
     EmbeddingRequested,
     GetProvider,
     ProviderOutput,
+    InvokeAction,
+    ActionOutput,
     *(m for op in OPERATIONS.values() for m in (op.request, op.result)),
 )
 """Every message type on the wire. Add new ones here so they get a schema."""

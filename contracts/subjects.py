@@ -106,6 +106,10 @@ class Subjects:
         """Request-reply: what the provider ``name`` adds to an agent's state."""
         return f"{self.namespace}.provider.{validate_id(name, what='provider name')}.get"
 
+    def action_invoke(self, name: str) -> str:
+        """Request-reply: run the remote action ``name``."""
+        return f"{self.namespace}.action.{validate_id(name, what='action name')}.invoke"
+
     # -- embeddings -----------------------------------------------------------
 
     def embedding_queue(self, priority: str) -> str:

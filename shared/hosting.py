@@ -43,7 +43,7 @@ from shared.agent.types import EventType, Plugin
 from shared.bus import ensure_stream
 from shared.embedding import JetStreamEmbeddingQueue, ensure_embedding_stream
 from shared.errors import NotFound, Unavailable
-from shared.remote import remote_provider
+from shared.remote import remote_action, remote_provider
 from shared.storage.client import memory_client
 
 logger = logging.getLogger("elizamesh.hosting")
@@ -59,13 +59,15 @@ class HostedAgents:
     default ``openai`` when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set,
     else ``local``. ``REMOTE_PROVIDERS``: names of providers served over NATS
     (``<ns>.provider.<name>.get``), asked with ``PROVIDER_TIMEOUT`` seconds
-    (default 2) each.
+    (default 2) each. ``REMOTE_ACTIONS``: names of actions served over NATS
+    (``<ns>.action.<name>.invoke``).
     """
 
     characters: tuple[Path, ...] = ()
     plugins: tuple[str, ...] = ("local",)
     remote_providers: tuple[str, ...] = ()
     provider_timeout: float = 2.0
+    remote_actions: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HostedAgents:
@@ -78,11 +80,13 @@ class HostedAgents:
         plugins = tuple(p.strip() for p in env.get("AGENT_PLUGINS", model).split(",") if p.strip())
         remote = tuple(p.strip() for p in env.get("REMOTE_PROVIDERS", "").split(",") if p.strip())
         timeout = float(env.get("PROVIDER_TIMEOUT") or cls.provider_timeout)
+        actions = tuple(a.strip() for a in env.get("REMOTE_ACTIONS", "").split(",") if a.strip())
         return cls(
             characters=characters,
             plugins=plugins,
             remote_providers=remote,
             provider_timeout=timeout,
+            remote_actions=actions,
         )
 
 
@@ -156,6 +160,7 @@ class AgentHost:
         *,
         remote_providers: Sequence[str] = (),
         provider_timeout: float = 2.0,
+        remote_actions: Sequence[str] = (),
     ) -> AgentRuntime:
         """Start an agent whose storage is the memory service; return its runtime."""
         adapter = memory_client(self.broker, agent_id=character.agent_id, subjects=self.subjects)
@@ -173,6 +178,8 @@ class AgentHost:
             runtime.register_provider(
                 remote_provider(self.broker, self.subjects, name, timeout=provider_timeout)
             )
+        for name in remote_actions:
+            runtime.register_action(remote_action(self.broker, self.subjects, name))
         self.runtimes[runtime.agent_id] = runtime
         return runtime
 
@@ -193,6 +200,7 @@ class AgentHost:
                         agents.plugins,
                         remote_providers=agents.remote_providers,
                         provider_timeout=agents.provider_timeout,
+                        remote_actions=agents.remote_actions,
                     )
                     break
                 except Unavailable:
