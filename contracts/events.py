@@ -28,18 +28,19 @@ class AgentEventOccurred(Event, kw_only=True, frozen=True, tag="agent.event.occu
 
 
 class ListAgents(Message, kw_only=True, frozen=True, tag="agents.list.v1"):
-    """Ask a runtime replica which agents it hosts."""
+    """Ask which agents the stack has (stored through the memory service)."""
 
 
 class AgentInfo(msgspec.Struct, kw_only=True, frozen=True):
-    """One hosted agent."""
+    """One agent of the stack."""
 
     id: Id
     name: str
+    enabled: Annotated[bool, Meta(description="Hosted by the runtime (false: stopped).")] = True
 
 
 class AgentList(Message, kw_only=True, frozen=True, tag="agents.listed.v1"):
-    """The agents a runtime replica hosts."""
+    """The agents of the stack."""
 
     agents: list[AgentInfo]
 

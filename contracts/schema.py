@@ -14,6 +14,18 @@ from typing import Any
 import msgspec
 
 from contracts.agent import HandleMessage, HandleMessageResult
+from contracts.control import (
+    AGENT_COMMANDS,
+    AddAgent,
+    AgentChanged,
+    AgentCommand,
+    AgentHealth,
+    AgentStatus,
+    CheckAgent,
+    CheckHealth,
+    OutboundMessage,
+    ServiceHealth,
+)
 from contracts.embedding import EmbeddingRequested
 from contracts.error import Error
 from contracts.events import (
@@ -44,6 +56,15 @@ MESSAGES: tuple[type[Message], ...] = (
     ProviderOutput,
     InvokeAction,
     ActionOutput,
+    AddAgent,
+    AgentCommand,
+    AgentChanged,
+    AgentStatus,
+    CheckAgent,
+    AgentHealth,
+    CheckHealth,
+    ServiceHealth,
+    OutboundMessage,
     *(m for op in OPERATIONS.values() for m in (op.request, op.result)),
 )
 """Every message type on the wire. Add new ones here so they get a schema."""
@@ -93,6 +114,45 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
             replies=(AgentList, Error),
             served_by="runtime (queue group 'runtime')",
             description=ListAgents.__doc__ or "",
+        ),
+        Operation(
+            name="addAgent",
+            subject=subjects.agents_add,
+            parameters={},
+            request=AddAgent,
+            replies=(AgentStatus, Error),
+            served_by="runtime (queue group 'runtime')",
+            description=AddAgent.__doc__ or "",
+        ),
+        *(
+            Operation(
+                name=f"{command}Agent",
+                subject=f"{ns}.agent.{{agent_id}}.{command}",
+                parameters={"agent_id": f"The agent to {command}."},
+                request=AgentCommand,
+                replies=(AgentStatus, Error),
+                served_by="runtime (queue group 'runtime')",
+                description=AgentCommand.__doc__ or "",
+            )
+            for command in AGENT_COMMANDS
+        ),
+        Operation(
+            name="agentHealth",
+            subject=f"{ns}.agent.{{agent_id}}.health",
+            parameters={"agent_id": "The agent to probe."},
+            request=CheckAgent,
+            replies=(AgentHealth, Error),
+            served_by="runtime (queue group 'runtime')",
+            description=CheckAgent.__doc__ or "",
+        ),
+        Operation(
+            name="health",
+            subject=subjects.health,
+            parameters={},
+            request=CheckHealth,
+            replies=(ServiceHealth,),
+            served_by="every service instance (gather the replies)",
+            description=CheckHealth.__doc__ or "",
         ),
         *(
             Operation(

@@ -19,6 +19,7 @@ _ID = re.compile(ID_PATTERN)
 _OPERATION = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _AGENT_ID_TOKEN = 2  # <ns>.agent.<agent_id>...
+_AGENT_COMMANDS = frozenset({"start", "stop", "delete"})
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
@@ -95,6 +96,10 @@ class Subjects:
             raise InvalidIdError(f"invalid event type {event_type!r}")
         return f"{self.namespace}.event.*.{event_type}"
 
+    def events_of_agent(self, agent_id: str) -> str:
+        """Every event of one agent (``<ns>.event.<agent_id>.>``)."""
+        return f"{self.namespace}.event.{validate_id(agent_id, what='agent_id')}.>"
+
     @property
     def events_template(self) -> str:
         """Every event of every agent (what the events stream captures)."""
@@ -154,8 +159,55 @@ class Subjects:
 
     @property
     def agents_list(self) -> str:
-        """Request-reply: the agents a runtime replica hosts."""
+        """Request-reply: the agents of the stack (stored, enabled or not)."""
         return f"{self.namespace}.agents.list"
+
+    @property
+    def agents_add(self) -> str:
+        """Request-reply (queue group): start a new agent from a character."""
+        return f"{self.namespace}.agents.add"
+
+    @property
+    def agents_changed(self) -> str:
+        """Publish: an agent changed; every runtime replica reconciles its copy."""
+        return f"{self.namespace}.agents.changed"
+
+    def agent_command(self, agent_id: str, command: str) -> str:
+        """Request-reply, every replica acts: ``start``, ``stop`` or ``delete`` an agent."""
+        if command not in _AGENT_COMMANDS:
+            raise InvalidIdError(f"invalid agent command {command!r}")
+        return f"{self.namespace}.agent.{validate_id(agent_id, what='agent_id')}.{command}"
+
+    def agent_command_template(self, command: str) -> str:
+        """What every runtime replica subscribes to for ``command``."""
+        if command not in _AGENT_COMMANDS:
+            raise InvalidIdError(f"invalid agent command {command!r}")
+        return f"{self.namespace}.agent.*.{command}"
+
+    def agent_health(self, agent_id: str) -> str:
+        """Request-reply (queue group): probe one agent."""
+        return f"{self.namespace}.agent.{validate_id(agent_id, what='agent_id')}.health"
+
+    @property
+    def agent_health_template(self) -> str:
+        """What the runtime subscribes to for agent probes."""
+        return f"{self.namespace}.agent.*.health"
+
+    # -- operations -----------------------------------------------------------
+
+    @property
+    def health(self) -> str:
+        """Scatter-gather: every service instance answers with its ``ServiceHealth``."""
+        return f"{self.namespace}.health"
+
+    def outbound(self, source: str) -> str:
+        """Publish (captured by the outbound stream): a message for a platform's connector."""
+        return f"{self.namespace}.outbound.{validate_id(source, what='source')}.send"
+
+    @property
+    def outbound_template(self) -> str:
+        """Every outbound message (what the outbound stream captures)."""
+        return f"{self.namespace}.outbound.*.send"
 
     # -- streams --------------------------------------------------------------
 
@@ -163,6 +215,11 @@ class Subjects:
     def events_stream(self) -> str:
         """JetStream stream holding lifecycle events (``<ns>.event.>``)."""
         return f"{self.namespace.upper()}_EVENTS"
+
+    @property
+    def outbound_stream(self) -> str:
+        """JetStream stream holding outbound messages until their connector delivers them."""
+        return f"{self.namespace.upper()}_OUTBOUND"
 
     @property
     def runs_stream(self) -> str:

@@ -22,6 +22,7 @@ from shared.agent.character import Character
 from shared.agent.embedding_queue import EmbeddingQueue
 from shared.config import Settings
 from shared.errors import ServiceError
+from shared.logs import configure_logging
 from shared.natsserver import NatsServer, free_port, wait_for_port
 from shared.processes import service_process
 
@@ -167,6 +168,44 @@ def chat(
     except ServiceError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from exc
+
+
+@app.command()
+def webhook(
+    url: Annotated[str, typer.Option(help="Where to POST each outbound message (JSON).")],
+    source: Annotated[
+        str, typer.Option(help="The platform whose messages to deliver.")
+    ] = "webhook",
+) -> None:
+    """Deliver the agents' outbound messages of one source to a URL (NATS_URL; Ctrl-C stops)."""
+    from elizamesh.connectors import webhook_connector  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    asyncio.run(webhook_connector(settings, source=source, url=url).run())
+
+
+@app.command()
+def health(
+    window: Annotated[float, typer.Option(help="Seconds to wait for answers.")] = 1.0,
+) -> None:
+    """Show every service instance's status (NATS_URL); exit 1 when one is not ok."""
+    from elizamesh.connectors import stack_health  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    answers = asyncio.run(stack_health(settings, window=window))
+    for answer in answers:
+        mark = "[green]ok[/]" if answer.ok else "[red]NOT OK[/]"
+        console.print(f"{mark}  {answer.service:<10} {answer.instance}  {answer.details}")
+        for consumer in answer.consumers:
+            console.print(
+                f"      {consumer.name:<16} alive={consumer.alive} pending={consumer.pending} "
+                f"ack_pending={consumer.ack_pending}"
+            )
+    if not answers:
+        console.print("[red]no service answered[/]")
+    if not answers or not all(a.ok for a in answers):
+        raise typer.Exit(1)
 
 
 @app.command()

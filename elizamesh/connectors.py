@@ -1,37 +1,82 @@
 """Platform connectors: programs that carry messages between people and agents over NATS.
 
 ``terminal_chat`` is the one a person can use right away (``elizamesh
-chat``): each line typed is sent to the agent, the reply streams back.
+chat``): each line typed is sent to the agent, the reply streams back, and
+what the agent sends to the ``cli`` platform on its own
+(``<ns>.outbound.cli.send``) is printed too. ``webhook_connector``
+(``elizamesh webhook``) delivers one platform's outbound messages to a URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
+import msgspec
+from faststream import FastStream
 from faststream.nats import NatsBroker
 
 from contracts import Content, HandleMessage, HandleMessageResult, Subjects
+from contracts.control import OutboundMessage, ServiceHealth
 from contracts.events import RunChunk, RunEnded
 from shared.bus import create_broker
+from shared.client import ElizaOSClient
+from shared.config import Settings
+from shared.outbound import WebhookWorker
 from shared.runs import follow_run
+from shared.workers import serve_worker
+
+CLI_SOURCE = "cli"
 
 
 async def terminal_chat(nats_url: str, subjects: Subjects, agent_id: str, *, user: str) -> None:
     """Read lines from stdin and print the agent's streamed replies, until end of input."""
     broker = create_broker(nats_url, name="elizamesh-chat")
+    decoder = msgspec.json.Decoder(OutboundMessage)
+
+    async def show_outbound(msg: Any) -> None:
+        sent = decoder.decode(msg.data)
+        if sent.room_id == _room(user) or sent.entity_id == user:
+            sys.stdout.write(f"\n{sent.agent_id} (sent)> {sent.content.text}\n")
+            sys.stdout.flush()
+
     async with broker:
         await broker.connect()
+        connection = broker.config.connection_state.connection
+        await connection.subscribe(subjects.outbound(CLI_SOURCE), cb=show_outbound)
         while (line := await asyncio.to_thread(_read_line, "you> ")) is not None:
             if line.strip():
                 await _chat_turn(broker, subjects, agent_id, line, user=user)
+
+
+def webhook_connector(settings: Settings, *, source: str, url: str) -> FastStream:
+    """A service that POSTs ``source``'s outbound messages to ``url`` (answers health too)."""
+    broker = create_broker(settings.nats_url, name=f"elizamesh-webhook-{source}")
+    app = FastStream(broker)
+
+    async def make_worker() -> WebhookWorker:
+        return WebhookWorker(broker, settings.subjects, source=source, url=url)
+
+    serve_worker(app, make_worker, name="webhook", subjects=settings.subjects)
+    return app
+
+
+async def stack_health(settings: Settings, *, window: float) -> list[ServiceHealth]:
+    """Every service instance's status, gathered for ``window`` seconds."""
+    async with ElizaOSClient(settings.nats_url, namespace=settings.eliza_ns) as client:
+        return await client.health_check(window=window)
+
+
+def _room(user: str) -> str:
+    return f"cli-{user}"
 
 
 async def _chat_turn(
     broker: NatsBroker, subjects: Subjects, agent_id: str, line: str, *, user: str
 ) -> None:
     message = HandleMessage(
-        entity_id=user, room_id=f"cli-{user}", content=Content(text=line, source="cli")
+        entity_id=user, room_id=_room(user), content=Content(text=line, source=CLI_SOURCE)
     )
     streamed = False
     result: HandleMessageResult | None = None

@@ -78,14 +78,13 @@ class EmbeddingWorker(PullWorker):
         max_deliver: int = 4,
         backoff: float = 0.5,
     ) -> None:
-        self.broker = broker
         self.subjects = subjects
         self.models = models
         self.batch_size = batch_size
         self.max_deliver = max_deliver
         self.backoff = backoff
         self._by_priority: dict[Priority, Any] = {}
-        super().__init__()
+        super().__init__(broker)
 
     async def open(self) -> None:
         """Declare the stream and one durable pull consumer per priority."""
@@ -99,6 +98,7 @@ class EmbeddingWorker(PullWorker):
                 config=ConsumerConfig(ack_wait=60, max_deliver=self.max_deliver + 1),
             )
         self.subscriptions = list(self._by_priority.values())
+        self.durables = [(self.subjects.embedding_stream, f"embedding-{p}") for p in PRIORITIES]
 
     async def drain_once(self) -> int:
         """Process one batch from the highest priority that has work; return its size."""

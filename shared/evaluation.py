@@ -20,6 +20,7 @@ from nats.js.api import ConsumerConfig
 from contracts import Subjects
 from contracts.events import AgentEventOccurred
 from contracts.records import now_ms
+from shared.errors import NotFound
 from shared.hosting import AgentHost
 from shared.workers import PullWorker
 
@@ -27,6 +28,7 @@ logger = logging.getLogger("elizamesh.evaluation")
 
 _DECODER = msgspec.json.Decoder(AgentEventOccurred)
 _DONE_TTL_MS = 24 * 3600 * 1000
+_EVALUATED = frozenset({"completed", "failed", "ignored"})
 
 
 class EvaluationWorker(PullWorker):
@@ -42,13 +44,12 @@ class EvaluationWorker(PullWorker):
         max_deliver: int = 4,
         backoff: float = 1.0,
     ) -> None:
-        self.broker = broker
         self.subjects = subjects
         self.host = host
         self.batch_size = batch_size
         self.max_deliver = max_deliver
         self.backoff = backoff
-        super().__init__()
+        super().__init__(broker)
 
     async def open(self) -> None:
         """Join the durable consumer of ``run.ended`` events."""
@@ -60,6 +61,7 @@ class EvaluationWorker(PullWorker):
             config=ConsumerConfig(ack_wait=300, max_deliver=self.max_deliver + 1),
         )
         self.subscriptions = [subscription]
+        self.durables = [(self.subjects.events_stream, "evaluator")]
 
     async def drain_once(self) -> int:
         """Evaluate one batch of ended turns; return how many events were taken."""
@@ -95,18 +97,12 @@ class EvaluationWorker(PullWorker):
 
     async def evaluate(self, event: AgentEventOccurred) -> bool:
         """Run the evaluators for one ended turn; False when there is nothing to do."""
-        runtime = self.host.runtimes.get(event.agent_id)
-        if (
-            runtime is None
-            or event.message_id is None
-            or event.data.get("status")
-            not in {
-                "completed",
-                "failed",
-                "ignored",
-            }
-        ):
+        if event.message_id is None or event.data.get("status") not in _EVALUATED:
             return False
+        try:
+            runtime = await self.host.runtime_for(event.agent_id)
+        except NotFound:
+            return False  # deleted or stopped since
         key = f"evaluated:{event.event_id}"
         if await runtime.adapter.get_cache(key) is not None:
             return False

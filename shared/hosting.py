@@ -34,16 +34,20 @@ from faststream.nats import NatsBroker
 from nats.js.kv import KeyValue
 
 from contracts import Content, HandleMessage, HandleMessageResult, Subjects, new_id
+from contracts.control import AddAgent, AgentChanged, AgentHealth, AgentStatus, OutboundMessage
 from contracts.events import AgentEventOccurred, AgentInfo, RunChunk, RunEnded, RunResponse
 from contracts.records import Memory, now_ms
 from shared.agent.character import Character
 from shared.agent.message_service import MessageOptions
-from shared.agent.runtime import AgentRuntime
-from shared.agent.types import EventType, Plugin
+from shared.agent.plugin import resolve_plugins
+from shared.agent.runtime import AgentRuntime, TargetInfo
+from shared.agent.types import EventType, ModelType, Plugin
 from shared.bus import ensure_stream
 from shared.embedding import JetStreamEmbeddingQueue, ensure_embedding_stream
-from shared.errors import NotFound, Unavailable
+from shared.errors import Conflict, NotFound, Unavailable
+from shared.outbound import ensure_outbound_stream
 from shared.remote import remote_action, remote_provider
+from shared.storage.adapter import DatabaseAdapter
 from shared.storage.client import memory_client
 
 logger = logging.getLogger("elizamesh.hosting")
@@ -117,12 +121,19 @@ class RoomLease:
 
 
 class AgentHost:
-    """The agents of one runtime replica, and how a request becomes a turn."""
+    """The agents of one runtime replica, and how a request becomes a turn.
+
+    The stored agents (memory service) are the truth: an agent added on one
+    replica is stored, and any other replica starts its own copy on the first
+    message for it; a stop or delete is stored, then announced on
+    ``<ns>.agents.changed`` so every replica brings its copy in line.
+    """
 
     def __init__(
         self,
         broker: NatsBroker,
         subjects: Subjects,
+        agents: HostedAgents | None = None,
         *,
         lease_seconds: float = 120.0,
         remote_embeddings: bool = False,
@@ -130,21 +141,25 @@ class AgentHost:
     ) -> None:
         self.broker = broker
         self.subjects = subjects
+        self.agents = agents or HostedAgents()
         self.lease_seconds = lease_seconds
         self.remote_embeddings = remote_embeddings
         self.remote_evaluators = remote_evaluators
         self.runtimes: dict[str, AgentRuntime] = {}
+        self._started_at: dict[str, float] = {}
         self._lease: RoomLease | None = None
         self._turns: set[asyncio.Task[HandleMessageResult]] = set()
+        self._loading: dict[str, asyncio.Lock] = {}
 
     async def open(self) -> None:
-        """Declare the events stream and the room-lease bucket (idempotent); call once connected."""
+        """Declare the streams and the room-lease bucket (idempotent); call once connected."""
         await ensure_stream(
             self.broker, self.subjects.events_stream, [self.subjects.events_template]
         )
         await ensure_stream(
             self.broker, self.subjects.runs_stream, [self.subjects.runs_template], max_age=3600
         )
+        await ensure_outbound_stream(self.broker, self.subjects)
         if self.remote_embeddings:
             await ensure_embedding_stream(self.broker, self.subjects)
         kv = await self.broker.key_value(
@@ -152,20 +167,25 @@ class AgentHost:
         )
         self._lease = RoomLease(kv)
 
+    @property
+    def storage(self) -> DatabaseAdapter:
+        """The memory service, for agent records (which belong to no one agent)."""
+        return memory_client(self.broker, agent_id="elizamesh", subjects=self.subjects)
+
     async def add(
         self,
         character: Character,
-        plugins: Sequence[Plugin | str],
+        plugins: Sequence[Plugin | str] = (),
         settings: Mapping[str, str] | None = None,
-        *,
-        remote_providers: Sequence[str] = (),
-        provider_timeout: float = 2.0,
-        remote_actions: Sequence[str] = (),
     ) -> AgentRuntime:
-        """Start an agent whose storage is the memory service; return its runtime."""
+        """Start an agent whose storage is the memory service; return its runtime.
+
+        Plugins: ``plugins``, else the character's, else ``AGENT_PLUGINS``.
+        """
         adapter = memory_client(self.broker, agent_id=character.agent_id, subjects=self.subjects)
+        chosen = list(plugins) or list(character.plugins) or list(self.agents.plugins)
         runtime = AgentRuntime(
-            character=character, plugins=plugins, adapter=adapter, settings=settings
+            character=character, plugins=chosen, adapter=adapter, settings=settings
         )
         for event in EventType:
             runtime.on(event, self._publisher(runtime.agent_id, event))
@@ -173,35 +193,33 @@ class AgentHost:
             runtime.embedding_queue = JetStreamEmbeddingQueue(
                 self.broker, self.subjects, runtime.agent_id
             )
+        runtime.default_send_handler = self._send_outbound
         await runtime.initialize()
-        for name in remote_providers:
+        for name in self.agents.remote_providers:
             runtime.register_provider(
-                remote_provider(self.broker, self.subjects, name, timeout=provider_timeout)
+                remote_provider(
+                    self.broker, self.subjects, name, timeout=self.agents.provider_timeout
+                )
             )
-        for name in remote_actions:
+        for name in self.agents.remote_actions:
             runtime.register_action(remote_action(self.broker, self.subjects, name))
         self.runtimes[runtime.agent_id] = runtime
+        self._started_at[runtime.agent_id] = time.monotonic()
         return runtime
 
-    async def host_characters(self, agents: HostedAgents, *, wait: float = 30) -> None:
-        """Open the host and start an agent per character file.
+    async def host_characters(self, *, wait: float = 30) -> None:
+        """Open the host and start an agent per character file (``AGENT_CHARACTERS``).
 
         The memory service may start after this one: ``Unavailable`` is retried
         for up to ``wait`` seconds.
         """
         await self.open()
-        for path in agents.characters:
+        for path in self.agents.characters:
             character = Character.from_file(path)
             deadline = time.monotonic() + wait
             while True:
                 try:
-                    await self.add(
-                        character,
-                        agents.plugins,
-                        remote_providers=agents.remote_providers,
-                        provider_timeout=agents.provider_timeout,
-                        remote_actions=agents.remote_actions,
-                    )
+                    await self.add(character)
                     break
                 except Unavailable:
                     if time.monotonic() > deadline:
@@ -210,9 +228,133 @@ class AgentHost:
                     await asyncio.sleep(1)
             logger.info("hosting agent %s (%s)", character.name, character.agent_id)
 
-    def list(self) -> list[AgentInfo]:
-        """The hosted agents."""
-        return [AgentInfo(id=r.agent_id, name=r.character.name) for r in self.runtimes.values()]
+    async def runtime_for(self, agent_id: str) -> AgentRuntime:
+        """The runtime of ``agent_id``, started here from its stored character if need be.
+
+        Raises:
+            NotFound: no such agent is stored, or it is stopped.
+        """
+        if (runtime := self.runtimes.get(agent_id)) is not None:
+            return runtime
+        async with self._loading.setdefault(agent_id, asyncio.Lock()):
+            if (runtime := self.runtimes.get(agent_id)) is not None:
+                return runtime
+            stored = await self.storage.get_agent(agent_id)
+            if stored is None or not stored.enabled:
+                state = "stopped" if stored is not None else "unknown"
+                raise NotFound(f"agent {agent_id} is {state}")
+            logger.info("starting stored agent %s (%s) here", stored.name, agent_id)
+            return await self.add(Character.parse({**stored.character, "id": agent_id}))
+
+    # -- agents over NATS -------------------------------------------------------
+
+    async def create(self, request: AddAgent) -> AgentStatus:
+        """Store and start a new agent (``<ns>.agents.add``).
+
+        Raises:
+            BadRequest: the character or a plugin is invalid.
+            Conflict: an agent with this id exists (start, stop or delete it instead).
+        """
+        character = Character.parse(request.character)
+        if request.plugins:
+            character = msgspec.structs.replace(character, plugins=list(request.plugins))
+        resolve_plugins(character.plugins or self.agents.plugins)  # a bad name is a 400, not a 500
+        if await self.storage.get_agent(character.agent_id) is not None:
+            raise Conflict(f"agent {character.agent_id} exists; start, stop or delete it")
+        await self.add(character)
+        await self._announce(character.agent_id)
+        return AgentStatus(id=character.agent_id, name=character.name, enabled=True)
+
+    async def command(self, agent_id: str, command: str) -> AgentStatus:
+        """``start``, ``stop`` or ``delete`` a stored agent, here and (announced) everywhere.
+
+        Raises:
+            NotFound: no such agent is stored.
+        """
+        stored = await self.storage.get_agent(agent_id)
+        if stored is None:
+            raise NotFound(f"agent {agent_id} does not exist")
+        if command == "delete":
+            await self._drop(agent_id)
+            await self.storage.delete_agent(agent_id)
+        else:
+            enabled = msgspec.structs.replace(stored, enabled=command == "start")
+            await self.storage.update_agent(agent_id, enabled)
+            await self.reconcile(agent_id)
+        await self._announce(agent_id)
+        return AgentStatus(
+            id=agent_id,
+            name=stored.name,
+            enabled=command == "start",
+            deleted=command == "delete",
+        )
+
+    async def reconcile(self, agent_id: str) -> None:
+        """Bring this replica's copy of ``agent_id`` in line with the stored agent."""
+        stored = await self.storage.get_agent(agent_id)
+        if stored is None or not stored.enabled:
+            await self._drop(agent_id)
+        elif agent_id not in self.runtimes:
+            await self.runtime_for(agent_id)
+
+    async def list(self) -> list[AgentInfo]:
+        """Every stored agent, enabled or stopped."""
+        return [
+            AgentInfo(id=a.id, name=a.name, enabled=a.enabled)
+            for a in await self.storage.get_agents()
+        ]
+
+    async def probe(self, agent_id: str, *, check_model: bool) -> AgentHealth:
+        """How ``agent_id`` is doing here: its storage answers, and its model if asked."""
+        runtime = await self.runtime_for(agent_id)
+        uptime = time.monotonic() - self._started_at.get(agent_id, time.monotonic())
+        try:
+            await runtime.adapter.get_agent(agent_id)
+        except Exception as exc:
+            return AgentHealth(
+                agent_id=agent_id, alive=True, responsive=False, uptime=uptime, error=str(exc)
+            )
+        model_ok = None
+        if check_model:
+            try:
+                answer = await runtime.use_model(
+                    ModelType.TEXT_SMALL, {"prompt": "Say OK.", "max_tokens": 5}
+                )
+                model_ok = bool(str(answer).strip())
+            except Exception as exc:
+                logger.warning("agent %s: its text model did not answer: %s", agent_id, exc)
+                model_ok = False
+        return AgentHealth(
+            agent_id=agent_id, alive=True, responsive=True, model_ok=model_ok, uptime=uptime
+        )
+
+    async def _drop(self, agent_id: str) -> None:
+        runtime = self.runtimes.pop(agent_id, None)
+        self._started_at.pop(agent_id, None)
+        if runtime is not None:
+            await runtime.stop()
+            logger.info("stopped agent %s here", agent_id)
+
+    async def _announce(self, agent_id: str) -> None:
+        await self.broker.publish(AgentChanged(agent_id=agent_id), self.subjects.agents_changed)
+
+    async def _send_outbound(
+        self, runtime: AgentRuntime, target: TargetInfo, content: Content
+    ) -> None:
+        """``send_message_to_target`` for sources with no local handler: the connectors' stream."""
+        message = OutboundMessage(
+            agent_id=runtime.agent_id,
+            source=target.source,
+            content=content,
+            room_id=target.room_id,
+            channel_id=target.channel_id,
+            server_id=target.server_id,
+            entity_id=target.entity_id,
+            thread_id=target.thread_id,
+        )
+        await self.broker.publish(
+            message, self.subjects.outbound(target.source), stream=self.subjects.outbound_stream
+        )
 
     async def stop(self) -> None:
         """Finish the turns under way, then stop every agent."""
@@ -228,9 +370,7 @@ class AgentHost:
         (chunks, responses, end); with ``reply_at_once``, the reply is an
         acknowledgement and the outcome only goes to the run.
         """
-        runtime = self.runtimes.get(agent_id)
-        if runtime is None or runtime.message_service is None or self._lease is None:
-            raise NotFound(f"agent {agent_id} is not hosted here")
+        runtime = await self.runtime_for(agent_id)
         if not request.reply_at_once:
             return await self._turn(runtime, request)
         run_id = request.run_id or new_id()

@@ -1,19 +1,21 @@
 """Following a run from the outside: send a message, then read what the run publishes.
 
-Used by the gateway (server-sent events) and by connectors such as
-``elizamesh chat``: subscribe to ``<ns>.run.<run_id>.>`` first, send the
-message with that ``run_id`` and ``reply_at_once``, then read chunks,
-responses and the end, in order.
+Used by the gateway (server-sent events, WebSocket), the ``ElizaOSClient``
+and connectors such as ``elizamesh chat``: subscribe to
+``<ns>.run.<run_id>.>`` first, send the message with that ``run_id`` and
+``reply_at_once``, then read chunks, responses and the end, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from faststream.nats import NatsBroker
+from nats.aio.subscription import Subscription
 
 from contracts import HandleMessage, HandleMessageResult, Subjects, new_id
 from contracts.events import RunChunk, RunEnded, RunResponse
@@ -24,19 +26,54 @@ RunEvent = RunChunk | RunResponse | RunEnded
 _DECODER = msgspec.json.Decoder(RunEvent)
 
 
-async def follow_run(
+@dataclass
+class Run:
+    """A run that was accepted: its acknowledgement, then its events (read them once)."""
+
+    ack: HandleMessageResult
+    run_id: str
+    timeout: float
+    _queue: asyncio.Queue[bytes]
+    _subscription: Subscription
+
+    async def events(self) -> AsyncIterator[tuple[RunEvent, bytes]]:
+        """Yield each event (and its raw JSON) up to the end; ``timeout`` bounds each wait.
+
+        Raises:
+            Unavailable: nothing came for ``timeout`` seconds (the replica died).
+        """
+        try:
+            while True:
+                try:
+                    raw = await asyncio.wait_for(self._queue.get(), self.timeout)
+                except TimeoutError:
+                    raise Unavailable(
+                        f"run {self.run_id} published nothing for {self.timeout:g}s"
+                    ) from None
+                event = _DECODER.decode(raw)
+                yield event, raw
+                if isinstance(event, RunEnded):
+                    return
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop listening to the run (idempotent)."""
+        await self._subscription.unsubscribe()
+
+
+async def start_run(
     broker: NatsBroker,
     subjects: Subjects,
     agent_id: str,
     message: HandleMessage,
     *,
     timeout: float,
-) -> AsyncIterator[tuple[RunEvent, bytes]]:
-    """Send ``message`` to ``agent_id`` and yield the run's events (and their raw JSON) to the end.
+) -> Run:
+    """Send ``message`` to ``agent_id`` in async mode; return the accepted run.
 
     Errors of the request itself (unknown agent, bad input, nobody listening)
-    are raised before the first event. ``timeout`` bounds the wait for each
-    event, so a run whose replica died ends with ``Unavailable``.
+    are raised here, before any event.
     """
     run_id = message.run_id or new_id()
     queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -49,17 +86,24 @@ async def follow_run(
     try:
         await connection.flush()
         sent = msgspec.structs.replace(message, run_id=run_id, reply_at_once=True)
-        await request(
+        ack = await request(
             broker, subjects.message_handle(agent_id), sent, HandleMessageResult, timeout=timeout
         )
-        while True:
-            try:
-                raw = await asyncio.wait_for(queue.get(), timeout)
-            except TimeoutError:
-                raise Unavailable(f"run {run_id} published nothing for {timeout:g}s") from None
-            event = _DECODER.decode(raw)
-            yield event, raw
-            if isinstance(event, RunEnded):
-                return
-    finally:
+    except BaseException:
         await subscription.unsubscribe()
+        raise
+    return Run(ack, run_id, timeout, queue, subscription)
+
+
+async def follow_run(
+    broker: NatsBroker,
+    subjects: Subjects,
+    agent_id: str,
+    message: HandleMessage,
+    *,
+    timeout: float,
+) -> AsyncIterator[tuple[RunEvent, bytes]]:
+    """Send ``message`` to ``agent_id``; yield the run's events (and their raw JSON) to the end."""
+    run = await start_run(broker, subjects, agent_id, message, timeout=timeout)
+    async for event in run.events():
+        yield event

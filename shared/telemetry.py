@@ -1,36 +1,168 @@
-"""OpenTelemetry set-up shared by every service: one tracer provider per process."""
+"""OpenTelemetry set-up shared by every service: one tracer and meter provider per process.
+
+``setup_telemetry`` installs them process-wide, so the agent core's spans
+(model calls, providers, actions), the bus middleware's (publish/consume,
+with the trace context in NATS headers) and SQLAlchemy's all land in one
+trace. Spans and metrics leave the process over OTLP when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (Jaeger in the compose stack;
+``OTEL_EXPORTER_OTLP_PROTOCOL`` picks ``grpc``, the default, or
+``http/protobuf``), are printed with ``OTEL_TRACES_EXPORTER=console``, and
+otherwise exist only to carry the context from hop to hop.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections.abc import Iterator
 from importlib.metadata import version
+from typing import Any
 
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.trace import Span
+
+TRACER = "elizamesh"
 
 
-def tracer_provider(service: str) -> TracerProvider:
-    """Return a tracer provider named after ``service``.
+def setup_telemetry(service: str) -> TracerProvider:
+    """Install the tracer and meter providers of ``service`` for this process; return the tracer's.
 
-    Spans are exported over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set
-    (Jaeger in the compose stack); otherwise they are created for context
-    propagation only and never leave the process.
+    Calling it again in the same process (tests host several services) keeps
+    the first providers: OpenTelemetry allows one global provider per process.
     """
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": service, "service.version": version("elizamesh")})
-    )
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415 - grpc is slow to import and only needed when exporting
-            OTLPSpanExporter,
-        )
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    resource = Resource.create({"service.name": service, "service.version": version("elizamesh")})
+    provider = TracerProvider(resource=resource)
+    exporter = _span_exporter()
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    elif os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    readers = [reader] if (reader := _metric_reader()) is not None else []
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+    _instrument_sqlalchemy()
     return provider
 
 
 def bus_telemetry(provider: trace.TracerProvider) -> NatsTelemetryMiddleware:
     """Return the broker middleware that traces publish/consume and propagates trace context."""
-    return NatsTelemetryMiddleware(tracer_provider=provider)
+    return NatsTelemetryMiddleware(
+        tracer_provider=provider, meter_provider=metrics.get_meter_provider()
+    )
+
+
+def _otlp_http() -> bool:
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+    )
+    return protocol.startswith("http")
+
+
+def _span_exporter() -> SpanExporter | None:
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return None
+    # The exporters are imported only when used: grpc is slow to import.
+    if _otlp_http():
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter as HttpSpanExporter,
+        )
+
+        return HttpSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter as GrpcSpanExporter,
+    )
+
+    return GrpcSpanExporter()
+
+
+def _metric_reader() -> MetricReader | None:
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return None
+    if _otlp_http():
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
+            OTLPMetricExporter as HttpMetricExporter,
+        )
+
+        return PeriodicExportingMetricReader(HttpMetricExporter())
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
+        OTLPMetricExporter as GrpcMetricExporter,
+    )
+
+    return PeriodicExportingMetricReader(GrpcMetricExporter())
+
+
+def _instrument_sqlalchemy() -> None:
+    """Trace every SQL statement (engines created from now on)."""
+    from opentelemetry.instrumentation.sqlalchemy import (  # noqa: PLC0415 - only in services
+        SQLAlchemyInstrumentor,
+    )
+
+    instrumentor = SQLAlchemyInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(enable_commenter=False)
+
+
+# -- what the agent core records ------------------------------------------------
+
+_meter = metrics.get_meter(TRACER)
+MESSAGES_HANDLED = _meter.create_counter(
+    "elizamesh.messages.handled", unit="{message}", description="Messages an agent handled."
+)
+TURN_DURATION = _meter.create_histogram(
+    "elizamesh.turn.duration", unit="s", description="Time from a message to its reply."
+)
+MODEL_CALLS = _meter.create_histogram(
+    "elizamesh.model.duration", unit="s", description="Latency of model calls, by model type."
+)
+MODEL_TOKENS = _meter.create_counter(
+    "elizamesh.model.tokens", unit="{token}", description="Tokens in and out of models."
+)
+
+
+def tracer() -> trace.Tracer:
+    """The tracer of elizamesh's own spans (the global provider's)."""
+    return trace.get_tracer(TRACER, version("elizamesh"))
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[Span]:
+    """A span around a step (``None`` attributes left out); an exception marks it failed."""
+    with tracer().start_as_current_span(
+        name, attributes={k: v for k, v in attributes.items() if v is not None}
+    ) as current:
+        yield current
+
+
+@contextlib.contextmanager
+def timed(histogram: metrics.Histogram, **attributes: Any) -> Iterator[None]:
+    """Record how long the block took in ``histogram``, failed or not."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        histogram.record(time.perf_counter() - started, attributes)
+
+
+def record_tokens(model: str, *, prompt: int | None, completion: int | None) -> None:
+    """Note a model call's token usage on the current span and in the token counter."""
+    current = trace.get_current_span()
+    current.set_attribute("gen_ai.request.model", model)
+    for direction, count in (("input", prompt), ("output", completion)):
+        if count is not None:
+            current.set_attribute(f"gen_ai.usage.{direction}_tokens", count)
+            MODEL_TOKENS.add(count, {"model": model, "direction": direction})

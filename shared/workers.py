@@ -10,6 +10,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream import FastStream
+from faststream.nats import NatsBroker
+
+from contracts import Subjects
+from contracts.control import ConsumerHealth
+from shared.health import consumer_health, serve_health
 
 logger = logging.getLogger("elizamesh.workers")
 
@@ -17,8 +22,12 @@ logger = logging.getLogger("elizamesh.workers")
 class PullWorker(ABC):
     """Drains batches until cancelled; its durable consumers outlive it."""
 
-    def __init__(self) -> None:
+    def __init__(self, broker: NatsBroker) -> None:
+        self.broker = broker
         self.subscriptions: list[Any] = []
+        self.durables: list[tuple[str, str]] = []
+        """(stream, durable consumer) pairs this worker drains, for its health."""
+        self.running = False
 
     @abstractmethod
     async def open(self) -> None:
@@ -30,6 +39,13 @@ class PullWorker(ABC):
 
     async def run_forever(self, idle: float = 0.1) -> None:
         """Drain until cancelled, resting ``idle`` seconds when there is no work."""
+        self.running = True
+        try:
+            await self._drain_forever(idle)
+        finally:
+            self.running = False
+
+    async def _drain_forever(self, idle: float) -> None:
         while True:
             try:
                 if not await self.drain_once():
@@ -40,6 +56,13 @@ class PullWorker(ABC):
                 logger.exception("%s: batch failed", type(self).__name__)
                 await asyncio.sleep(idle)
 
+    async def consumers(self) -> list[ConsumerHealth]:
+        """Each durable consumer's lag, alive while this worker drains it."""
+        return [
+            await consumer_health(self.broker, stream, durable, alive=self.running)
+            for stream, durable in self.durables
+        ]
+
     async def close(self) -> None:
         """Leave the consumers (they stay durable on the server)."""
         for subscription in self.subscriptions:
@@ -48,9 +71,29 @@ class PullWorker(ABC):
         self.subscriptions.clear()
 
 
-def serve_worker(app: FastStream, make: Callable[[], Awaitable[PullWorker]], *, name: str) -> None:
-    """Start a worker once ``app`` is connected; on shutdown, let it finish its batch and leave."""
+def serve_worker(
+    app: FastStream,
+    make: Callable[[], Awaitable[PullWorker]],
+    *,
+    name: str,
+    subjects: Subjects,
+) -> None:
+    """Start a worker once ``app`` is connected; on shutdown, let it finish its batch and leave.
+
+    The service answers ``<ns>.health`` as ``name``: its consumers' lag, and
+    whether the worker is draining them (not ok before it starts).
+    """
     running: list[tuple[PullWorker, asyncio.Task[None]]] = []
+
+    async def probe() -> tuple[list[ConsumerHealth], dict[str, Any]]:
+        if not running:
+            return [ConsumerHealth(name=name, alive=False)], {"state": "starting"}
+        return await running[0][0].consumers(), {}
+
+    broker = app.broker
+    if not isinstance(broker, NatsBroker):
+        raise TypeError("a queue worker runs on a NATS broker")
+    serve_health(broker, subjects, name, probe)
 
     @app.after_startup
     async def start_worker() -> None:

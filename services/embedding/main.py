@@ -12,7 +12,7 @@ from shared.agent.runtime import AgentRuntime
 from shared.bus import create_broker
 from shared.config import Settings
 from shared.embedding import EmbeddingWorker
-from shared.telemetry import bus_telemetry, tracer_provider
+from shared.telemetry import bus_telemetry, setup_telemetry
 from shared.workers import serve_worker
 
 SERVICE = "elizamesh-embedding"
@@ -40,7 +40,7 @@ async def model_runtime(plugin: str) -> AgentRuntime:
 def create_app(settings: Settings) -> FastStream:
     """Return the embedding service: one worker loop per replica, sharing durable consumers."""
     broker = create_broker(
-        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
+        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
     )
     app = FastStream(broker)
 
@@ -48,5 +48,5 @@ def create_app(settings: Settings) -> FastStream:
         models = await model_runtime(model_plugin_name())
         return EmbeddingWorker(broker, settings.subjects, models)
 
-    serve_worker(app, make_worker, name="embedding-worker")
+    serve_worker(app, make_worker, name="embedding", subjects=settings.subjects)
     return app

@@ -8,7 +8,7 @@ from shared.bus import create_broker
 from shared.config import Settings
 from shared.evaluation import EvaluationWorker
 from shared.hosting import AgentHost, HostedAgents
-from shared.telemetry import bus_telemetry, tracer_provider
+from shared.telemetry import bus_telemetry, setup_telemetry
 from shared.workers import serve_worker
 
 SERVICE = "elizamesh-evaluator"
@@ -18,15 +18,15 @@ def create_app(settings: Settings, agents: HostedAgents | None = None) -> FastSt
     """Return the evaluator service: hosts the agents (for their evaluators), consumes run.ended."""
     agents = agents or HostedAgents.from_env()
     broker = create_broker(
-        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
+        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
     )
-    host = AgentHost(broker, settings.subjects)
+    host = AgentHost(broker, settings.subjects, agents)
     app = FastStream(broker)
 
     async def make_worker() -> EvaluationWorker:
-        await host.host_characters(agents)
+        await host.host_characters()
         return EvaluationWorker(broker, settings.subjects, host)
 
-    serve_worker(app, make_worker, name="evaluator")
+    serve_worker(app, make_worker, name="evaluator", subjects=settings.subjects)
     app.after_shutdown(host.stop)
     return app

@@ -13,4 +13,5 @@ uvicorn.run(
     host=settings.api_host,
     port=settings.api_port,
     log_level=settings.log_level.lower(),
+    log_config=None,  # our JSON lines (shared.logs), not uvicorn's own format
 )

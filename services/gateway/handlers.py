@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 from faststream.nats import NatsBroker
-from litestar import MediaType, Request, Response, get, post
+from litestar import MediaType, Request, Response, WebSocket, delete, get, post, websocket
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
@@ -15,7 +16,7 @@ from litestar.exceptions import HTTPException, SerializationException
 from litestar.handlers import BaseRouteHandler
 from litestar.params import JSONBody, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts import (
@@ -27,11 +28,24 @@ from contracts import (
     HandleMessageResult,
     new_id,
 )
+from contracts.control import AddAgent, AgentCommand, AgentStatus, ServiceHealth
 from contracts.events import AgentList, ListAgents, RunChunk, RunEnded
 from shared.bus import request
 from shared.config import Settings
-from shared.errors import ServiceError, Unauthorized
+from shared.errors import BadRequest, ServiceError, Unauthorized
+from shared.health import gather_health, stack_ready
 from shared.runs import follow_run
+
+READY_NEEDS = ("runtime", "memory")
+
+
+class StackReadiness(msgspec.Struct, kw_only=True, frozen=True):
+    """Whether the stack can take messages, why not, and what each instance reported."""
+
+    ready: bool
+    problems: list[str]
+    services: list[ServiceHealth]
+
 
 AgentId = Annotated[str, Parameter(pattern=ID_PATTERN, description="The agent to talk to.")]
 CHAT_PAGE = Path(__file__).with_name("chat.html")
@@ -81,6 +95,38 @@ async def stream_message(
     return ServerSentEvent(messages())
 
 
+@websocket("/v1/agents/{agent_id:str}/ws")
+async def chat_socket(
+    agent_id: AgentId,
+    socket: WebSocket[Any, Any, Any],
+    broker: NamedDependency[NatsBroker],
+    settings: NamedDependency[Settings],
+) -> None:
+    """A conversation over one WebSocket: send ``HandleMessage`` frames, read the run's events.
+
+    Each frame sent back is ``{"event": <chunk|response|completed|failed|error>,
+    "data": <wire message>}``; a bad frame or a failed request gets an
+    ``error`` event with the ``Error`` and the socket stays open.
+    """
+    await socket.accept()
+    decoder = msgspec.json.Decoder(HandleMessage)
+    while True:
+        frame = await socket.receive_data(mode="text")
+        try:
+            try:
+                message = decoder.decode(frame)
+            except msgspec.DecodeError as exc:
+                raise BadRequest(f"invalid message: {exc}") from None
+            events = follow_run(
+                broker, settings.subjects, agent_id, message, timeout=settings.request_timeout
+            )
+            async for event, raw in events:
+                await socket.send_text(f'{{"event":"{_sse_name(event)}","data":{raw.decode()}}}')
+        except ServiceError as exc:
+            error = msgspec.json.encode(exc.to_error()).decode()
+            await socket.send_text(f'{{"event":"error","data":{error}}}')
+
+
 def _sse_name(event: object) -> str:
     if isinstance(event, RunChunk):
         return "chunk"
@@ -103,10 +149,73 @@ async def list_agents(
     )
 
 
+@post("/v1/agents", status_code=201)
+async def add_agent(
+    data: JSONBody[AddAgent],
+    broker: NamedDependency[NatsBroker],
+    settings: NamedDependency[Settings],
+) -> AgentStatus:
+    """Start a new agent from a character; every runtime replica can then host it."""
+    return await request(
+        broker, settings.subjects.agents_add, data, AgentStatus, timeout=settings.request_timeout
+    )
+
+
+async def _agent_command(
+    broker: NatsBroker, settings: Settings, agent_id: str, command: str
+) -> AgentStatus:
+    return await request(
+        broker,
+        settings.subjects.agent_command(agent_id, command),
+        AgentCommand(),
+        AgentStatus,
+        timeout=settings.request_timeout,
+    )
+
+
+@post("/v1/agents/{agent_id:str}/start", status_code=200)
+async def start_agent(
+    agent_id: AgentId, broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
+) -> AgentStatus:
+    """Start a stopped agent."""
+    return await _agent_command(broker, settings, agent_id, "start")
+
+
+@post("/v1/agents/{agent_id:str}/stop", status_code=200)
+async def stop_agent(
+    agent_id: AgentId, broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
+) -> AgentStatus:
+    """Stop an agent on every replica; it stays stored and can be started again."""
+    return await _agent_command(broker, settings, agent_id, "stop")
+
+
+@delete("/v1/agents/{agent_id:str}", status_code=200)
+async def delete_agent(
+    agent_id: AgentId, broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
+) -> AgentStatus:
+    """Stop an agent everywhere and delete it with everything it stored."""
+    return await _agent_command(broker, settings, agent_id, "delete")
+
+
 @get("/v1/health", opt={"public": True})
 async def health(broker: NamedDependency[NatsBroker]) -> dict[str, bool]:
-    """Liveness of the gateway and its NATS connection."""
+    """Liveness: the gateway answers and its NATS connection is up."""
     return {"alive": True, "nats_connected": await broker.ping(timeout=1.0)}
+
+
+@get("/v1/ready", opt={"public": True})
+async def ready(
+    broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
+) -> Response[StackReadiness]:
+    """Readiness: a healthy runtime and memory service answered just now (503 if not).
+
+    Every service instance's report is included: its consumers, their lag, and
+    details such as the database latency.
+    """
+    answers = await gather_health(broker, settings.subjects, window=0.5)
+    problems = stack_ready(answers, READY_NEEDS)
+    body = StackReadiness(ready=not problems, problems=problems, services=answers)
+    return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE if problems else 200)
 
 
 @get("/", media_type=MediaType.HTML, opt={"public": True}, include_in_schema=False)

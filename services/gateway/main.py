@@ -9,21 +9,23 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
 from services.gateway import handlers
 from shared.bus import create_broker
 from shared.config import Settings
 from shared.errors import ServiceError
-from shared.telemetry import bus_telemetry, tracer_provider
+from shared.health import no_consumers, serve_health
+from shared.telemetry import bus_telemetry, setup_telemetry
 
 SERVICE = "elizamesh-gateway"
 
 
 def create_app(settings: Settings) -> Litestar:
     """Return the gateway as an ASGI application; it connects to NATS on start-up."""
-    broker = create_broker(
-        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
-    )
+    traces = setup_telemetry(SERVICE)
+    broker = create_broker(settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(traces)])
+    serve_health(broker, settings.subjects, "gateway", no_consumers)
 
     @asynccontextmanager
     async def connected(app: Litestar) -> AsyncIterator[None]:
@@ -38,10 +40,21 @@ def create_app(settings: Settings) -> Litestar:
             handlers.send_message,
             handlers.stream_message,
             handlers.list_agents,
+            handlers.add_agent,
+            handlers.start_agent,
+            handlers.stop_agent,
+            handlers.delete_agent,
+            handlers.chat_socket,
             handlers.health,
+            handlers.ready,
             handlers.chat_page,
         ],
         lifespan=[connected],
+        plugins=[
+            OpenTelemetryPlugin(
+                OpenTelemetryConfig(tracer_provider=traces, exclude=["/v1/health", "/v1/ready"])
+            )
+        ],
         state=State({"settings": settings}),
         guards=[handlers.require_api_key],
         middleware=[handlers.request_ids],

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
 from contracts import QUEUE_MEMORY
+from contracts.control import ConsumerHealth
 from services.memory.handlers import memory_handler
 from shared.bus import create_broker
 from shared.config import Settings
+from shared.health import serve_health, subscription_health
 from shared.storage.sql import SqlAdapter
-from shared.telemetry import bus_telemetry, tracer_provider
+from shared.telemetry import bus_telemetry, setup_telemetry
 
 SERVICE = "elizamesh-memory"
 
@@ -18,11 +22,16 @@ SERVICE = "elizamesh-memory"
 def create_broker_for(settings: Settings, storage: SqlAdapter) -> NatsBroker:
     """Return the memory service's broker serving ``storage`` (not yet connected)."""
     broker = create_broker(
-        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
+        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
     )
-    broker.subscriber(settings.subjects.memory_template, queue=QUEUE_MEMORY)(
-        memory_handler(storage)
-    )
+    operations = broker.subscriber(settings.subjects.memory_template, queue=QUEUE_MEMORY)
+    operations(memory_handler(storage))
+
+    async def probe() -> tuple[list[ConsumerHealth], dict[str, Any]]:
+        latency = await storage.ping()  # a database that does not answer makes it not ok
+        return [subscription_health("operations", operations)], {"database_ms": round(latency, 2)}
+
+    serve_health(broker, settings.subjects, "memory", probe)
     return broker
 
 

@@ -7,6 +7,14 @@ from collections.abc import Awaitable, Callable
 from faststream.nats import NatsMessage
 
 from contracts import HandleMessage, HandleMessageResult, agent_id_of
+from contracts.control import (
+    AddAgent,
+    AgentChanged,
+    AgentCommand,
+    AgentHealth,
+    AgentStatus,
+    CheckAgent,
+)
 from contracts.events import AgentList, ListAgents
 from shared.hosting import AgentHost
 
@@ -27,8 +35,54 @@ def list_handler(host: AgentHost) -> Callable[[ListAgents], Awaitable[AgentList]
     """Return the subscriber of ``<ns>.agents.list``."""
 
     async def list_agents(request: ListAgents) -> AgentList:
-        """Return the agents this runtime replica hosts."""
+        """Return every stored agent, enabled or stopped."""
         del request
-        return AgentList(agents=host.list())
+        return AgentList(agents=await host.list())
 
     return list_agents
+
+
+def add_handler(host: AgentHost) -> Callable[[AddAgent], Awaitable[AgentStatus]]:
+    """Return the subscriber of ``<ns>.agents.add``."""
+
+    async def add_agent(request: AddAgent) -> AgentStatus:
+        """Store and start the agent of the character in the request."""
+        return await host.create(request)
+
+    return add_agent
+
+
+def command_handler(
+    host: AgentHost, command: str
+) -> Callable[[AgentCommand, NatsMessage], Awaitable[AgentStatus]]:
+    """Return the subscriber of ``<ns>.agent.*.<command>`` (start, stop or delete)."""
+
+    async def run_agent_command(request: AgentCommand, message: NatsMessage) -> AgentStatus:
+        """Apply the command to the agent named in the subject, here and everywhere."""
+        del request
+        return await host.command(agent_id_of(message.raw_message.subject), command)
+
+    return run_agent_command
+
+
+def health_handler(
+    host: AgentHost,
+) -> Callable[[CheckAgent, NatsMessage], Awaitable[AgentHealth]]:
+    """Return the subscriber of ``<ns>.agent.*.health``."""
+
+    async def check_agent(request: CheckAgent, message: NatsMessage) -> AgentHealth:
+        """Probe the agent named in the subject."""
+        agent_id = agent_id_of(message.raw_message.subject)
+        return await host.probe(agent_id, check_model=request.check_model)
+
+    return check_agent
+
+
+def changed_handler(host: AgentHost) -> Callable[[AgentChanged], Awaitable[None]]:
+    """Return the subscriber of ``<ns>.agents.changed`` (every replica, no queue group)."""
+
+    async def agent_changed(event: AgentChanged) -> None:
+        """Start or stop this replica's copy of the agent to match the stored one."""
+        await host.reconcile(event.agent_id)
+
+    return agent_changed

@@ -10,53 +10,86 @@ from faststream.nats import NatsBroker
 from faststream.nats.subscriber.usecases.basic import LogicSubscriber
 
 from contracts import QUEUE_RUNTIME, Subjects
+from contracts.control import AGENT_COMMANDS, ConsumerHealth
 from services.runtime import handlers
 from services.runtime.settings import RuntimeSettings
 from shared.bus import create_broker
 from shared.config import Settings
+from shared.health import serve_health, subscription_health
 from shared.hosting import AgentHost
-from shared.telemetry import bus_telemetry, tracer_provider
+from shared.telemetry import bus_telemetry, setup_telemetry
 
 SERVICE = "elizamesh-runtime"
 TURNS_IN_PARALLEL = 16
 logger = logging.getLogger("elizamesh.runtime.service")
 
 
-def attach(broker: NatsBroker, subjects: Subjects, host: AgentHost) -> list[LogicSubscriber[Any]]:
-    """Subscribe the runtime's handlers, in the runtime queue group; return the subscribers."""
+def attach(
+    broker: NatsBroker, subjects: Subjects, host: AgentHost
+) -> dict[str, LogicSubscriber[Any]]:
+    """Subscribe the runtime's handlers; return the subscribers by name."""
     # Turns of different rooms run side by side (model calls are I/O); turns of
     # one room are serialised by the room lease, across replicas too.
-    messages = broker.subscriber(
-        subjects.message_handle_template, queue=QUEUE_RUNTIME, max_workers=TURNS_IN_PARALLEL
-    )
-    messages(handlers.message_handler(host))
-    agents = broker.subscriber(subjects.agents_list, queue=QUEUE_RUNTIME)
-    agents(handlers.list_handler(host))
-    return [messages, agents]
+    subscribers: dict[str, LogicSubscriber[Any]] = {
+        "messages": broker.subscriber(
+            subjects.message_handle_template, queue=QUEUE_RUNTIME, max_workers=TURNS_IN_PARALLEL
+        ),
+        "agents.list": broker.subscriber(subjects.agents_list, queue=QUEUE_RUNTIME),
+        "agents.add": broker.subscriber(subjects.agents_add, queue=QUEUE_RUNTIME),
+        "agents.health": broker.subscriber(subjects.agent_health_template, queue=QUEUE_RUNTIME),
+        # Every replica hears of every change (no queue group).
+        "agents.changed": broker.subscriber(subjects.agents_changed),
+        **{
+            f"agents.{command}": broker.subscriber(
+                subjects.agent_command_template(command), queue=QUEUE_RUNTIME
+            )
+            for command in AGENT_COMMANDS
+        },
+    }
+    subscribers["messages"](handlers.message_handler(host))
+    subscribers["agents.list"](handlers.list_handler(host))
+    subscribers["agents.add"](handlers.add_handler(host))
+    subscribers["agents.health"](handlers.health_handler(host))
+    subscribers["agents.changed"](handlers.changed_handler(host))
+    for command in AGENT_COMMANDS:
+        subscribers[f"agents.{command}"](handlers.command_handler(host, command))
+    return subscribers
 
 
 def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = None) -> FastStream:
     """Return the runtime service: subscribes, then starts its agents once connected."""
     runtime_settings = runtime_settings or RuntimeSettings.from_env()
     broker = create_broker(
-        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(tracer_provider(SERVICE))]
+        settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
     )
     host = AgentHost(
         broker,
         settings.subjects,
+        runtime_settings.agents,
         lease_seconds=runtime_settings.room_lease_seconds,
         remote_embeddings=runtime_settings.remote_embeddings,
         remote_evaluators=runtime_settings.remote_evaluators,
     )
+    subscribers: dict[str, LogicSubscriber[Any]] = {}
+
+    async def probe() -> tuple[list[ConsumerHealth], dict[str, Any]]:
+        consumers = [subscription_health(name, s) for name, s in subscribers.items()]
+        if not subscribers:  # still starting its agents: not ready to take messages
+            consumers = [ConsumerHealth(name="messages", alive=False)]
+        return consumers, {"agents": sorted(host.runtimes)}
+
+    serve_health(broker, settings.subjects, "runtime", probe)
     app = FastStream(broker)
 
     @app.after_startup
     async def start_agents() -> None:
         # Join the queue group only once the agents are up: a replica that is
         # still starting must not take (and fail) requests the others can serve.
-        await host.host_characters(runtime_settings.agents)
-        for subscriber in attach(broker, settings.subjects, host):
+        await host.host_characters()
+        attached = attach(broker, settings.subjects, host)
+        for subscriber in attached.values():
             await subscriber.start()
+        subscribers.update(attached)
 
     app.on_shutdown(host.stop)
     return app

@@ -31,6 +31,7 @@ from shared.agent.types import (
     StreamChunk,
 )
 from shared.agent.xml import TextTagStreamer, parse_key_value_xml
+from shared.telemetry import MESSAGES_HANDLED, TURN_DURATION, span, timed
 
 if TYPE_CHECKING:
     from shared.agent.runtime import AgentRuntime
@@ -130,9 +131,15 @@ class DefaultMessageService:
             response_id=response_id,
             run_id=run_id,
         )
+        attributes = {"elizamesh.agent_id": runtime.agent_id, "elizamesh.run_id": run_id}
         try:
-            async with asyncio.timeout(options.timeout):
-                result = await turn.run()
+            with (
+                span("turn", **attributes, **{"elizamesh.message_id": message.id}) as current,
+                timed(TURN_DURATION, agent_id=runtime.agent_id),
+            ):
+                async with asyncio.timeout(options.timeout):
+                    result = await turn.run()
+                current.set_attribute("elizamesh.status", result.status)
         except TimeoutError:
             await runtime.emit_event(
                 EventType.RUN_TIMEOUT, {"run_id": run_id, "message_id": message.id}
@@ -143,6 +150,7 @@ class DefaultMessageService:
             await self._end(runtime, run_id, message, "failed", f"{type(exc).__name__}: {exc}")
             raise
         await self._end(runtime, run_id, message, result.status, turn.error)
+        MESSAGES_HANDLED.add(1, {"agent_id": runtime.agent_id, "status": result.status})
         return result
 
     def is_latest(self, runtime: AgentRuntime, room_id: str, response_id: str) -> bool:

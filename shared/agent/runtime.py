@@ -54,6 +54,7 @@ from shared.config import DEFAULT_DATABASE_URL
 from shared.errors import Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.sql import SqlAdapter
+from shared.telemetry import MODEL_CALLS, span, timed
 
 if TYPE_CHECKING:
     from shared.agent.elizaos import ElizaOS
@@ -142,6 +143,8 @@ class AgentRuntime:
         self._events: dict[str, list[EventHandler]] = {}
         self._listeners: dict[str, list[EventHandler]] = {}
         self._send_handlers: dict[str, SendHandler] = {}
+        self.default_send_handler: SendHandler | None = None
+        """Delivers for sources with no handler of their own (the runtime service: NATS)."""
         self._task_workers: dict[str, TaskWorker] = {}
         self._services: dict[str, list[Service]] = {}
         self._pending_services: list[type[Service]] = []
@@ -439,9 +442,13 @@ class AgentRuntime:
         stream = on_stream_chunk is not None and model_type in STREAMABLE_MODELS
         merged["stream"] = stream
         started = time.perf_counter()
-        result = await handler(self, merged)
-        if isinstance(result, AsyncIterator):
-            result = await _collect(result, on_stream_chunk if stream else None)
+        with (
+            span(f"model {model_type}", **{"elizamesh.model.type": str(model_type)}),
+            timed(MODEL_CALLS, type=str(model_type)),
+        ):
+            result = await handler(self, merged)
+            if isinstance(result, AsyncIterator):
+                result = await _collect(result, on_stream_chunk if stream else None)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
         await self.emit_event(
             EventType.MODEL_USED,
@@ -560,9 +567,10 @@ class AgentRuntime:
             else self.state_cache[message.id]
         )
         base = State(values=dict(cached.values), data=dict(cached.data), text=cached.text)
-        outcomes = await asyncio.gather(
-            *(p.get(self, message, base) for p in selected), return_exceptions=True
-        )
+        with span("compose state", **{"elizamesh.providers": len(selected)}):
+            outcomes = await asyncio.gather(
+                *(self._provide(p, message, base) for p in selected), return_exceptions=True
+            )
         results: dict[str, ProviderResult] = dict(cached.data.get("providers", {}))
         errors: dict[str, str] = dict(cached.data.get("provider_errors", {}))
         for provider, outcome in zip(selected, outcomes, strict=True):
@@ -600,6 +608,10 @@ class AgentRuntime:
             if any(_normal(s) == wanted for s in action.similes):
                 return action
         return None
+
+    async def _provide(self, provider: Provider, message: Memory, state: State) -> ProviderResult:
+        with span(f"provider {provider.name}", **{"elizamesh.provider": provider.name}):
+            return await provider.get(self, message, state)
 
     async def process_actions(
         self,
@@ -678,7 +690,10 @@ class AgentRuntime:
                     parameters=dict(parameters or {}),
                     on_stream_chunk=on_stream_chunk,
                 )
-                returned = await action.handler(self, message, state, options, callback, responses)
+                with span(f"action {action.name}", **{"elizamesh.action": action.name}):
+                    returned = await action.handler(
+                        self, message, state, options, callback, responses
+                    )
                 result = _action_result(action.name, returned)
         except Exception as exc:
             logger.exception("action %s failed", action.name)
@@ -890,7 +905,7 @@ class AgentRuntime:
 
     async def send_message_to_target(self, target: TargetInfo, content: Content) -> None:
         """Send ``content`` to ``target`` through the send handler of its source."""
-        handler = self._send_handlers.get(target.source)
+        handler = self._send_handlers.get(target.source, self.default_send_handler)
         if handler is None:
             raise NotFound(f"no send handler is registered for source {target.source!r}")
         await handler(self, target, content)

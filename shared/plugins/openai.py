@@ -23,6 +23,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from shared.agent.types import ModelError, ModelType, Plugin, PluginPriority
+from shared.telemetry import record_tokens
 
 if TYPE_CHECKING:
     from shared.agent.runtime import AgentRuntime
@@ -114,6 +115,12 @@ def _text_handler(size: str) -> Handler:
             )
         except openai.OpenAIError as exc:
             raise _explain(runtime, exc, model) from exc
+        usage = reply.usage
+        record_tokens(
+            model,
+            prompt=usage.prompt_tokens if usage else None,
+            completion=usage.completion_tokens if usage else None,
+        )
         return reply.choices[0].message.content or ""
 
     return generate

@@ -6,12 +6,14 @@ off); rows are turned into the ``contracts.records`` Structs at the edge.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
 
 import msgspec
 from sqlalchemy import delete, func, select, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -77,6 +79,13 @@ class SqlAdapter:
         """Bring the schema up to date (unless ``migrate`` is False)."""
         if migrate:
             await upgrade_schema(self.engine)
+
+    async def ping(self) -> float:
+        """Run ``SELECT 1``; return how long the database took, in milliseconds."""
+        started = time.perf_counter()
+        async with self._sessions() as session:
+            await session.execute(sql_text("SELECT 1"))
+        return (time.perf_counter() - started) * 1000
 
     async def close(self) -> None:
         """Dispose of the engine's connections."""
