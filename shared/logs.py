@@ -33,9 +33,11 @@ class JsonFormatter(logging.Formatter):
             line["span_id"] = format(context.span_id, "016x")
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                line[key] = value
+        line.update(
+            (k, v)
+            for k, v in record.__dict__.items()
+            if k not in _STANDARD and not k.startswith("_")
+        )
         return json.dumps(line, default=str)
 
 

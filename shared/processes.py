@@ -10,16 +10,24 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 
 @contextmanager
 def service_process(
-    name: str, env: Mapping[str, str], *, log_dir: Path | None = None
+    name: str,
+    env: Mapping[str, str],
+    *,
+    log_dir: Path | None = None,
+    module: str | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``python -m services.<name>`` with ``env`` added, and stop it on exit.
+
+    ``module`` and ``args`` run another module instead (a connector, an
+    example provider), stopped the same way.
 
     Stopping sends SIGTERM (the services drain and exit), then SIGKILL after 10 s.
     Output goes to ``<log_dir>/<name>.log`` when ``log_dir`` is given.
@@ -31,7 +39,7 @@ def service_process(
             else subprocess.DEVNULL
         )
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", f"services.{name}"],
+            [sys.executable, "-m", module or f"services.{name}", *args],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,

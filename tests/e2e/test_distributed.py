@@ -22,20 +22,26 @@ import httpx
 import msgspec
 import nats
 import pytest
+import websockets
 
 from contracts import Content, HandleMessage, HandleMessageResult, Subjects
 from contracts.events import AgentEventOccurred, RunChunk, RunEnded, RunResponse
 from contracts.records import Memory
 from shared.bus import create_broker
+from shared.client import ElizaOSClient
 from shared.natsserver import free_port, wait_for_port
 from shared.processes import service_process
 from shared.storage.client import memory_client
 from tests.fake_openai import FakeOpenAI, fake_openai_server, letters
+from tests.inbox import Inbox, webhook_inbox
 from tests.scripted import plan
 
 pytestmark = pytest.mark.e2e
 
 AGENT = "eliza"
+
+
+CLOCK_SAYS = "The clock service says: tea at four."
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Stack:
     fake: FakeOpenAI
     runtimes: list[subprocess.Popen[bytes]]
     logs: Path
+    webhook: Inbox
 
     def post(
         self, text: str, *, room: str = "room-1", message_id: str | None = None
@@ -66,7 +73,7 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     character.write_text(json.dumps({"name": "Eliza", "id": AGENT, "bio": ["A helpful agent."]}))
     subjects = Subjects(f"e{uuid.uuid4().hex[:10]}")
     port = free_port()
-    with fake_openai_server() as fake, ExitStack() as processes:
+    with fake_openai_server() as fake, webhook_inbox() as inbox, ExitStack() as processes:
         fake.default = plan("Hello from the model!")
         env = {
             "NATS_URL": nats_url,
@@ -81,6 +88,8 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             "EMBEDDINGS": "remote",
             "EVALUATORS": "remote",
             "CONVERSATION_LENGTH": "4",
+            "REMOTE_PROVIDERS": "CLOCK",
+            "CLOCK_SAYS": CLOCK_SAYS,
         }
         processes.enter_context(service_process("memory", env, log_dir=logs))
         processes.enter_context(service_process("embedding", env, log_dir=logs))
@@ -91,8 +100,20 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             runtime = service_process("runtime", env, log_dir=logs / replica)
             runtimes.append(processes.enter_context(runtime))
         processes.enter_context(service_process("gateway", env, log_dir=logs))
+        processes.enter_context(
+            service_process("clock", env, log_dir=logs, module="examples.clock_provider")
+        )
+        processes.enter_context(
+            service_process(
+                "webhook",
+                env,
+                log_dir=logs,
+                module="elizamesh",
+                args=["webhook", "--source", "webhook", "--url", inbox.url],
+            )
+        )
         wait_for_port("127.0.0.1", port, timeout=30)
-        ready = Stack(f"http://127.0.0.1:{port}", nats_url, subjects, fake, runtimes, logs)
+        ready = Stack(f"http://127.0.0.1:{port}", nats_url, subjects, fake, runtimes, logs, inbox)
         asyncio.run(_until_agents_answer(ready))
         yield ready
     asyncio.run(_delete_streams(nats_url, subjects))
@@ -378,6 +399,208 @@ def test_the_evaluator_service_stores_the_facts_of_a_conversation(stack: Stack) 
         assert asyncio.run(facts()) == ["user-1 keeps bees in Lyon"]
     finally:
         stack.fake.responder = None
+
+
+def test_a_remote_provider_service_contributes_to_the_state(stack: Stack) -> None:
+    stack.fake.responder = planner_reply("what time", "Almost tea time.")
+    try:
+        assert stack.post("what time is it?", room="room-clock").status_code == 200
+    finally:
+        stack.fake.responder = None
+    prompts = [str(r["messages"]) for r in stack.fake.chat_requests()]
+    planner = [p for p in prompts if "Generate dialog" in p and "what time is it?" in p]
+    assert planner
+    assert CLOCK_SAYS in planner[-1]
+
+
+def test_agents_are_added_stopped_started_and_deleted_over_http(stack: Stack) -> None:
+    base = f"{stack.base_url}/v1/agents"
+    ada = {"character": {"name": "Ada", "id": "ada", "bio": ["Counts things."]}}
+    added = httpx.post(base, json=ada, timeout=30)
+    assert added.status_code == 201, stack.log("r0/runtime")
+    assert added.json() == {
+        "type": "agent.status.v1",
+        "id": "ada",
+        "name": "Ada",
+        "enabled": True,
+        "deleted": False,
+    }
+    assert httpx.post(base, json=ada, timeout=30).status_code == 409
+    bad = httpx.post(base, json={"character": {"bio": "no name"}}, timeout=30)
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "bad_request"
+
+    def say(text: str) -> httpx.Response:
+        body = {
+            "entity_id": "u",
+            "room_id": f"room-ada-{uuid.uuid4().hex[:6]}",
+            "content": {"text": text},
+        }
+        return httpx.post(f"{base}/ada/messages", json=body, timeout=30)
+
+    # Several turns, so both replicas take some: the one that did not add Ada starts its copy.
+    assert [say(f"hi ada {i}").status_code for i in range(4)] == [200] * 4
+    listed = {a["id"]: a["enabled"] for a in httpx.get(base, timeout=10).json()["agents"]}
+    assert listed["ada"] is True
+    assert listed[AGENT] is True
+
+    stopped = httpx.post(f"{base}/ada/stop", timeout=30)
+    assert stopped.json()["enabled"] is False
+    assert [say("are you there?").status_code for _ in range(4)] == [404] * 4
+    assert httpx.post(f"{base}/ada/start", timeout=30).json()["enabled"] is True
+    assert say("back?").status_code == 200
+
+    deleted = httpx.delete(f"{base}/ada", timeout=30)
+    assert deleted.json()["deleted"] is True
+    assert say("gone?").status_code == 404
+    assert "ada" not in {a["id"] for a in httpx.get(base, timeout=10).json()["agents"]}
+    assert httpx.post(f"{base}/ada/start", timeout=30).status_code == 404
+
+
+def test_every_service_reports_its_health_and_the_gateway_is_ready(stack: Stack) -> None:
+    ready = httpx.get(f"{stack.base_url}/v1/ready", timeout=10)
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["ready"] is True
+    services = [s["service"] for s in body["services"]]
+    for service in ("memory", "embedding", "evaluator", "gateway", "webhook", "clock-provider"):
+        assert service in services
+    assert services.count("runtime") == 2  # both replicas answered
+    assert all(s["ok"] for s in body["services"])
+    memory = next(s for s in body["services"] if s["service"] == "memory")
+    assert memory["details"]["database_ms"] >= 0
+    embedding = next(s for s in body["services"] if s["service"] == "embedding")
+    assert {c["name"] for c in embedding["consumers"]} == {
+        "embedding-high",
+        "embedding-normal",
+        "embedding-low",
+    }
+    assert all(c["alive"] and c["pending"] >= 0 for c in embedding["consumers"])
+
+
+def test_the_client_handles_messages_with_callbacks_and_iterates_events(stack: Stack) -> None:
+    stack.fake.responder = planner_reply("client call", "Hello, client.")
+
+    async def run() -> tuple[list[str], list[str], bool, list[str], dict[str, bool]]:
+        chunks: list[str] = []
+        responses: list[str] = []
+        done = asyncio.Event()
+        async with ElizaOSClient(stack.nats_url, namespace=stack.subjects.namespace) as client:
+            found = await client.get_agent_by_name("eliza")
+            assert found is not None
+            assert found.id == AGENT
+            events = client.events(agent_id=AGENT, event_type="message.sent")
+            first_event = asyncio.ensure_future(anext(events))
+            await asyncio.sleep(0.3)  # the ordered consumer is in place before the turn starts
+
+            async def on_chunk(text: str, _message_id: str | None) -> None:
+                chunks.append(text)
+
+            async def on_response(content: Content) -> None:
+                responses.append(content.text)
+
+            async def on_complete() -> None:
+                done.set()
+
+            message = HandleMessage(
+                entity_id="u", room_id="room-client", content=Content(text="client call")
+            )
+            ack = await client.handle_message(
+                AGENT,
+                message,
+                on_stream_chunk=on_chunk,
+                on_response=on_response,
+                on_complete=on_complete,
+            )
+            assert ack.accepted
+            await asyncio.wait_for(done.wait(), 20)
+            event = await asyncio.wait_for(first_event, 10)
+            batch = await client.handle_messages(
+                [
+                    (
+                        AGENT,
+                        HandleMessage(
+                            entity_id="u", room_id=f"room-b{i}", content=Content(text="hi")
+                        ),
+                    )
+                    for i in range(3)
+                ]
+                + [
+                    (
+                        "nobody",
+                        HandleMessage(entity_id="u", room_id="r", content=Content(text="hi")),
+                    )
+                ]
+            )
+            keys = await client.validate_api_keys([AGENT])
+            return (
+                chunks,
+                responses,
+                event.event_type == "message.sent",
+                ["ok" if b.error is None else type(b.error).__name__ for b in batch],
+                keys,
+            )
+
+    try:
+        chunks, responses, saw_event, batch, keys = asyncio.run(run())
+    finally:
+        stack.fake.responder = None
+    assert "".join(chunks) == "Hello, client."
+    assert responses == ["Hello, client."]
+    assert saw_event
+    assert batch == ["ok", "ok", "ok", "NotFound"]
+    assert keys == {AGENT: True}
+
+
+def test_a_message_sent_to_a_platform_reaches_its_webhook(stack: Stack) -> None:
+    stack.fake.responder = lambda body: (
+        plan("Posting this to the hook.", actions="SEND_MESSAGE")
+        if "Generate dialog" in str(body["messages"]) and "tell the hook" in str(body["messages"])
+        else plan("Hello from the model!")
+    )
+    try:
+        body = {
+            "entity_id": "u",
+            "room_id": "room-hook",
+            "content": {"text": "tell the hook", "source": "webhook"},
+        }
+        reply = httpx.post(f"{stack.base_url}/v1/agents/{AGENT}/messages", json=body, timeout=30)
+        assert reply.status_code == 200
+        delivered = stack.webhook.wait_for(1, timeout=20)
+    finally:
+        stack.fake.responder = None
+    [sent] = delivered
+    assert sent["type"] == "outbound.send.v1"
+    assert sent["agent_id"] == AGENT
+    assert sent["source"] == "webhook"
+    assert sent["room_id"] == "room-hook"
+    assert sent["content"]["text"] == "Posting this to the hook."
+
+
+def test_the_websocket_streams_replies_and_survives_a_bad_frame(stack: Stack) -> None:
+    stack.fake.responder = planner_reply("socket hello", "Hello over a socket.")
+
+    async def talk() -> list[dict[str, Any]]:
+        url = stack.base_url.replace("http://", "ws://") + f"/v1/agents/{AGENT}/ws"
+        frames: list[dict[str, Any]] = []
+        async with websockets.connect(url) as socket:
+            await socket.send("this is not json")
+            frames.append(json.loads(await socket.recv()))
+            message = {"entity_id": "u", "room_id": "room-ws", "content": {"text": "socket hello"}}
+            await socket.send(json.dumps(message))
+            while frames[-1]["event"] not in {"completed", "failed"}:
+                frames.append(json.loads(await asyncio.wait_for(socket.recv(), 20)))
+        return frames
+
+    try:
+        frames = asyncio.run(talk())
+    finally:
+        stack.fake.responder = None
+    assert frames[0]["event"] == "error"
+    assert frames[0]["data"]["code"] == "bad_request"
+    assert frames[-1]["event"] == "completed"
+    text = "".join(f["data"]["text"] for f in frames if f["event"] == "chunk")
+    assert text == "Hello over a socket."
 
 
 def test_bad_input_gets_a_typed_400_and_every_service_stays_up(stack: Stack) -> None:

@@ -1,0 +1,1 @@
+"""Small services that show how to extend a running stack over NATS."""
