@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
@@ -31,6 +32,9 @@ def async_url(url: str) -> str:
 def create_engine(url: str) -> AsyncEngine:
     """Return an async engine for ``url``, creating the SQLite file's folder if needed."""
     parsed = make_url(async_url(url))
+    # Looked up at call time: OpenTelemetry's SQLAlchemy instrumentation wraps
+    # the module's function, and a name imported before that would bypass it.
+    create_async_engine = sqlalchemy_asyncio.create_async_engine
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, pool_pre_ping=True)
     if parsed.database not in (None, "", ":memory:"):

@@ -27,6 +27,7 @@ from shared.agent.runtime import AgentRuntime
 from shared.agent.types import ModelType
 from shared.bus import ensure_stream
 from shared.storage.client import memory_client
+from shared.telemetry import consumed
 from shared.workers import PullWorker
 
 logger = logging.getLogger("elizamesh.embedding")
@@ -123,24 +124,30 @@ class EmbeddingWorker(PullWorker):
                 await self._dead(msg, f"unreadable request: {exc}")
         if not readable:
             return
+        # One model call for the batch, traced in the first request's trace.
         try:
-            vectors = await self.models.use_model(
-                ModelType.TEXT_EMBEDDING, {"texts": [r.text for _, r in readable]}
-            )
+            with consumed("embedding batch", readable[0][0].headers, size=len(readable)):
+                vectors = await self.models.use_model(
+                    ModelType.TEXT_EMBEDDING, {"texts": [r.text for _, r in readable]}
+                )
         except Exception as exc:
             for msg, _ in readable:
                 await self._retry(msg, f"model failed: {exc}")
             return
         for (msg, request), vector in zip(readable, vectors, strict=True):
-            adapter = memory_client(self.broker, agent_id=request.agent_id, subjects=self.subjects)
-            try:
-                if not await adapter.update_memory(request.memory_id, embedding=list(vector)):
-                    await self._dead(msg, f"memory {request.memory_id} does not exist")
-                    continue
-            except Exception as exc:
-                await self._retry(msg, f"could not store the vector: {exc}")
-                continue
-            await msg.ack()
+            with consumed("embedding store", msg.headers, memory_id=request.memory_id):
+                await self._store(msg, request, vector)
+
+    async def _store(self, msg: Msg, request: EmbeddingRequested, vector: list[float]) -> None:
+        adapter = memory_client(self.broker, agent_id=request.agent_id, subjects=self.subjects)
+        try:
+            if not await adapter.update_memory(request.memory_id, embedding=list(vector)):
+                await self._dead(msg, f"memory {request.memory_id} does not exist")
+                return
+        except Exception as exc:
+            await self._retry(msg, f"could not store the vector: {exc}")
+            return
+        await msg.ack()
 
     async def _retry(self, msg: Msg, reason: str) -> None:
         delivered = msg.metadata.num_delivered

@@ -22,6 +22,7 @@ from contracts.events import AgentEventOccurred
 from contracts.records import now_ms
 from shared.errors import NotFound
 from shared.hosting import AgentHost
+from shared.telemetry import consumed
 from shared.workers import PullWorker
 
 logger = logging.getLogger("elizamesh.evaluation")
@@ -81,7 +82,8 @@ class EvaluationWorker(PullWorker):
             await msg.term()
             return
         try:
-            await self.evaluate(event)
+            with consumed("evaluate", msg.headers, event_id=event.event_id):
+                await self.evaluate(event)
         except Exception:
             delivered = msg.metadata.num_delivered
             if delivered >= self.max_deliver:

@@ -22,6 +22,7 @@ from nats.js.api import ConsumerConfig
 from contracts import Subjects
 from contracts.control import OutboundMessage
 from shared.bus import ensure_stream
+from shared.telemetry import consumed
 from shared.workers import PullWorker
 
 logger = logging.getLogger("elizamesh.outbound")
@@ -89,9 +90,10 @@ class WebhookWorker(PullWorker):
             await msg.term()
             return
         try:
-            response = await self.http.post(
-                self.url, content=msg.data, headers={"content-type": "application/json"}
-            )
+            with consumed("webhook post", msg.headers, url=self.url):
+                response = await self.http.post(
+                    self.url, content=msg.data, headers={"content-type": "application/json"}
+                )
         except httpx.HTTPError as exc:
             await self._retry(msg, f"{type(exc).__name__}: {exc}")
             return

@@ -15,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib.metadata import version
 from typing import Any
 
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from opentelemetry import metrics, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, SpanKind
 
 TRACER = "elizamesh"
 
@@ -114,7 +114,9 @@ def _instrument_sqlalchemy() -> None:
 
     instrumentor = SQLAlchemyInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(enable_commenter=False)
+        # The instrumentation declares SQLAlchemy < 2.1; its engine events are
+        # unchanged in 2.1 (tests/e2e asserts the SQL spans), so skip the check.
+        instrumentor.instrument(enable_commenter=False, skip_dep_check=True)
 
 
 # -- what the agent core records ------------------------------------------------
@@ -132,6 +134,23 @@ MODEL_CALLS = _meter.create_histogram(
 MODEL_TOKENS = _meter.create_counter(
     "elizamesh.model.tokens", unit="{token}", description="Tokens in and out of models."
 )
+
+
+@contextlib.contextmanager
+def consumed(name: str, headers: Mapping[str, str] | None, **attributes: Any) -> Iterator[Span]:
+    """A span for a message pulled from a JetStream queue, child of the span that published it.
+
+    The bus middleware traces what FastStream subscribers consume; queue
+    workers pull with nats-py, so they continue the trace from the headers here.
+    """
+    parent = propagate.extract(dict(headers or {}))
+    with tracer().start_as_current_span(
+        name,
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes={k: v for k, v in attributes.items() if v is not None},
+    ) as current:
+        yield current
 
 
 def tracer() -> trace.Tracer:

@@ -37,6 +37,7 @@ def create_broker_for(settings: Settings, storage: SqlAdapter) -> NatsBroker:
 
 def create_app(settings: Settings) -> FastStream:
     """Return the memory service: migrates the database on start, serves it until stopped."""
+    setup_telemetry(SERVICE)  # before the engine exists, so its statements are traced
     storage = SqlAdapter.from_url(settings.database_url, agent_id=SERVICE)
     app = FastStream(create_broker_for(settings, storage))
     app.on_startup(storage.init)

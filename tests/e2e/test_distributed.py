@@ -34,6 +34,7 @@ from shared.processes import service_process
 from shared.storage.client import memory_client
 from tests.fake_openai import FakeOpenAI, fake_openai_server, letters
 from tests.inbox import Inbox, webhook_inbox
+from tests.otlp import Collector, SpanRecord, otlp_collector
 from tests.scripted import plan
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +54,7 @@ class Stack:
     runtimes: list[subprocess.Popen[bytes]]
     logs: Path
     webhook: Inbox
+    spans: Collector
 
     def post(
         self, text: str, *, room: str = "room-1", message_id: str | None = None
@@ -73,7 +75,12 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     character.write_text(json.dumps({"name": "Eliza", "id": AGENT, "bio": ["A helpful agent."]}))
     subjects = Subjects(f"e{uuid.uuid4().hex[:10]}")
     port = free_port()
-    with fake_openai_server() as fake, webhook_inbox() as inbox, ExitStack() as processes:
+    with (
+        fake_openai_server() as fake,
+        webhook_inbox() as inbox,
+        otlp_collector() as spans,
+        ExitStack() as processes,
+    ):
         fake.default = plan("Hello from the model!")
         env = {
             "NATS_URL": nats_url,
@@ -90,6 +97,9 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             "CONVERSATION_LENGTH": "4",
             "REMOTE_PROVIDERS": "CLOCK",
             "CLOCK_SAYS": CLOCK_SAYS,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": spans.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
         }
         processes.enter_context(service_process("memory", env, log_dir=logs))
         processes.enter_context(service_process("embedding", env, log_dir=logs))
@@ -113,7 +123,9 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             )
         )
         wait_for_port("127.0.0.1", port, timeout=30)
-        ready = Stack(f"http://127.0.0.1:{port}", nats_url, subjects, fake, runtimes, logs, inbox)
+        ready = Stack(
+            f"http://127.0.0.1:{port}", nats_url, subjects, fake, runtimes, logs, inbox, spans
+        )
         asyncio.run(_until_agents_answer(ready))
         yield ready
     asyncio.run(_delete_streams(nats_url, subjects))
@@ -601,6 +613,71 @@ def test_the_websocket_streams_replies_and_survives_a_bad_frame(stack: Stack) ->
     assert frames[-1]["event"] == "completed"
     text = "".join(f["data"]["text"] for f in frames if f["event"] == "chunk")
     assert text == "Hello over a socket."
+
+
+def test_one_message_is_one_trace_from_the_gateway_through_every_service(stack: Stack) -> None:
+    message_id = uuid.uuid4().hex
+    assert (
+        stack.post("follow me through", room="room-trace", message_id=message_id).status_code == 200
+    )
+    spans = stack.spans
+
+    def turn() -> SpanRecord | None:
+        found = spans.find(lambda s: s.attributes.get("elizamesh.message_id") == message_id)
+        return found[0] if found else None
+
+    def services() -> set[str]:
+        current = turn()
+        return {s.service for s in spans.trace(current.trace_id)} if current else set()
+
+    def finished(name: str) -> bool:
+        current = turn()  # a span is exported when it ends, after its children
+        return current is not None and any(s.name == name for s in spans.trace(current.trace_id))
+
+    wanted = {f"elizamesh-{n}" for n in ("gateway", "runtime", "memory", "embedding", "evaluator")}
+    spans.wait_until(
+        lambda: wanted <= services() and finished("evaluate") and finished("embedding store"),
+        timeout=30,
+    )
+    the_turn = turn()
+    assert the_turn is not None
+    trace = spans.trace(the_turn.trace_id)
+
+    [root] = [s for s in trace if not s.parent_id]
+    assert root.service == "elizamesh-gateway"  # the HTTP request is where the trace starts
+    assert "/v1/agents/" in root.name
+
+    def under(span: SpanRecord, ancestor: SpanRecord) -> bool:
+        return ancestor.span_id in {a.span_id for a in spans.ancestors(span)}
+
+    assert the_turn.service == "elizamesh-runtime"
+    assert under(the_turn, root)
+    models = [s for s in trace if s.name.startswith("model TEXT_")]
+    planning = [m for m in models if m.service == "elizamesh-runtime"]
+    assert planning
+    assert all(under(m, the_turn) for m in planning)
+    memory = [s for s in trace if s.service == "elizamesh-memory"]
+    assert any(under(m, the_turn) for m in memory)  # storage calls made by the turn
+    assert any(s.attributes.get("db.system") for s in memory)  # down to the SQL statements
+    [stored] = [
+        s
+        for s in trace
+        if s.name == "embedding store" and s.attributes.get("memory_id") == message_id
+    ]
+    assert stored.service == "elizamesh-embedding"
+    assert under(stored, the_turn)  # the runtime queued it during the turn
+    evaluated = [s for s in trace if s.name == "evaluate"]
+    assert evaluated
+    # run.ended is published when the turn is over, by the runtime's handling of the message
+    [handling] = [a for a in spans.ancestors(the_turn) if a.name.endswith("message.handle process")]
+    assert handling.service == "elizamesh-runtime"
+    assert all(
+        under(e, handling) and not under(e, the_turn) for e in evaluated
+    )  # run.ended was published by the turn
+    reflecting = [m for m in models if m.service == "elizamesh-evaluator"]
+    assert reflecting
+    assert all(any(under(m, e) for e in evaluated) for m in reflecting)
+    assert len({s.trace_id for s in trace}) == 1
 
 
 def test_bad_input_gets_a_typed_400_and_every_service_stays_up(stack: Stack) -> None:

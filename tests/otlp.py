@@ -1,0 +1,133 @@
+"""An OTLP/HTTP collector for tests: the services export their spans here, kept in memory.
+
+It speaks what Jaeger's OTLP port speaks (protobuf over HTTP), so the
+services run exactly as in the compose stack; only the receiving end is ours.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+
+@dataclass(frozen=True)
+class SpanRecord:
+    """One finished span as exported."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    service: str
+    attributes: dict[str, Any]
+
+
+@dataclass
+class Collector:
+    """Every span received so far, by span id."""
+
+    endpoint: str = ""
+    spans: dict[str, SpanRecord] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, request: ExportTraceServiceRequest) -> None:
+        """Keep the spans of one export request."""
+        with self.lock:
+            for resource_spans in request.resource_spans:
+                service = next(
+                    (
+                        a.value.string_value
+                        for a in resource_spans.resource.attributes
+                        if a.key == "service.name"
+                    ),
+                    "",
+                )
+                for scope in resource_spans.scope_spans:
+                    for span in scope.spans:
+                        record = SpanRecord(
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_id=span.parent_span_id.hex(),
+                            name=span.name,
+                            service=service,
+                            attributes={a.key: _value(a.value) for a in span.attributes},
+                        )
+                        self.spans[record.span_id] = record
+
+    def trace(self, trace_id: str) -> list[SpanRecord]:
+        """The spans of one trace."""
+        with self.lock:
+            return [s for s in self.spans.values() if s.trace_id == trace_id]
+
+    def find(self, match: Callable[[SpanRecord], bool]) -> list[SpanRecord]:
+        """The spans for which ``match`` is true."""
+        with self.lock:
+            return [s for s in self.spans.values() if match(s)]
+
+    def ancestors(self, span: SpanRecord) -> list[SpanRecord]:
+        """The span's parent, grandparent, ... up to the root (as far as they arrived)."""
+        chain = []
+        with self.lock:
+            while span.parent_id and (parent := self.spans.get(span.parent_id)) is not None:
+                chain.append(parent)
+                span = parent
+        return chain
+
+    def wait_until(self, ready: Callable[[], bool], *, timeout: float) -> None:
+        """Poll ``ready`` until it is true; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise AssertionError("the spans never arrived")
+            time.sleep(0.1)
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+@contextmanager
+def otlp_collector() -> Iterator[Collector]:
+    """Serve a ``Collector`` on a free port; ``endpoint`` is its OTLP/HTTP base URL."""
+    collector = Collector()
+
+    class Receive(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            if self.path == "/v1/traces":
+                collector.add(ExportTraceServiceRequest.FromString(body))
+                reply = ExportTraceServiceResponse().SerializeToString()
+            else:  # metrics: accepted, not kept
+                reply = ExportMetricsServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receive)
+    collector.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield collector
+    finally:
+        server.shutdown()
+        server.server_close()
