@@ -10,7 +10,10 @@ what the agent sends to the ``cli`` platform on its own
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -45,7 +48,7 @@ async def terminal_chat(nats_url: str, subjects: Subjects, agent_id: str, *, use
         await broker.connect()
         connection = broker.config.connection_state.connection
         await connection.subscribe(subjects.outbound(CLI_SOURCE), cb=show_outbound)
-        while (line := await asyncio.to_thread(_read_line, "you> ")) is not None:
+        async for line in _typed_lines("you> "):
             if line.strip():
                 await _chat_turn(broker, subjects, agent_id, line, user=user)
 
@@ -97,8 +100,35 @@ async def _chat_turn(
     sys.stdout.flush()
 
 
-def _read_line(prompt: str) -> str | None:
-    try:
-        return input(prompt)
-    except EOFError:
-        return None
+async def _typed_lines(prompt: str) -> AsyncIterator[str]:
+    """Yield the lines typed at ``prompt``, one prompt per line asked for, until end of input.
+
+    A daemon thread reads them with ``os.read``: Ctrl-C must end the program
+    while a read is blocked, and both asyncio's ``to_thread`` (waited for at
+    exit) and ``input()`` (its lock on stdin aborts the interpreter's
+    shutdown) would keep it from ending cleanly.
+    """
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    asked = threading.Semaphore(0)
+
+    def read() -> None:
+        pending = b""
+        while True:
+            asked.acquire()  # prompt only once the previous reply is printed
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+            while b"\n" not in pending and (chunk := os.read(sys.stdin.fileno(), 4096)):
+                pending += chunk
+            if not pending:
+                loop.call_soon_threadsafe(lines.put_nowait, None)  # end of input
+                return
+            line, _, pending = pending.partition(b"\n")
+            loop.call_soon_threadsafe(lines.put_nowait, line.decode(errors="replace"))
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    while True:
+        asked.release()
+        if (line := await lines.get()) is None:
+            return
+        yield line
