@@ -188,12 +188,28 @@ def webhook(
 @app.command()
 def health(
     window: Annotated[float, typer.Option(help="Seconds to wait for answers.")] = 1.0,
+    service: Annotated[
+        str | None, typer.Option(help="Only this service's instances (memory, runtime, ...).")
+    ] = None,
+    this_host: Annotated[
+        bool, typer.Option("--this-host", help="Only instances on this host (a health check).")
+    ] = False,
 ) -> None:
-    """Show every service instance's status (NATS_URL); exit 1 when one is not ok."""
+    """Show every service instance's status (NATS_URL); exit 1 when one is not ok or none answers.
+
+    ``--service runtime --this-host`` is a container's health check: the
+    runtime in this container answers and its consumers are alive.
+    """
     from elizamesh.connectors import stack_health  # noqa: PLC0415
+    from shared.health import on_this_host  # noqa: PLC0415
 
     settings = Settings.from_env()
-    answers = asyncio.run(stack_health(settings, window=window))
+    answers = [
+        answer
+        for answer in asyncio.run(stack_health(settings, window=window))
+        if (service is None or answer.service == service)
+        and (not this_host or on_this_host(answer))
+    ]
     for answer in answers:
         mark = "[green]ok[/]" if answer.ok else "[red]NOT OK[/]"
         console.print(f"{mark}  {answer.service:<10} {answer.instance}  {answer.details}")

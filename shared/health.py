@@ -111,6 +111,12 @@ async def gather_health(
     return sorted(answers, key=lambda h: (h.service, h.instance))
 
 
+def on_this_host(answer: ServiceHealth) -> bool:
+    """Whether ``answer`` came from a process on this host (a container's own service)."""
+    host, _, _pid = answer.instance.rpartition(":")
+    return host == socket.gethostname()
+
+
 def stack_ready(answers: Sequence[ServiceHealth], needed: Sequence[str]) -> list[str]:
     """Return what keeps the stack from being ready: each needed service with no ok instance."""
     ok = {h.service for h in answers if h.ok}

@@ -11,12 +11,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import msgspec
@@ -470,15 +471,23 @@ def test_agents_are_added_stopped_started_and_deleted_over_http(stack: Stack) ->
 
 
 def test_every_service_reports_its_health_and_the_gateway_is_ready(stack: Stack) -> None:
-    ready = httpx.get(f"{stack.base_url}/v1/ready", timeout=10)
-    assert ready.status_code == 200, ready.text
-    body = ready.json()
+    def ready() -> dict[str, Any]:
+        answer = httpx.get(f"{stack.base_url}/v1/ready", timeout=10)
+        assert answer.status_code == 200, answer.text
+        return cast(dict[str, Any], answer.json())
+
+    # A worker service says "not ok" until its consumers run, a moment after it answers.
+    deadline = time.monotonic() + 30
+    body = ready()
+    while not all(s["ok"] for s in body["services"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        body = ready()
     assert body["ready"] is True
     services = [s["service"] for s in body["services"]]
     for service in ("memory", "embedding", "evaluator", "gateway", "webhook", "clock-provider"):
         assert service in services
     assert services.count("runtime") == 2  # both replicas answered
-    assert all(s["ok"] for s in body["services"])
+    assert [s for s in body["services"] if not s["ok"]] == []
     memory = next(s for s in body["services"] if s["service"] == "memory")
     assert memory["details"]["database_ms"] >= 0
     embedding = next(s for s in body["services"] if s["service"] == "embedding")
@@ -488,6 +497,27 @@ def test_every_service_reports_its_health_and_the_gateway_is_ready(stack: Stack)
         "embedding-low",
     }
     assert all(c["alive"] and c["pending"] >= 0 for c in embedding["consumers"])
+
+
+def test_the_health_command_is_a_containers_health_check(stack: Stack) -> None:
+    def health(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "NATS_URL": stack.nats_url, "ELIZA_NS": stack.subjects.namespace}
+        return subprocess.run(
+            [sys.executable, "-m", "elizamesh", "health", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    runtime = health("--service", "runtime", "--this-host")
+    assert runtime.returncode == 0, runtime.stdout + runtime.stderr
+    assert runtime.stdout.count("runtime") == 2  # both replicas run on this host
+    assert "memory" not in runtime.stdout
+    missing = health("--service", "no-such-service")
+    assert missing.returncode == 1
+    assert "no service answered" in missing.stdout
 
 
 def test_the_client_handles_messages_with_callbacks_and_iterates_events(stack: Stack) -> None:
