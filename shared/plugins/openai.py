@@ -47,6 +47,9 @@ def setting(runtime: AgentRuntime, name: str) -> str | None:
 _clients: weakref.WeakKeyDictionary[AgentRuntime, AsyncOpenAI] = weakref.WeakKeyDictionary()
 
 
+OPENAI_API_URL = "https://api.openai.com/v1"
+
+
 def client_for(runtime: AgentRuntime) -> AsyncOpenAI:
     """Return the runtime's client (made once, on first use; connections are pooled)."""
     if (cached := _clients.get(runtime)) is not None:
@@ -60,7 +63,8 @@ def client_for(runtime: AgentRuntime) -> AsyncOpenAI:
         )
     client = AsyncOpenAI(
         api_key=api_key or "not-needed",
-        base_url=base_url,
+        # Explicit: the client would read an empty OPENAI_BASE_URL as the URL itself.
+        base_url=base_url or OPENAI_API_URL,
         timeout=float(setting(runtime, "OPENAI_TIMEOUT") or 60),
         max_retries=int(setting(runtime, "OPENAI_MAX_RETRIES") or 3),
     )

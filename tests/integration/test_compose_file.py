@@ -1,49 +1,94 @@
-"""The compose stack parses and names every service (Debian's docker-compose needs no engine)."""
+"""The compose stack parses and has what it promises (Debian's docker-compose needs no engine)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[2]
+ELIZAMESH_SERVICES = ("gateway", "runtime", "memory", "embedding", "evaluator")
 
 
-def compose_config(*args: str) -> str:
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The compose file as docker-compose resolves it (anchors merged, variables filled)."""
     binary = shutil.which("docker-compose")
     if binary is None:
         if IN_CI:
             pytest.fail("docker-compose is not installed, and CI=true requires it")
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
     done = subprocess.run(
-        [binary, "-f", str(ROOT / "docker-compose.yml"), "config", *args],
+        [binary, "-f", str(ROOT / "docker-compose.yml"), "config"],
         capture_output=True,
         text=True,
         check=False,
+        env={"PATH": "/usr/bin:/bin"},  # no OPENAI_* or LOG_LEVEL from the caller
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
 
 
-def test_the_compose_file_is_valid_and_has_every_running_service() -> None:
-    services = set(compose_config("--services").split())
-    assert {
-        "nats",
-        "postgres",
-        "memory",
-        "embedding",
-        "evaluator",
-        "runtime",
-        "gateway",
-    } <= services
+def test_the_compose_file_is_valid_and_has_every_service(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"nats", "postgres", "jaeger", *ELIZAMESH_SERVICES}
 
 
-def test_the_services_reach_nats_by_its_compose_name_and_runtime_has_two_replicas() -> None:
-    config = compose_config()
-    assert "NATS_URL: nats://nats:4222" in config
-    assert "replicas: 2" in config
-    assert "DATABASE_URL: postgresql://eliza:eliza@postgres:5432/eliza" in config
+def test_every_service_has_a_health_check(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        assert service["healthcheck"]["test"], name
+
+
+def test_each_elizamesh_service_is_built_from_one_image_and_checks_its_own_health(
+    compose: dict[str, Any],
+) -> None:
+    for name in ELIZAMESH_SERVICES:
+        service = compose["services"][name]
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert service["command"] == ["python", "-m", f"services.{name}"]
+        assert service["environment"]["NATS_URL"] == "nats://nats:4222"
+        assert service["environment"]["ELIZAMESH_SERVICE"] == name
+    gateway_check = compose["services"]["gateway"]["healthcheck"]["test"]
+    assert any("/v1/ready" in part for part in gateway_check)
+    runtime_check = " ".join(compose["services"]["runtime"]["healthcheck"]["test"])
+    # docker-compose prints the escaped $$; the container's shell sees $ELIZAMESH_SERVICE
+    assert "elizamesh health --this-host --service $$ELIZAMESH_SERVICE" in runtime_check
+
+
+def test_every_elizamesh_service_sends_its_traces_to_jaeger(compose: dict[str, Any]) -> None:
+    jaeger = compose["services"]["jaeger"]
+    assert "16686:16686" in {str(p) for p in _ports(jaeger)}
+    for name in ELIZAMESH_SERVICES:
+        service = compose["services"][name]
+        assert service["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
+        assert "jaeger" in service["depends_on"]
+
+
+def test_the_runtime_has_two_replicas_and_memory_owns_postgres(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["runtime"]["deploy"]["replicas"] == 2
+    database = "postgresql://eliza:eliza@postgres:5432/eliza"
+    assert services["memory"]["environment"]["DATABASE_URL"] == database
+    assert services["memory"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    others = [n for n in ELIZAMESH_SERVICES if n != "memory"]
+    assert all("DATABASE_URL" not in services[n]["environment"] for n in others)
+
+
+def test_nats_runs_jetstream_from_the_config_in_deploy(compose: dict[str, Any]) -> None:
+    assert "jetstream" in (ROOT / "deploy" / "nats.conf").read_text()
+    volumes = " ".join(str(v) for v in compose["services"]["nats"]["volumes"])
+    assert "deploy/nats.conf" in volumes
+
+
+def _ports(service: dict[str, Any]) -> list[str]:
+    """Ports as "published:target" whichever syntax docker-compose printed them in."""
+    return [
+        p if isinstance(p, str) else f"{p.get('published')}:{p.get('target')}"
+        for p in service.get("ports", [])
+    ]
