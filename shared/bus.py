@@ -35,6 +35,7 @@ from contracts import (
     InvalidIdError,
     Message,
 )
+from shared.config import Settings
 from shared.errors import BadRequest, Internal, ServiceError, Unavailable, from_error
 
 logger = logging.getLogger("elizamesh.bus")
@@ -169,13 +170,29 @@ async def ensure_stream(
     """Create the JetStream stream ``name`` over ``subjects`` if it does not exist yet.
 
     A ``work_queue`` stream keeps a message until a consumer acknowledges it.
+    It is kept on ``JETSTREAM_REPLICAS`` servers (see ``jetstream_replicas``).
     """
     js = broker.config.connection_state.stream
     try:
         await js.stream_info(name)
     except nats.js.errors.NotFoundError:
         retention = RetentionPolicy.WORK_QUEUE if work_queue else RetentionPolicy.LIMITS
-        await js.add_stream(name=name, subjects=subjects, max_age=max_age, retention=retention)
+        await js.add_stream(
+            name=name,
+            subjects=subjects,
+            max_age=max_age,
+            retention=retention,
+            num_replicas=jetstream_replicas(),
+        )
+
+
+def jetstream_replicas() -> int:
+    """How many servers keep each stream and bucket (``JETSTREAM_REPLICAS``, default 1).
+
+    Read where the streams are declared, so every service agrees without
+    passing it through each caller; a cluster of 3 runs with 3.
+    """
+    return Settings.from_env().jetstream_replicas
 
 
 @functools.cache

@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     api_port: int = 3000
     request_timeout: float = 30.0
     gateway_api_keys: str = ""
+    jetstream_replicas: int = 1
+    """Copies of each stream and KV bucket this stack declares: 3 on a 3-node NATS cluster."""
 
     @property
     def api_keys(self) -> frozenset[str]:

@@ -42,7 +42,7 @@ from shared.agent.message_service import MessageOptions
 from shared.agent.plugin import resolve_plugins
 from shared.agent.runtime import AgentRuntime, TargetInfo
 from shared.agent.types import EventType, ModelType, Plugin
-from shared.bus import ensure_stream
+from shared.bus import ensure_stream, jetstream_replicas
 from shared.embedding import JetStreamEmbeddingQueue, ensure_embedding_stream
 from shared.errors import Conflict, NotFound, Unavailable
 from shared.outbound import ensure_outbound_stream
@@ -163,7 +163,9 @@ class AgentHost:
         if self.remote_embeddings:
             await ensure_embedding_stream(self.broker, self.subjects)
         kv = await self.broker.key_value(
-            f"{self.subjects.namespace.upper()}_ROOM_LEASES", ttl=self.lease_seconds
+            f"{self.subjects.namespace.upper()}_ROOM_LEASES",
+            ttl=self.lease_seconds,
+            replicas=jetstream_replicas(),
         )
         self._lease = RoomLease(kv)
 

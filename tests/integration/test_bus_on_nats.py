@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import nats
+import nats.js.errors
 import pytest
 from faststream.nats import NatsBroker
 
@@ -19,7 +20,7 @@ from contracts import (
     HandleMessageResult,
     Subjects,
 )
-from shared.bus import create_broker, request, start_serving
+from shared.bus import create_broker, ensure_stream, request, start_serving
 from shared.config import Settings
 from shared.errors import Unavailable
 from tests.echo import echo_broker
@@ -102,3 +103,19 @@ async def test_a_slow_listener_is_reported_as_unavailable_after_the_timeout(
     finally:
         await nc.close()
     assert caught.value.to_error().retryable
+
+
+async def test_streams_are_declared_with_the_configured_number_of_replicas(
+    client: NatsBroker, subjects: Subjects, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    js = client.config.connection_state.stream
+    name = f"{subjects.namespace.upper()}_REPLICAS"
+    await ensure_stream(client, name, [f"{subjects.namespace}.replicas.>"])
+    try:
+        assert (await js.stream_info(name)).config.num_replicas == 1
+    finally:
+        await js.delete_stream(name)
+    # Three copies need a three-node cluster: the single test server refuses them.
+    monkeypatch.setenv("JETSTREAM_REPLICAS", "3")
+    with pytest.raises(nats.js.errors.APIError, match="replicas"):
+        await ensure_stream(client, name, [f"{subjects.namespace}.replicas.>"])
