@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kubernetes_validate
 import pytest
@@ -43,7 +43,7 @@ def deployment(name: str) -> dict[str, Any]:
 
 def container(name: str) -> dict[str, Any]:
     [only] = deployment(name)["spec"]["template"]["spec"]["containers"]
-    return only
+    return cast(dict[str, Any], only)
 
 
 @pytest.mark.parametrize("folder", [K8S, K8S / "nats"], ids=["services", "nats"])
