@@ -134,6 +134,11 @@ MODEL_CALLS = _meter.create_histogram(
 MODEL_TOKENS = _meter.create_counter(
     "elizamesh.model.tokens", unit="{token}", description="Tokens in and out of models."
 )
+QUEUE_DEPTH = _meter.create_gauge(
+    "elizamesh.queue.depth",
+    unit="{message}",
+    description="Messages waiting in a JetStream queue (embedding priorities, ...), by consumer.",
+)
 
 
 @contextlib.contextmanager

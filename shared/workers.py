@@ -15,6 +15,7 @@ from faststream.nats import NatsBroker
 from contracts import Subjects
 from contracts.control import ConsumerHealth
 from shared.health import consumer_health, serve_health
+from shared.telemetry import QUEUE_DEPTH
 
 logger = logging.getLogger("elizamesh.workers")
 
@@ -37,11 +38,17 @@ class PullWorker(ABC):
     async def drain_once(self) -> int:
         """Process one batch; return how many messages it took (0: nothing to do)."""
 
-    async def run_forever(self, idle: float = 0.1) -> None:
-        """Drain until cancelled, resting ``idle`` seconds when there is no work."""
+    async def run_forever(self, idle: float = 0.1, measure_every: float = 5.0) -> None:
+        """Drain until cancelled, resting ``idle`` seconds when there is no work.
+
+        Every ``measure_every`` seconds, the depth of each queue it drains is
+        recorded in the ``elizamesh.queue.depth`` gauge.
+        """
         self.running = True
         try:
-            await self._drain_forever(idle)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._drain_forever(idle))
+                tasks.create_task(self._measure_forever(measure_every))
         finally:
             self.running = False
 
@@ -55,6 +62,17 @@ class PullWorker(ABC):
             except Exception:
                 logger.exception("%s: batch failed", type(self).__name__)
                 await asyncio.sleep(idle)
+
+    async def _measure_forever(self, every: float) -> None:
+        while True:
+            try:
+                for consumer in await self.consumers():
+                    QUEUE_DEPTH.set(consumer.pending, {"consumer": consumer.name})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a metric missed is no reason to stop draining
+                logger.warning("%s: could not measure the queues: %s", type(self).__name__, exc)
+            await asyncio.sleep(every)
 
     async def consumers(self) -> list[ConsumerHealth]:
         """Each durable consumer's lag, alive while this worker drains it."""

@@ -1,4 +1,4 @@
-"""An OTLP/HTTP collector for tests: the services export their spans here, kept in memory.
+"""An OTLP/HTTP collector for tests: the services export spans and metrics here, kept in memory.
 
 It speaks what Jaeger's OTLP port speaks (protobuf over HTTP), so the
 services run exactly as in the compose stack; only the receiving end is ours.
@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -35,26 +36,30 @@ class SpanRecord:
     attributes: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class PointRecord:
+    """One data point of a metric: a gauge's or sum's value, or a histogram's count."""
+
+    metric: str
+    service: str
+    attributes: dict[str, Any]
+    value: float
+
+
 @dataclass
 class Collector:
-    """Every span received so far, by span id."""
+    """Every span received so far, by span id, and every metric data point."""
 
     endpoint: str = ""
     spans: dict[str, SpanRecord] = field(default_factory=dict)
+    points: list[PointRecord] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, request: ExportTraceServiceRequest) -> None:
         """Keep the spans of one export request."""
         with self.lock:
             for resource_spans in request.resource_spans:
-                service = next(
-                    (
-                        a.value.string_value
-                        for a in resource_spans.resource.attributes
-                        if a.key == "service.name"
-                    ),
-                    "",
-                )
+                service = _service(resource_spans.resource)
                 for scope in resource_spans.scope_spans:
                     for span in scope.spans:
                         record = SpanRecord(
@@ -66,6 +71,29 @@ class Collector:
                             attributes={a.key: _value(a.value) for a in span.attributes},
                         )
                         self.spans[record.span_id] = record
+
+    def add_metrics(self, request: ExportMetricsServiceRequest) -> None:
+        """Keep the data points of one export request."""
+        with self.lock:
+            for resource_metrics in request.resource_metrics:
+                service = _service(resource_metrics.resource)
+                for scope in resource_metrics.scope_metrics:
+                    for metric in scope.metrics:
+                        data = getattr(metric, metric.WhichOneof("data"))
+                        for point in data.data_points:
+                            self.points.append(
+                                PointRecord(
+                                    metric=metric.name,
+                                    service=service,
+                                    attributes={a.key: _value(a.value) for a in point.attributes},
+                                    value=_point_value(point),
+                                )
+                            )
+
+    def metric(self, name: str) -> list[PointRecord]:
+        """The data points of the metric ``name`` received so far."""
+        with self.lock:
+            return [p for p in self.points if p.metric == name]
 
     def trace(self, trace_id: str) -> list[SpanRecord]:
         """The spans of one trace."""
@@ -91,8 +119,20 @@ class Collector:
         deadline = time.monotonic() + timeout
         while not ready():
             if time.monotonic() > deadline:
-                raise AssertionError("the spans never arrived")
+                raise AssertionError("what was awaited never arrived")
             time.sleep(0.1)
+
+
+def _service(resource: Any) -> str:
+    found = (a.value.string_value for a in resource.attributes if a.key == "service.name")
+    return next(found, "")
+
+
+def _point_value(point: Any) -> float:
+    if hasattr(point, "count") and not hasattr(point, "as_int"):
+        return float(point.count)  # a histogram
+    kind = point.WhichOneof("value")
+    return float(getattr(point, kind)) if kind else 0.0
 
 
 def _value(value: Any) -> Any:
@@ -111,7 +151,8 @@ def otlp_collector() -> Iterator[Collector]:
             if self.path == "/v1/traces":
                 collector.add(ExportTraceServiceRequest.FromString(body))
                 reply = ExportTraceServiceResponse().SerializeToString()
-            else:  # metrics: accepted, not kept
+            else:
+                collector.add_metrics(ExportMetricsServiceRequest.FromString(body))
                 reply = ExportMetricsServiceResponse().SerializeToString()
             self.send_response(200)
             self.send_header("content-type", "application/x-protobuf")

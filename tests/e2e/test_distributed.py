@@ -101,6 +101,7 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             "OTEL_EXPORTER_OTLP_ENDPOINT": spans.endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
         }
         processes.enter_context(service_process("memory", env, log_dir=logs))
         processes.enter_context(service_process("embedding", env, log_dir=logs))
@@ -708,6 +709,37 @@ def test_one_message_is_one_trace_from_the_gateway_through_every_service(stack: 
     assert reflecting
     assert all(any(under(m, e) for e in evaluated) for m in reflecting)
     assert len({s.trace_id for s in trace}) == 1
+
+
+def test_the_services_export_metrics_for_messages_latency_tokens_and_queue_depth(
+    stack: Stack,
+) -> None:
+    assert stack.post("count me", room="room-metrics").status_code == 200
+    metrics = stack.spans
+
+    def arrived() -> bool:
+        return all(
+            metrics.metric(name)
+            for name in (
+                "elizamesh.messages.handled",
+                "elizamesh.turn.duration",
+                "elizamesh.model.duration",
+                "elizamesh.model.tokens",
+            )
+        ) and {"embedding-high", "embedding-normal", "embedding-low"} <= {
+            p.attributes.get("consumer") for p in metrics.metric("elizamesh.queue.depth")
+        }
+
+    metrics.wait_until(arrived, timeout=30)  # workers measure their queues every 5 s
+    handled = metrics.metric("elizamesh.messages.handled")
+    assert {p.service for p in handled} == {"elizamesh-runtime"}
+    assert sum(p.value for p in handled) >= 1
+    assert all(p.value >= 1 for p in metrics.metric("elizamesh.turn.duration"))  # histogram counts
+    tokens = metrics.metric("elizamesh.model.tokens")
+    assert {p.attributes["direction"] for p in tokens} >= {"input"}
+    depths = metrics.metric("elizamesh.queue.depth")
+    assert {p.service for p in depths} >= {"elizamesh-embedding", "elizamesh-evaluator"}
+    assert all(p.value >= 0 for p in depths)
 
 
 def test_bad_input_gets_a_typed_400_and_every_service_stays_up(stack: Stack) -> None:
