@@ -18,6 +18,7 @@ from litestar.params import JSONBody, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry import trace
 
 from contracts import (
     ID_PATTERN,
@@ -244,7 +245,11 @@ def require_api_key(
 
 
 def request_ids(app: ASGIApp) -> ASGIApp:
-    """Give every request an ``X-Request-Id`` (the caller's, or a new one), echoed in the reply."""
+    """Give every request an ``X-Request-Id`` (the caller's, or a new one), echoed in the reply.
+
+    The reply also carries ``X-Trace-Id``, the request's trace (Jaeger's
+    "Lookup by Trace ID"), and the request's span the ``elizamesh.request_id``.
+    """
 
     async def with_request_id(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -254,10 +259,17 @@ def request_ids(app: ASGIApp) -> ASGIApp:
         given = dict(scope["headers"]).get(b"x-request-id")
         request_id = given if given and len(given) <= 128 else new_id().encode()  # noqa: PLR2004
         scope["headers"] = [*headers, (b"x-request-id", request_id)]
+        span = trace.get_current_span()  # the OpenTelemetry middleware runs first
+        span.set_attribute("elizamesh.request_id", request_id.decode(errors="replace"))
+        ids = [(b"x-request-id", request_id)]
+        if span.get_span_context().is_valid:
+            ids.append(
+                (b"x-trace-id", trace.format_trace_id(span.get_span_context().trace_id).encode())
+            )
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+                message["headers"] = [*message.get("headers", []), *ids]
             await send(message)
 
         await app(scope, receive, send_with_id)

@@ -648,9 +648,8 @@ def test_the_websocket_streams_replies_and_survives_a_bad_frame(stack: Stack) ->
 
 def test_one_message_is_one_trace_from_the_gateway_through_every_service(stack: Stack) -> None:
     message_id = uuid.uuid4().hex
-    assert (
-        stack.post("follow me through", room="room-trace", message_id=message_id).status_code == 200
-    )
+    reply = stack.post("follow me through", room="room-trace", message_id=message_id)
+    assert reply.status_code == 200
     spans = stack.spans
 
     def turn() -> SpanRecord | None:
@@ -677,6 +676,8 @@ def test_one_message_is_one_trace_from_the_gateway_through_every_service(stack: 
     [root] = [s for s in trace if not s.parent_id]
     assert root.service == "elizamesh-gateway"  # the HTTP request is where the trace starts
     assert "/v1/agents/" in root.name
+    assert root.trace_id == reply.headers["x-trace-id"]  # what to look up in Jaeger
+    assert root.attributes["elizamesh.request_id"] == reply.headers["x-request-id"]
 
     def under(span: SpanRecord, ancestor: SpanRecord) -> bool:
         return ancestor.span_id in {a.span_id for a in spans.ancestors(span)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -160,6 +161,14 @@ async def test_every_reply_carries_a_request_id_and_errors_quote_it(
     fresh = await http.post("/v1/agents/bad.id/messages", json=HELLO)
     assert len(fresh.headers["x-request-id"]) >= 32
     assert fresh.json()["correlation_id"] == fresh.headers["x-request-id"]
+
+
+async def test_every_reply_names_its_trace(runtime: NatsBroker, http: httpx.AsyncClient) -> None:
+    first = await http.post("/v1/agents/agent-1/messages", json=HELLO)
+    second = await http.post("/v1/agents/agent-1/messages", json=HELLO)
+    for reply in (first, second):
+        assert re.fullmatch(r"[0-9a-f]{32}", reply.headers["x-trace-id"])
+    assert first.headers["x-trace-id"] != second.headers["x-trace-id"]
 
 
 async def test_the_chat_page_is_served_at_the_root(http: httpx.AsyncClient) -> None:
