@@ -43,6 +43,10 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str) -> None:
     """Send log records of ``level`` and above to stderr, one JSON line each."""
+    if level.upper() not in logging.getLevelNamesMapping():
+        raise ValueError(
+            f"invalid LOG_LEVEL {level!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
