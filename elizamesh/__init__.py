@@ -47,6 +47,7 @@ from shared.agent.types import (
     State,
     StateError,
 )
+from shared.client import ElizaOSClient
 from shared.config import Settings
 from shared.errors import BadRequest, Conflict, Internal, NotFound, ServiceError, Unavailable
 from shared.storage.adapter import DatabaseAdapter
@@ -74,6 +75,7 @@ __all__ = [
     "DefaultMessageService",
     "DimensionMismatch",
     "ElizaOS",
+    "ElizaOSClient",
     "Entity",
     "Error",
     "ErrorCode",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -237,6 +238,7 @@ def up(
     (on 4222 when free) and SQLite under ./.elizamesh/.
     """
     characters = character or [Path(__file__).parent / "characters" / "eliza.json"]
+    _stop_on_signals()
     with ExitStack() as stack:
         nats_url = os.environ.get("NATS_URL")
         if not nats_url:
@@ -265,6 +267,23 @@ def up(
         except KeyboardInterrupt:
             console.print("stopping ...")
     console.print("stopped everything.")
+
+
+def _stop_on_signals() -> None:
+    """Make SIGTERM and SIGINT stop the stack as Ctrl-C does, children included.
+
+    A ``kill`` (or a supervisor) must not leave the services running without
+    their parent; and a shell that starts ``up`` in the background ignores
+    SIGINT in it, which would make Ctrl-C-by-signal do nothing.
+    """
+
+    def interrupt(signum: int, _frame: object) -> None:
+        for again in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(again, signal.SIG_IGN)  # a second one must not cut the cleanup short
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupt)
 
 
 def _port_free(port: int) -> bool:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,10 @@ class Terminal:
     def ctrl_c(self, timeout: float) -> int:
         """Press Ctrl-C; return the exit code once every process of the group is gone."""
         os.killpg(self.process.pid, signal.SIGINT)
+        return self.ended(timeout)
+
+    def ended(self, timeout: float) -> int:
+        """The exit code, once the command exited; the rest of its output is read."""
         code = self.process.wait(timeout=timeout)
         while (chunk := self._chunks.get(timeout=5)) is not None:  # the rest of its output
             self.output.append(chunk)
@@ -138,3 +143,16 @@ def test_up_runs_the_embedded_stack_chat_talks_to_it_and_ctrl_c_stops_both(
     assert "stopped everything." in output
     assert "Traceback" not in output
     assert not group_alive(stack.process.pid)  # no service or nats-server left behind
+
+
+def test_up_stopped_by_a_kill_stops_every_service_it_started(
+    up: tuple[Terminal, str],
+) -> None:
+    stack, _ = up
+    stack.process.terminate()  # SIGTERM to the parent only, as `kill` or a supervisor does
+    assert stack.ended(timeout=60) == 0
+    assert "stopped everything." in "".join(stack.output)
+    deadline = time.monotonic() + 30
+    while group_alive(stack.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the services exit on their own SIGTERM
+    assert not group_alive(stack.process.pid)
