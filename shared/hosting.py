@@ -237,7 +237,14 @@ class AgentHost:
             NotFound: no such agent is stored, or it is stopped.
         """
         if (runtime := self.runtimes.get(agent_id)) is not None:
-            return runtime
+            # The stored agent is the truth, read once per call: a stop made on
+            # another replica holds here at once, before its agents.changed
+            # arrives (or if it never does).
+            stored = await self.storage.get_agent(agent_id)
+            if stored is not None and stored.enabled:
+                return runtime
+            await self._drop(agent_id)
+            raise NotFound(f"agent {agent_id} is {'stopped' if stored else 'deleted'}")
         async with self._loading.setdefault(agent_id, asyncio.Lock()):
             if (runtime := self.runtimes.get(agent_id)) is not None:
                 return runtime

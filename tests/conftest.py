@@ -13,6 +13,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from contracts import Subjects
 from shared.natsserver import NatsServer
@@ -62,3 +66,16 @@ def postgres_url() -> Iterator[str]:
 def subjects() -> Subjects:
     """Subjects in a namespace of this test's own, so tests never see each other's traffic."""
     return Subjects(f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def recorded_spans() -> Iterator[InMemorySpanExporter]:
+    """The spans this test makes, from the process's tracer provider (installed if none is)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    spans = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    yield spans
+    spans.shutdown()  # the processor stays (providers cannot drop one); it keeps nothing more

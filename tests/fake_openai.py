@@ -155,7 +155,8 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             if body.get("stream"):
-                self._stream(body["model"], reply)
+                usage = (body.get("stream_options") or {}).get("include_usage", False)
+                self._stream(body["model"], reply, usage=usage)
             else:
                 self._json(
                     200,
@@ -175,7 +176,7 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     },
                 )
 
-        def _stream(self, model: str, text: str) -> None:
+        def _stream(self, model: str, text: str, *, usage: bool) -> None:
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.end_headers()
@@ -190,6 +191,20 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 }
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
+            if usage:  # as OpenAI does: a last chunk with no choices and the usage
+                last = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": 3,
+                        "completion_tokens": len(pieces),
+                        "total_tokens": 3 + len(pieces),
+                    },
+                }
+                self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
 

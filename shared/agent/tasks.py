@@ -52,6 +52,7 @@ class TaskService(Service):
         super().__init__(runtime)
         self.tick = float(runtime.get_setting("TASK_TICK_SECONDS") or 1.0)
         self._loop: asyncio.Task[None] | None = None
+        self._running = asyncio.Lock()  # one pass at a time: a task never runs twice at once
 
     @classmethod
     async def start(cls, runtime: AgentRuntime) -> TaskService:
@@ -68,14 +69,18 @@ class TaskService(Service):
 
     async def _run_forever(self) -> None:
         while True:
+            await asyncio.sleep(self.tick)  # the first pass a tick after start, as in elizaOS
             try:
                 await self.run_due_tasks()
             except Exception:
                 logger.exception("task tick failed")
-            await asyncio.sleep(self.tick)
 
     async def run_due_tasks(self) -> list[str]:
         """Run every queued task that is due now; return the ids of those that ran."""
+        async with self._running:
+            return await self._run_due_tasks()
+
+    async def _run_due_tasks(self) -> list[str]:
         ran: list[str] = []
         for task in await self.runtime.adapter.get_tasks(tags=["queue"]):
             worker = self.runtime.get_task_worker(task.name)

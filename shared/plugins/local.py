@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.status import Status
 
 from shared.agent.types import ModelError, ModelType, Plugin, PluginPriority
+from shared.telemetry import record_tokens
 
 if TYPE_CHECKING:
     from shared.agent.runtime import AgentRuntime
@@ -161,6 +162,7 @@ class SmolLM:
         if not model.is_file():
             raise ModelError(f"local chat model not found at {model}: check LOCAL_LLM_PATH")
         self.llm = Llama(model_path=str(model), n_ctx=context, n_threads=threads, verbose=False)
+        self.name = model.stem
         self._lock = threading.Lock()
         # Free the model before the interpreter tears down llama.cpp's bindings,
         # or Llama.__del__ fails noisily at exit.
@@ -176,10 +178,18 @@ class SmolLM:
             "repeat_penalty": float(params.get("repetition_penalty") or 1.3),
         }
 
+    def _count(self, reply: Any) -> None:
+        """Note a completion's token usage on the model call's span and in the token counter."""
+        usage = reply.get("usage") or {}
+        record_tokens(
+            self.name, prompt=usage.get("prompt_tokens"), completion=usage.get("completion_tokens")
+        )
+
     def chat(self, messages: list[Any], params: Mapping[str, Any]) -> str:
         """Return the model's answer to ``messages``."""
         with self._lock:
             reply: Any = self.llm.create_chat_completion(messages=messages, **self._options(params))
+        self._count(reply)
         return str(reply["choices"][0]["message"]["content"] or "")
 
     def stream(self, messages: list[Any], params: Mapping[str, Any]) -> Iterator[str]:
@@ -190,9 +200,12 @@ class SmolLM:
                 stream=True,
                 **self._options(params),
             )
+            generated = 0
             for chunk in chunks:
                 if piece := chunk["choices"][0]["delta"].get("content"):
+                    generated += 1  # llama.cpp streams one token per chunk
                     yield piece
+            record_tokens(self.name, prompt=None, completion=generated)
 
     def choose(self, messages: list[Any], options: Sequence[str]) -> str:
         """Return the option the model picks, under a grammar that allows only ``options``."""
@@ -206,6 +219,7 @@ class SmolLM:
                 temperature=0.0,
                 grammar=grammar,
             )
+        self._count(reply)
         answer = str(reply["choices"][0]["message"]["content"] or "")
         return answer if answer in options else options[0]
 

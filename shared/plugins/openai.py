@@ -109,6 +109,7 @@ def _text_handler(size: str) -> Handler:
                     model=model,
                     messages=_messages(runtime, params),
                     stream=True,
+                    stream_options={"include_usage": True},  # a last chunk with the usage
                     **options,
                 )
                 return _deltas(runtime, stream, model)
@@ -135,6 +136,12 @@ async def _deltas(runtime: AgentRuntime, stream: Any, model: str) -> AsyncIterat
         async for chunk in stream:
             if chunk.choices and (piece := chunk.choices[0].delta.content):
                 yield piece
+            if chunk.usage is not None:
+                record_tokens(
+                    model,
+                    prompt=chunk.usage.prompt_tokens,
+                    completion=chunk.usage.completion_tokens,
+                )
     except openai.OpenAIError as exc:
         raise _explain(runtime, exc, model) from exc
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from elizamesh import AgentRuntime, Character, Content, Memory, ModelError, ModelType
 from elizamesh.plugins.local import get_local_plugin
@@ -122,3 +123,16 @@ async def test_the_tokenizer_round_trips_text(runtime: AgentRuntime) -> None:
         await runtime.use_model(ModelType.TEXT_TOKENIZER_DECODE, {"tokens": tokens})
         == "Hello, Paris!"
     )
+
+
+async def test_local_model_calls_note_the_model_and_its_tokens(
+    runtime: AgentRuntime, recorded_spans: InMemorySpanExporter
+) -> None:
+    await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": "Say hi.", "max_tokens": 8})
+    [call] = [s for s in recorded_spans.get_finished_spans() if s.name == "model TEXT_SMALL"]
+    attributes = dict(call.attributes or {})
+    assert "SmolLM2" in str(attributes["gen_ai.request.model"])
+    assert isinstance(attributes["gen_ai.usage.input_tokens"], int)
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+    assert isinstance(attributes["gen_ai.usage.output_tokens"], int)
+    assert 0 < attributes["gen_ai.usage.output_tokens"] <= 8

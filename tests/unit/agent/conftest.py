@@ -27,7 +27,7 @@ async def runtime(model: ScriptedModel, database_url: str) -> AsyncIterator[Agen
     agent = AgentRuntime(
         character=Character(name="Eliza", bio=["A helpful assistant."], system="Be kind."),
         plugins=[model.plugin(embeddings=True)],
-        # The task service ticks once at start, then hourly: tests run due tasks themselves.
+        # The task service ticks hourly: tests run due tasks themselves.
         settings={"DATABASE_URL": database_url, "TASK_TICK_SECONDS": "3600"},
     )
     await agent.initialize()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from contracts import Content
 from contracts.records import Memory, Room, Task, World
+from shared.agent.character import Character
 from shared.agent.runtime import AgentRuntime
 from shared.agent.tasks import TaskService, TaskWorker
 from shared.agent.types import HandlerOptions, State
@@ -124,3 +126,35 @@ async def test_the_task_service_runs_queued_tasks_once_and_repeating_ones_when_d
     assert await runtime.adapter.get_task(once.id) is None
     assert await runtime.adapter.get_task(hourly.id) is not None
     assert sorted(ran) == sorted([once.id, hourly.id])
+
+
+async def test_queued_tasks_run_on_their_own_at_each_tick_and_only_once(
+    model: ScriptedModel, database_url: str
+) -> None:
+    agent = AgentRuntime(
+        character=Character(name="Eliza"),
+        plugins=[model.plugin(embeddings=True)],
+        settings={"DATABASE_URL": database_url, "TASK_TICK_SECONDS": "0.02"},
+    )
+    ran: list[str] = []
+    finished = asyncio.Event()
+
+    async def work(rt: AgentRuntime, options: Mapping[str, Any], task: Task) -> None:
+        ran.append(task.id)
+        finished.set()
+
+    await agent.initialize()
+    try:
+        agent.register_task_worker(TaskWorker("work", work))
+        task = Task(name="work", tags=["queue"])
+        await agent.adapter.create_task(task)
+        service = agent.get_service("task")
+        assert isinstance(service, TaskService)
+        manual = asyncio.create_task(service.run_due_tasks())  # alongside the ticking loop
+        await asyncio.wait_for(finished.wait(), timeout=10)
+        await manual
+        await asyncio.sleep(0.1)  # a few more ticks
+        assert ran == [task.id]
+        assert await agent.adapter.get_task(task.id) is None
+    finally:
+        await agent.stop()

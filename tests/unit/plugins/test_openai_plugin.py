@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from elizamesh import AgentRuntime, Character, Content, Memory, ModelError, ModelType
 from elizamesh.plugins.openai import get_openai_plugin
@@ -177,3 +178,28 @@ async def test_the_tokenizer_works_offline_and_round_trips(runtime: AgentRuntime
     )
     runtime.set_setting("OPENAI_LARGE_MODEL", "llama3.2")  # unknown to OpenAI: o200k_base
     assert await runtime.use_model(ModelType.TEXT_TOKENIZER_ENCODE, {"text": "Hello"}) == [13225]
+
+
+async def test_a_model_calls_span_carries_the_model_and_its_tokens_streamed_or_not(
+    fake: FakeOpenAI, runtime: AgentRuntime, recorded_spans: InMemorySpanExporter
+) -> None:
+    fake.script.extend(["plain answer", "streamed answer"])
+
+    async def ignore(_chunk: str, _message_id: str | None) -> None:
+        return None
+
+    await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": "hi"})
+    await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": "hi"}, on_stream_chunk=ignore)
+
+    plain, streamed = [
+        dict(s.attributes or {})
+        for s in recorded_spans.get_finished_spans()
+        if s.name == "model TEXT_SMALL"
+    ]
+    assert plain["gen_ai.request.model"] == "gpt-4o-mini"
+    assert plain["gen_ai.usage.input_tokens"] == 1
+    assert plain["gen_ai.usage.output_tokens"] == 1
+    assert chats(fake)[1]["stream_options"] == {"include_usage": True}
+    assert streamed["gen_ai.request.model"] == "gpt-4o-mini"
+    assert streamed["gen_ai.usage.input_tokens"] == 3
+    assert streamed["gen_ai.usage.output_tokens"] == 3  # "streamed answer" in 5-char pieces
