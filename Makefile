@@ -50,9 +50,10 @@ format: setup
 demo: setup  ## start NATS and the services, send a message, stop everything
 	$(BIN)/elizamesh demo
 
-bench: setup  ## throughput figures: the embedded pipeline, the local models
+bench: setup  ## throughput figures: the embedded pipeline, the local models, the distributed stack
 	$(BIN)/python -m tests.bench.bench_pipeline
 	$(BIN)/python -m tests.bench.bench_local_models
+	$(BIN)/python -m tests.bench.bench_distributed
 
 schema: setup  ## write the wire catalogue (JSON Schema + AsyncAPI) to ./schema
 	$(BIN)/elizamesh schema --out schema

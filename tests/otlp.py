@@ -34,6 +34,13 @@ class SpanRecord:
     name: str
     service: str
     attributes: dict[str, Any]
+    start_ns: int = 0
+    end_ns: int = 0
+
+    @property
+    def duration_ms(self) -> float:
+        """How long the span lasted."""
+        return (self.end_ns - self.start_ns) / 1e6
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,8 @@ class Collector:
                             name=span.name,
                             service=service,
                             attributes={a.key: _value(a.value) for a in span.attributes},
+                            start_ns=span.start_time_unix_nano,
+                            end_ns=span.end_time_unix_nano,
                         )
                         self.spans[record.span_id] = record
 
