@@ -23,7 +23,7 @@ from faststream.nats import NatsBroker
 from contracts import Content, HandleMessage, HandleMessageResult, Subjects
 from contracts.control import OutboundMessage, ServiceHealth
 from contracts.events import RunChunk, RunEnded
-from shared.bus import create_broker
+from shared.bus import create_broker, service_app
 from shared.client import ElizaOSClient
 from shared.config import Settings
 from shared.outbound import WebhookWorker
@@ -56,7 +56,7 @@ async def terminal_chat(nats_url: str, subjects: Subjects, agent_id: str, *, use
 def webhook_connector(settings: Settings, *, source: str, url: str) -> FastStream:
     """A service that POSTs ``source``'s outbound messages to ``url`` (answers health too)."""
     broker = create_broker(settings.nats_url, name=f"elizamesh-webhook-{source}")
-    app = FastStream(broker)
+    app = service_app(broker)
 
     async def make_worker() -> WebhookWorker:
         return WebhookWorker(broker, settings.subjects, source=source, url=url)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from faststream import FastStream
 
 from contracts.providers import GetProvider, ProviderOutput
-from shared.bus import create_broker
+from shared.bus import create_broker, service_app
 from shared.config import Settings
 from shared.health import no_consumers, serve_health
 from shared.logs import configure_logging
@@ -45,7 +45,7 @@ def create_app(settings: Settings) -> FastStream:
         )
 
     serve_health(broker, settings.subjects, SERVICE, no_consumers)
-    return FastStream(broker)
+    return service_app(broker)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import nats.js.errors
 from fast_depends.exceptions import ValidationError
 from fast_depends.library.serializer import SerializerProto
 from fast_depends.msgspec import MsgSpecSerializer
+from faststream import FastStream
 from faststream._internal.types import BrokerMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import ExceptionMiddleware
@@ -146,7 +147,17 @@ def create_broker(
         # FastStream logs every message at INFO by default; that costs ~1.4x
         # throughput on a hot subject, so per-message lines are debug only.
         log_level=logging.DEBUG,
+        logger=logging.getLogger("elizamesh.bus"),  # our JSON lines, not FastStream's own
     )
+
+
+def service_app(broker: NatsBroker) -> FastStream:
+    """Return the FastStream application of a service on ``broker``, logging as elizamesh does.
+
+    FastStream's own loggers print coloured text beside the JSON lines; these
+    go through the ``elizamesh`` loggers (``shared/logs.py``) instead.
+    """
+    return FastStream(broker, logger=logging.getLogger("elizamesh.app"))
 
 
 async def start_serving(broker: NatsBroker, *, timeout: float = 5.0) -> None:

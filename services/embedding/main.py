@@ -9,7 +9,7 @@ from faststream import FastStream
 from shared.agent.character import Character
 from shared.agent.plugin import resolve_plugins
 from shared.agent.runtime import AgentRuntime
-from shared.bus import create_broker
+from shared.bus import create_broker, service_app
 from shared.config import Settings
 from shared.embedding import EmbeddingWorker
 from shared.telemetry import bus_telemetry, setup_telemetry
@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> FastStream:
     broker = create_broker(
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
     )
-    app = FastStream(broker)
+    app = service_app(broker)
 
     async def make_worker() -> EmbeddingWorker:
         models = await model_runtime(model_plugin_name())

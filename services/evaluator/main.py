@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream import FastStream
 
-from shared.bus import create_broker
+from shared.bus import create_broker, service_app
 from shared.config import Settings
 from shared.evaluation import EvaluationWorker
 from shared.hosting import AgentHost, HostedAgents
@@ -21,7 +21,7 @@ def create_app(settings: Settings, agents: HostedAgents | None = None) -> FastSt
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
     )
     host = AgentHost(broker, settings.subjects, agents)
-    app = FastStream(broker)
+    app = service_app(broker)
 
     async def make_worker() -> EvaluationWorker:
         await host.host_characters()

@@ -58,6 +58,7 @@ def create_app(settings: Settings) -> Litestar:
         state=State({"settings": settings}),
         guards=[handlers.require_api_key],
         middleware=[handlers.request_ids],
+        logging_config=None,  # the process's JSON logging (shared/logs.py) stays in charge
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),

@@ -10,7 +10,7 @@ from faststream.nats import NatsBroker
 from contracts import QUEUE_MEMORY
 from contracts.control import ConsumerHealth
 from services.memory.handlers import memory_handler
-from shared.bus import create_broker
+from shared.bus import create_broker, service_app
 from shared.config import Settings
 from shared.health import serve_health, subscription_health
 from shared.storage.sql import SqlAdapter
@@ -39,7 +39,7 @@ def create_app(settings: Settings) -> FastStream:
     """Return the memory service: migrates the database on start, serves it until stopped."""
     setup_telemetry(SERVICE)  # before the engine exists, so its statements are traced
     storage = SqlAdapter.from_url(settings.database_url, agent_id=SERVICE)
-    app = FastStream(create_broker_for(settings, storage))
+    app = service_app(create_broker_for(settings, storage))
     app.on_startup(storage.init)
     app.after_shutdown(storage.close)
     return app

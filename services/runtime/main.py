@@ -13,7 +13,7 @@ from contracts import QUEUE_RUNTIME, Subjects
 from contracts.control import AGENT_COMMANDS, ConsumerHealth
 from services.runtime import handlers
 from services.runtime.settings import RuntimeSettings
-from shared.bus import create_broker
+from shared.bus import create_broker, service_app
 from shared.config import Settings
 from shared.health import serve_health, subscription_health
 from shared.hosting import AgentHost
@@ -79,7 +79,7 @@ def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = No
         return consumers, {"agents": sorted(host.runtimes)}
 
     serve_health(broker, settings.subjects, "runtime", probe)
-    app = FastStream(broker)
+    app = service_app(broker)
 
     @app.after_startup
     async def start_agents() -> None:

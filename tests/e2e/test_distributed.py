@@ -743,6 +743,16 @@ def test_the_services_export_metrics_for_messages_latency_tokens_and_queue_depth
     assert all(p.value >= 0 for p in depths)
 
 
+def test_every_service_logs_one_json_object_per_line(stack: Stack) -> None:
+    assert stack.post("log me", room="room-logs").status_code == 200
+    for name in ("memory", "embedding", "evaluator", "gateway", "r0/runtime", "r1/runtime"):
+        lines = [line for line in stack.log(name).splitlines() if line.strip()]
+        assert lines, name
+        for line in lines:
+            record = json.loads(line)  # a plain-text line fails here
+            assert {"time", "level", "logger", "message"} <= set(record), (name, line)
+
+
 def test_bad_input_gets_a_typed_400_and_every_service_stays_up(stack: Stack) -> None:
     for body in (
         b"not json",
