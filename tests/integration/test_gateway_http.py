@@ -176,3 +176,18 @@ async def test_the_chat_page_is_served_at_the_root(http: httpx.AsyncClient) -> N
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "/messages/stream" in page.text
+
+
+async def test_the_openapi_document_describes_every_route(http: httpx.AsyncClient) -> None:
+    spec = (await http.get("/schema/openapi.json")).json()
+    assert {
+        "/v1/agents",
+        "/v1/agents/{agent_id}",
+        "/v1/agents/{agent_id}/messages",
+        "/v1/agents/{agent_id}/messages/stream",
+        "/v1/agents/{agent_id}/start",
+        "/v1/agents/{agent_id}/stop",
+        "/v1/health",
+        "/v1/ready",
+    } <= set(spec["paths"])
+    assert (await http.get("/schema")).status_code == 200  # the browsable page
