@@ -165,9 +165,15 @@ async def start_serving(broker: NatsBroker, *, timeout: float = 5.0) -> None:
 
     Without the flush, a request sent right after ``start()`` from another
     connection can arrive before the subscription and find "no responders".
+    Twice: nats-py writes a flush's PING straight to the socket, ahead of the
+    SUBs still queued for its flusher task, so the first PONG can come back
+    before they were sent (about 1 start in 100 here); the second PING leaves
+    after them.
     """
     await broker.start()
-    await broker.config.connection_state.connection.flush(timeout=timeout)
+    connection = broker.config.connection_state.connection
+    for _ in range(2):
+        await connection.flush(timeout=timeout)
 
 
 async def ensure_stream(

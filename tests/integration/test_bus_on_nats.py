@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -119,3 +120,17 @@ async def test_streams_are_declared_with_the_configured_number_of_replicas(
     monkeypatch.setenv("JETSTREAM_REPLICAS", "3")
     with pytest.raises(nats.js.errors.APIError, match="replicas"):
         await ensure_stream(client, name, [f"{subjects.namespace}.replicas.>"])
+
+
+async def test_a_request_sent_right_after_start_serving_always_finds_the_subscriber(
+    client: NatsBroker, nats_url: str
+) -> None:
+    # nats-py sends a flush's PING ahead of queued SUBs; a single flush let
+    # about 1 request in 100 here find "no responders".
+    for _ in range(100):
+        subjects = Subjects(f"t{uuid.uuid4().hex[:12]}")
+        async with echo_broker(Settings(nats_url=nats_url, eliza_ns=subjects.namespace)) as echo:
+            await start_serving(echo)
+            await request(
+                client, subjects.message_handle("a"), HELLO, HandleMessageResult, timeout=5
+            )
