@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.http import QuietHandler, serving
 
 
 @dataclass
@@ -34,22 +34,13 @@ def webhook_inbox() -> Iterator[Inbox]:
     """Serve an ``Inbox`` on a free port for the duration of the block."""
     inbox = Inbox(url="")
 
-    class Receive(BaseHTTPRequestHandler):
+    class Receive(QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", 0))
             inbox.received.append(json.loads(self.rfile.read(length)))
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            del format, args
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receive)
-    inbox.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Receive) as base_url:
+        inbox.url = f"{base_url}/hook"
         yield inbox
-    finally:
-        server.shutdown()
-        server.server_close()

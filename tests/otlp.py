@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -22,6 +21,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+from tests.http import QuietHandler, serving
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def otlp_collector() -> Iterator[Collector]:
     """Serve a ``Collector`` on a free port; ``endpoint`` is its OTLP/HTTP base URL."""
     collector = Collector()
 
-    class Receive(BaseHTTPRequestHandler):
+    class Receive(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             if self.path == "/v1/traces":
@@ -169,15 +170,5 @@ def otlp_collector() -> Iterator[Collector]:
             self.end_headers()
             self.wfile.write(reply)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            del format, args
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receive)
-    collector.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Receive) as collector.endpoint:
         yield collector
-    finally:
-        server.shutdown()
-        server.server_close()
