@@ -26,6 +26,7 @@ from faststream._internal.types import BrokerMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import NatsBroker, NatsMessage, NatsResponse
+from nats.aio.client import Client as NATSClient
 from nats.js.api import RetentionPolicy
 
 from contracts import (
@@ -160,18 +161,25 @@ def service_app(broker: NatsBroker) -> FastStream:
     return FastStream(broker, logger=logging.getLogger("elizamesh.app"))
 
 
-async def start_serving(broker: NatsBroker, *, timeout: float = 5.0) -> None:
+async def start_serving(broker: NatsBroker, *, timeout: int = 5) -> None:
     """Start the broker's subscribers; return once the NATS server has registered them.
 
-    Without the flush, a request sent right after ``start()`` from another
-    connection can arrive before the subscription and find "no responders".
-    Twice: nats-py writes a flush's PING straight to the socket, ahead of the
-    SUBs still queued for its flusher task, so the first PONG can come back
-    before they were sent (about 1 start in 100 here); the second PING leaves
-    after them.
+    Otherwise a request sent right after ``start()`` from another connection
+    can arrive before the subscription and find "no responders".
     """
     await broker.start()
-    connection = broker.config.connection_state.connection
+    await subscriptions_registered(broker.config.connection_state.connection, timeout=timeout)
+
+
+async def subscriptions_registered(connection: NATSClient, *, timeout: int = 5) -> None:
+    """Return once the server has every subscription made so far on ``connection``.
+
+    Two flushes, not one: nats-py writes a flush's PING straight to the
+    socket, ahead of the SUBs still queued for its flusher task, so the first
+    PONG can come back before they were sent (about 1 in 100 here); the
+    second PING leaves after them. Only another connection needs this: on
+    the same connection, a publish is queued behind the SUBs anyway.
+    """
     for _ in range(2):
         await connection.flush(timeout=timeout)
 

@@ -82,9 +82,10 @@ async def start_run(
         await queue.put(msg.data)
 
     connection = broker.config.connection_state.connection
+    # The request goes out on this connection, queued behind the SUB: the
+    # server has the subscription before any runtime can publish to the run.
     subscription = await connection.subscribe(subjects.run_template(run_id), cb=collect)
     try:
-        await connection.flush()
         sent = msgspec.structs.replace(message, run_id=run_id, reply_at_once=True)
         ack = await request(
             broker, subjects.message_handle(agent_id), sent, HandleMessageResult, timeout=timeout

@@ -21,7 +21,13 @@ from contracts import (
     HandleMessageResult,
     Subjects,
 )
-from shared.bus import create_broker, ensure_stream, request, start_serving
+from shared.bus import (
+    create_broker,
+    ensure_stream,
+    request,
+    start_serving,
+    subscriptions_registered,
+)
 from shared.config import Settings
 from shared.errors import Unavailable
 from tests.echo import echo_broker
@@ -95,7 +101,7 @@ async def test_a_slow_listener_is_reported_as_unavailable_after_the_timeout(
 ) -> None:
     nc = await nats.connect(nats_url)
     await nc.subscribe(subjects.message_handle("sloth"))  # listens, never answers
-    await nc.flush()
+    await subscriptions_registered(nc)
     try:
         with pytest.raises(Unavailable, match=r"no reply on .* within 0.3s") as caught:
             await request(

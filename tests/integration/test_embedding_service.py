@@ -18,7 +18,7 @@ from services.memory.main import create_broker_for as memory_broker
 from shared.agent.character import Character
 from shared.agent.runtime import AgentRuntime
 from shared.agent.types import ModelType, Plugin
-from shared.bus import create_broker, start_serving
+from shared.bus import create_broker, start_serving, subscriptions_registered
 from shared.config import Settings
 from shared.embedding import EmbeddingWorker, JetStreamEmbeddingQueue
 from shared.storage.adapter import DatabaseAdapter
@@ -130,7 +130,7 @@ async def test_poison_and_hopeless_requests_go_to_the_dead_letter_subject(
         dead.append((msg.data, msg.headers.get("Elizamesh-Dead-Reason", "")))
 
     await nc.subscribe(rig.subjects.embedding_dead, cb=on_dead)
-    await nc.flush()
+    await subscriptions_registered(nc)
     try:
         js = nc.jetstream()
         await js.publish(
