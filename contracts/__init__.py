@@ -23,6 +23,7 @@ from contracts.subjects import (
     agent_id_of,
     validate_id,
 )
+from contracts.turn import CacheEntry, Connection, TurnCommit, TurnContext
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -33,6 +34,8 @@ __all__ = [
     "QUEUE_MEMORY",
     "QUEUE_RUNTIME",
     "STATUS_BY_CODE",
+    "CacheEntry",
+    "Connection",
     "Content",
     "Error",
     "ErrorCode",
@@ -44,6 +47,8 @@ __all__ = [
     "InvalidIdError",
     "Message",
     "Subjects",
+    "TurnCommit",
+    "TurnContext",
     "agent_id_of",
     "new_id",
     "utc_now",

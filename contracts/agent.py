@@ -1,78 +1,29 @@
-"""Messages for talking to an agent: handle one inbound message, get the reply."""
+"""Messages for talking to an agent: handle one inbound message, get the outcome."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
+from contracts.content import MAX_TEXT_LENGTH, Content, Media, MentionContext, Text
 from contracts.error import Error
 from contracts.message import Id, Message, new_id
+from contracts.records import Memory
 
-MAX_TEXT_LENGTH = 100_000
-"""Longest text accepted in one message, in characters (NATS payloads are small)."""
-
-Text = Annotated[
-    str, Meta(max_length=MAX_TEXT_LENGTH, description="Message text, at most 100,000 characters.")
+__all__ = [
+    "MAX_TEXT_LENGTH",
+    "ActionOutcome",
+    "Content",
+    "HandleMessage",
+    "HandleMessageReply",
+    "HandleMessageResult",
+    "Media",
+    "MentionContext",
+    "RunStatus",
+    "Text",
 ]
-
-
-class Media(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """An attachment: an image, a document, a link..."""
-
-    id: Id = msgspec.field(default_factory=new_id)
-    url: Annotated[str, Meta(description="Where the attachment can be fetched.")]
-    title: str | None = None
-    source: str | None = None
-    description: Annotated[str | None, Meta(description="What it shows, for the model.")] = None
-    text: Annotated[str | None, Meta(description="Its text, for documents.")] = None
-    content_type: Annotated[
-        Literal["image", "video", "audio", "document", "link"] | None,
-        Meta(description="The kind of attachment."),
-    ] = None
-
-
-class MentionContext(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """How a message addresses the agent, as the platform connector saw it."""
-
-    is_mention: bool = False
-    is_reply: bool = False
-    is_thread: bool = False
-
-
-class Content(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """What a message says: its text plus what the agent thought and did."""
-
-    text: Text = ""
-    thought: Annotated[str | None, Meta(description="The agent's private reasoning.")] = None
-    actions: Annotated[
-        list[str], Meta(description="Names of the actions chosen for this message.")
-    ] = msgspec.field(default_factory=list)
-    providers: Annotated[
-        list[str], Meta(description="Names of the providers asked for more context.")
-    ] = msgspec.field(default_factory=list)
-    source: Annotated[
-        str | None, Meta(description="The platform the message came from, e.g. 'discord'.")
-    ] = None
-    in_reply_to: Annotated[
-        Id | None, Meta(description="Id of the message this content answers.")
-    ] = None
-    simple: Annotated[
-        bool | None, Meta(description="True when the text is the whole answer (one model call).")
-    ] = None
-    target: Annotated[str | None, Meta(description="Who or where to send to.")] = None
-    url: str | None = None
-    channel_type: Annotated[
-        str | None, Meta(description="The kind of room it was said in (DM, GROUP, ...).")
-    ] = None
-    attachments: Annotated[list[Media], Meta(description="Images, documents, links.")] = (
-        msgspec.field(default_factory=list)
-    )
-    mention_context: MentionContext | None = None
-    metadata: Annotated[
-        dict[str, Any], Meta(description="Anything else a plugin wants to carry along.")
-    ] = msgspec.field(default_factory=dict)
 
 
 class HandleMessage(Message, kw_only=True, frozen=True, tag="agent.message.handle.v1"):
@@ -100,15 +51,38 @@ class HandleMessage(Message, kw_only=True, frozen=True, tag="agent.message.handl
     ] = False
 
 
+RunStatus = Literal[
+    "completed", "failed", "ignored", "self", "muted", "superseded", "timeout", "accepted"
+]
+"""How a turn ended: ``completed``; ``failed`` (a step failed, see ``error``); ``ignored``
+(the agent chose silence); ``self`` (the agent's own message); ``muted`` (the room is
+muted); ``superseded`` (a newer message in the room took over); ``timeout``; ``accepted``
+(a ``reply_at_once`` acknowledgement: the outcome follows on the run)."""
+
+
+class ActionOutcome(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """How one action of a turn went."""
+
+    action: Annotated[str, Meta(description="The action's name, e.g. REPLY.")]
+    success: bool = True
+    text: Annotated[str | None, Meta(description="What the action produced, if text.")] = None
+    error: Annotated[str | None, Meta(description="Why it failed, when it failed.")] = None
+
+
 class HandleMessageResult(Message, kw_only=True, frozen=True, tag="agent.message.handled.v1"):
-    """The outcome of handling one message: whether the agent answered, and what."""
+    """The outcome of handling one message: the one result type of every wiring.
+
+    ``AgentRuntime.message_service.handle_message``, ``ElizaOS.handle_message``,
+    the runtime service's reply, the gateway's HTTP reply and the run's end
+    all carry this, with the same ``status``.
+    """
 
     message_id: Annotated[Id, Meta(description="Id of the inbound message that was handled.")]
     agent_id: Annotated[Id, Meta(description="The agent that handled it.")]
     did_respond: Annotated[bool, Meta(description="False when the agent chose not to answer.")]
     response_content: Annotated[
-        Content | None, Meta(description="The agent's answer, when it gave one.")
-    ] = None
+        Content, Meta(description="The agent's last answer; empty when it gave none.")
+    ] = msgspec.field(default_factory=Content)
     mode: Annotated[
         Literal["simple", "actions", "none"],
         Meta(description="simple: one model call; actions: actions ran; none: no answer."),
@@ -117,6 +91,16 @@ class HandleMessageResult(Message, kw_only=True, frozen=True, tag="agent.message
     accepted: Annotated[
         bool, Meta(description="True for a reply_at_once acknowledgement: the outcome follows.")
     ] = False
+    status: Annotated[RunStatus, Meta(description="How the turn ended.")] = "completed"
+    error: Annotated[
+        str | None, Meta(description="What failed, when status is failed or timeout.")
+    ] = None
+    response_messages: Annotated[
+        list[Memory], Meta(description="Everything the agent said in this turn, as stored.")
+    ] = msgspec.field(default_factory=list)
+    action_results: Annotated[
+        list[ActionOutcome], Meta(description="The actions run, in order, and how each went.")
+    ] = msgspec.field(default_factory=list)
 
 
 HandleMessageReply = HandleMessageResult | Error

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from contracts.agent import Content
+from contracts.content import Content
 from contracts.message import Event, Id, Message
 
 AgentCommandName = Literal["start", "stop", "delete"]
@@ -70,6 +70,9 @@ class AgentHealth(Message, kw_only=True, frozen=True, tag="agent.health.v1"):
     model_ok: Annotated[bool | None, Meta(description="None when the model was not asked.")] = None
     uptime: Annotated[float, Meta(ge=0, description="Seconds since it started here.")] = 0.0
     error: str | None = None
+    memory_usage: Annotated[
+        int, Meta(ge=0, description="Peak resident memory of the hosting process, in bytes.")
+    ] = 0
 
 
 class CheckHealth(Message, kw_only=True, frozen=True, tag="service.health.check.v1"):

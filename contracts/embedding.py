@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from contracts.agent import Text
+from contracts.content import Text
 from contracts.message import Event, Id
 
 Priority = Literal["high", "normal", "low"]

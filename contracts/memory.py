@@ -52,7 +52,7 @@ def _camel(name: str) -> str:
 
 
 def _operation(name: str, method: Any) -> MemoryOperation:
-    hints = typing.get_type_hints(method)
+    hints = typing.get_type_hints(method, include_extras=True)
     signature = inspect.signature(method)
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for parameter in list(signature.parameters.values())[1:]:

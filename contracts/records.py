@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from contracts.agent import Content
+from contracts.content import Content
 from contracts.message import Id, new_id
 
 

@@ -28,6 +28,7 @@ from contracts.control import (
 )
 from contracts.embedding import EmbeddingRequested
 from contracts.error import Error
+from contracts.evaluation import EvaluateTurn
 from contracts.events import (
     AgentEventOccurred,
     AgentList,
@@ -52,6 +53,7 @@ MESSAGES: tuple[type[Message], ...] = (
     RunResponse,
     RunEnded,
     EmbeddingRequested,
+    EvaluateTurn,
     GetProvider,
     ProviderOutput,
     InvokeAction,

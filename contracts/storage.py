@@ -13,9 +13,12 @@ snake_case.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from contracts.agent import Content
+from msgspec import Meta
+
+from contracts.content import Content
+from contracts.message import Id
 from contracts.records import (
     Agent,
     Component,
@@ -28,6 +31,11 @@ from contracts.records import (
     Task,
     World,
 )
+from contracts.turn import Connection, TurnCommit, TurnContext
+
+RecentCount = Annotated[
+    int, Meta(ge=0, le=1000, description="How many recent messages to read (0 to 1000).")
+]
 
 
 class StorageOperations(Protocol):
@@ -71,14 +79,23 @@ class StorageOperations(Protocol):
         """Store many memories in one transaction; all or none (ids that exist are kept)."""
         ...
 
-    async def get_memory_by_id(self, memory_id: str) -> Memory | None:
-        """Return the memory with its embedding, or None."""
+    async def get_memory_by_id(
+        self, memory_id: str, *, include_embeddings: bool = False
+    ) -> Memory | None:
+        """Return the memory (with its vector if ``include_embeddings``), or None."""
         ...
 
     async def get_memories_by_ids(
-        self, memory_ids: list[str], table_name: str | None = None
+        self,
+        memory_ids: list[str],
+        table_name: str | None = None,
+        *,
+        include_embeddings: bool = False,
     ) -> list[Memory]:
-        """Return the memories that exist among ``memory_ids``, in the order asked."""
+        """Return the memories that exist among ``memory_ids``, in the order asked.
+
+        Vectors come back only with ``include_embeddings`` (so for every memory read).
+        """
         ...
 
     async def get_memories(
@@ -93,12 +110,18 @@ class StorageOperations(Protocol):
         unique: bool = False,
         start: int | None = None,
         end: int | None = None,
+        include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return the agent's matching memories, newest first."""
         ...
 
     async def get_memories_by_room_ids(
-        self, *, table_name: str, room_ids: list[str], limit: int | None = None
+        self,
+        *,
+        table_name: str,
+        room_ids: list[str],
+        limit: int | None = None,
+        include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return the memories of several rooms, newest first."""
         ...
@@ -114,12 +137,19 @@ class StorageOperations(Protocol):
         room_id: str | None = None,
         world_id: str | None = None,
         entity_id: str | None = None,
+        include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return the ``count`` memories closest to ``embedding`` by exact cosine, best first."""
         ...
 
     async def search_memories_by_text(
-        self, *, table_name: str, query: str, count: int = 10, room_id: str | None = None
+        self,
+        *,
+        table_name: str,
+        query: str,
+        count: int = 10,
+        room_id: str | None = None,
+        include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return memories whose text contains ``query`` (case-insensitive), newest first."""
         ...
@@ -134,6 +164,17 @@ class StorageOperations(Protocol):
         unique: bool | None = None,
     ) -> bool:
         """Change the given fields (metadata is merged); False if there is no such memory."""
+        ...
+
+    async def set_embeddings(self, memory_ids: list[Id], vectors: list[bytes]) -> int:
+        """Store the vectors of many memories at once; return how many were stored.
+
+        ``vectors[i]`` (little-endian float32 bytes) belongs to ``memory_ids[i]``;
+        ids unknown or of another agent are skipped. Raises ``BadRequest`` when
+        the lists differ in length or a vector is empty or not float32, and
+        ``DimensionMismatch`` (a ``BadRequest``) when a size differs from the
+        agent's: then nothing is stored.
+        """
         ...
 
     async def delete_memory(self, memory_id: str) -> None:
@@ -361,4 +402,35 @@ class StorageOperations(Protocol):
 
     async def delete_cache(self, key: str) -> bool:
         """Delete a cached value; False if there was none."""
+        ...
+
+    # -- turns ----------------------------------------------------------------
+
+    async def begin_turn(
+        self,
+        message: Memory,
+        connection: Connection,
+        recent_count: RecentCount = 32,
+        outcome_key: str | None = None,
+        cache_keys: list[str] | None = None,
+    ) -> TurnContext:
+        """Set up and read what one inbound message's turn needs, in one transaction.
+
+        Creates the sender entity (or adds new names and metadata to it), the
+        world (id: ``message.world_id`` or the room id) and the room when
+        missing, with the sender and the agent as participants; stores
+        ``message`` in 'messages' unless its id exists; then returns the room,
+        world, participants, entities, the ``recent_count`` newest messages
+        (without vectors), the agent's state in the room, and the cache values
+        under ``outcome_key`` and ``cache_keys``. Raises ``NotFound`` if the
+        agent does not exist, ``DimensionMismatch`` for a vector of another size.
+        """
+        ...
+
+    async def commit_turn(self, commit: TurnCommit) -> None:
+        """Write what one turn produced in one transaction: all of it, or nothing.
+
+        Raises ``DimensionMismatch`` (a ``BadRequest``) for a vector of another
+        size than the agent's, ``Conflict`` for a reference to something missing.
+        """
         ...

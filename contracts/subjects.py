@@ -115,6 +115,22 @@ class Subjects:
         """Request-reply: run the remote action ``name``."""
         return f"{self.namespace}.action.{validate_id(name, what='action name')}.invoke"
 
+    # -- evaluation -----------------------------------------------------------
+
+    def turn_evaluate(self, agent_id: str) -> str:
+        """JetStream work queue: evaluate one ended turn of an agent (``EvaluateTurn``)."""
+        return f"{self.namespace}.agent.{validate_id(agent_id, what='agent_id')}.turn.evaluate"
+
+    @property
+    def turn_evaluate_template(self) -> str:
+        """Every agent's ended turns (what the evaluation stream captures)."""
+        return f"{self.namespace}.agent.*.turn.evaluate"
+
+    @property
+    def evaluation_stream(self) -> str:
+        """JetStream work-queue stream of ended turns waiting for evaluators."""
+        return f"{self.namespace.upper()}_EVALUATION"
+
     # -- embeddings -----------------------------------------------------------
 
     def embedding_queue(self, priority: str) -> str:

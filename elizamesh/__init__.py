@@ -6,6 +6,7 @@ This package is the public face: import what you need from here, never from
 
 from contracts import Content, Error, ErrorCode, HandleMessage, HandleMessageResult
 from contracts.agent import Media, MentionContext
+from contracts.control import AgentHealth
 from contracts.records import (
     Agent,
     ChannelType,
@@ -20,7 +21,7 @@ from contracts.records import (
     World,
 )
 from shared.agent.character import Character, CharacterError, Style
-from shared.agent.elizaos import AgentHealth, AgentSpec, BatchItemResult, ElizaOS, new_message
+from shared.agent.elizaos import AgentSpec, BatchItemResult, ElizaOS, new_message
 from shared.agent.message_service import (
     DefaultMessageService,
     MessageOptions,

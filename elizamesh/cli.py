@@ -258,10 +258,10 @@ def up(
         _wait_for_agent(
             f"http://127.0.0.1:{port}/v1/agents", Character.from_file(characters[0]).agent_id
         )
-        console.print(f"[bold green]up[/]: NATS {nats_url}, gateway http://127.0.0.1:{port}")
-        console.print(f"  talk to it:  NATS_URL={nats_url} elizamesh chat")
-        console.print("  stop it:     Ctrl-C")
-        try:
+        try:  # a signal may come as soon as the first line is out
+            console.print(f"[bold green]up[/]: NATS {nats_url}, gateway http://127.0.0.1:{port}")
+            console.print(f"  talk to it:  NATS_URL={nats_url} elizamesh chat")
+            console.print("  stop it:     Ctrl-C")
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:

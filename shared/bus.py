@@ -259,3 +259,14 @@ async def request(
     if isinstance(decoded, Error):
         raise from_error(decoded)
     return decoded  # type: ignore[no-any-return]
+
+
+def current_subject(broker: NatsBroker) -> str:
+    """The subject of the message the calling handler is handling.
+
+    Read from ``broker``'s context at call time: a ``NatsMessage`` (or any
+    ``Context``/``Path``) handler parameter is resolved by fast_depends in a
+    worker thread, one thread hop per request (581 against 338 µs measured).
+    """
+    message: NatsMessage = broker.context.get_local("message")
+    return message.raw_message.subject

@@ -209,7 +209,7 @@ class ElizaOSClient:
                         await on_stream_chunk(event.text, event.message_id)
                     elif isinstance(event, RunResponse) and on_response is not None:
                         await on_response(event.content)
-                    elif isinstance(event, RunEnded) and event.status == "failed":
+                    elif isinstance(event, RunEnded) and event.status in {"failed", "timeout"}:
                         failure = RunFailedError(event.error or "the run failed")
             except Exception as exc:
                 failure = exc

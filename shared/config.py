@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Self
+from typing import Annotated, Self
 
 import msgspec
 
@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     gateway_api_keys: str = ""
     jetstream_replicas: int = 1
     """Copies of each stream and KV bucket this stack declares: 3 on a 3-node NATS cluster."""
+    memory_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16
+    """Storage requests one memory-service replica runs at once (and its database connections)."""
 
     @property
     def api_keys(self) -> frozenset[str]:
@@ -50,3 +52,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def subjects(self) -> Subjects:
         """Subject builders for this stack's namespace."""
         return Subjects(self.eliza_ns)
+
+
+def default_model_plugin(environ: Mapping[str, str] | None = None) -> str:
+    """The model plugin an agent or service uses when none is named.
+
+    ``openai`` when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set, else
+    ``local`` (the offline models). The one place this is decided.
+    """
+    env = os.environ if environ is None else environ
+    return "openai" if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL") else "local"

@@ -29,17 +29,27 @@ def async_url(url: str) -> str:
     return f"{_ASYNC_DRIVERS.get(scheme, scheme)}://{rest}"
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """Return an async engine for ``url``, creating the SQLite file's folder if needed."""
+def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
+    """Return an async engine for ``url``, creating the SQLite file's folder if needed.
+
+    ``pool_size``: connections kept open (SQLAlchemy's default, 5, when None);
+    set it to the number of transactions meant to run at once. An in-memory
+    SQLite database has one connection whatever is asked.
+    """
     parsed = make_url(async_url(url))
     # Looked up at call time: OpenTelemetry's SQLAlchemy instrumentation wraps
     # the module's function, and a name imported before that would bypass it.
     create_async_engine = sqlalchemy_asyncio.create_async_engine
+    pool: dict[str, Any] = {} if pool_size is None else {"pool_size": pool_size}
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(parsed, pool_pre_ping=True)
+        return create_async_engine(parsed, pool_pre_ping=True, **pool)
     if parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(parsed, connect_args={"timeout": 30})
+    else:
+        pool = {}
+    # A writer waits up to 30 s for another one (another process; this
+    # process's writers queue in SqlAdapter) rather than fail "database is locked".
+    engine = create_async_engine(parsed, connect_args={"timeout": 30}, **pool)
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 

@@ -3,16 +3,19 @@
 The runtime publishes ``EmbeddingRequested`` on a JetStream work queue, one
 subject per priority. Embedding-service replicas share durable pull
 consumers: each takes a batch from the highest priority that has work, embeds
-the texts in one model call, writes the vectors through the memory service,
-and acknowledges. A failure is retried with backoff (nak with delay); after
-``max_deliver`` tries, or at once for a body that cannot be read, the request
-goes to the dead-letter subject and leaves the queue.
+the texts in one model call, writes the batch's vectors through the memory
+service (one ``set_embeddings`` request per agent), and acknowledges. A
+failure is retried with backoff (nak with delay, by ``EMBEDDING_RETRY``, the
+policy of the in-process queue too); after its last try,
+or at once for a body that cannot be read or a vector the memory service
+refuses, the request goes to the dead-letter subject and leaves the queue.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -23,10 +26,13 @@ from nats.js.api import ConsumerConfig
 from contracts import Subjects
 from contracts.embedding import PRIORITIES, EmbeddingRequested, Priority
 from contracts.records import Memory
+from shared.agent.embedding_queue import EMBEDDING_RETRY, RetryPolicy
 from shared.agent.runtime import AgentRuntime
 from shared.agent.types import ModelType
 from shared.bus import ensure_stream
+from shared.errors import BadRequest
 from shared.storage.client import memory_client
+from shared.storage.vectors import to_bytes
 from shared.telemetry import consumed
 from shared.workers import PullWorker
 
@@ -76,14 +82,12 @@ class EmbeddingWorker(PullWorker):
         models: AgentRuntime,
         *,
         batch_size: int = 16,
-        max_deliver: int = 4,
-        backoff: float = 0.5,
+        retry: RetryPolicy = EMBEDDING_RETRY,
     ) -> None:
         self.subjects = subjects
         self.models = models
         self.batch_size = batch_size
-        self.max_deliver = max_deliver
-        self.backoff = backoff
+        self.retry = retry
         self._by_priority: dict[Priority, Any] = {}
         super().__init__(broker)
 
@@ -96,7 +100,7 @@ class EmbeddingWorker(PullWorker):
                 self.subjects.embedding_queue(priority),
                 durable=f"embedding-{priority}",
                 stream=self.subjects.embedding_stream,
-                config=ConsumerConfig(ack_wait=60, max_deliver=self.max_deliver + 1),
+                config=ConsumerConfig(ack_wait=60, max_deliver=self.retry.tries + 1),
             )
         self.subscriptions = list(self._by_priority.values())
         self.durables = [(self.subjects.embedding_stream, f"embedding-{p}") for p in PRIORITIES]
@@ -134,28 +138,46 @@ class EmbeddingWorker(PullWorker):
             for msg, _ in readable:
                 await self._retry(msg, f"model failed: {exc}")
             return
+        by_agent: dict[str, list[tuple[Msg, EmbeddingRequested, bytes]]] = {}
         for (msg, request), vector in zip(readable, vectors, strict=True):
-            with consumed("embedding store", msg.headers, memory_id=request.memory_id):
-                await self._store(msg, request, vector)
+            by_agent.setdefault(request.agent_id, []).append((msg, request, to_bytes(vector)))
+        for agent_id, items in by_agent.items():
+            await self._store(agent_id, items)
 
-    async def _store(self, msg: Msg, request: EmbeddingRequested, vector: list[float]) -> None:
-        adapter = memory_client(self.broker, agent_id=request.agent_id, subjects=self.subjects)
+    async def _store(
+        self, agent_id: str, items: Sequence[tuple[Msg, EmbeddingRequested, bytes]]
+    ) -> None:
+        """Write one agent's vectors in one request, then settle each message."""
+        adapter = memory_client(self.broker, agent_id=agent_id, subjects=self.subjects)
+        ids = [request.memory_id for _, request, _ in items]
+        missing: set[str] = set()
         try:
-            if not await adapter.update_memory(request.memory_id, embedding=list(vector)):
-                await self._dead(msg, f"memory {request.memory_id} does not exist")
-                return
-        except Exception as exc:
-            await self._retry(msg, f"could not store the vector: {exc}")
+            with consumed("embedding write", items[0][0].headers, agent_id=agent_id, size=len(ids)):
+                stored = await adapter.set_embeddings(ids, [blob for _, _, blob in items])
+                if stored < len(set(ids)):  # some memories are gone: which ones?
+                    missing = set(ids) - {m.id for m in await adapter.get_memories_by_ids(ids)}
+        except BadRequest as exc:  # such as another vector size: no retry will do better
+            for msg, _, _ in items:
+                await self._dead(msg, f"the vector was refused: {exc}")
             return
-        await msg.ack()
+        except Exception as exc:
+            for msg, _, _ in items:
+                await self._retry(msg, f"could not store the vector: {exc}")
+            return
+        for msg, request, _ in items:
+            with consumed("embedding store", msg.headers, memory_id=request.memory_id):
+                if request.memory_id in missing:
+                    await self._dead(msg, f"memory {request.memory_id} does not exist")
+                else:
+                    await msg.ack()
 
     async def _retry(self, msg: Msg, reason: str) -> None:
         delivered = msg.metadata.num_delivered
-        if delivered >= self.max_deliver:
+        if delivered >= self.retry.tries:
             await self._dead(msg, f"{reason} (after {delivered} tries)")
             return
         logger.warning("embedding retry %d: %s", delivered, reason)
-        await msg.nak(delay=self.backoff * 2 ** (delivered - 1))
+        await msg.nak(delay=self.retry.delay(delivered))
 
     async def _dead(self, msg: Msg, reason: str) -> None:
         logger.error("embedding request dead-lettered: %s", reason)

@@ -1,16 +1,20 @@
-"""Evaluators after the turn: the evaluator service's worker.
+"""Evaluators after the turn, in the evaluator service: the queue and its worker.
 
-The runtime publishes ``run.ended`` on the events stream; this worker, a
-durable pull consumer shared by the evaluator replicas, runs the agent's
-evaluators (REFLECTION learns facts and relationships) with the same core
-code as embedded mode, through the memory service. Delivery is at least
-once; each event is evaluated once (its event id is remembered in the
-agent's cache). A failure is retried with backoff, then given up (logged).
+With ``EVALUATORS=remote`` the runtime does not run evaluators itself: its
+message service hands each ended turn to ``JetStreamEvaluation``, which
+queues an ``EvaluateTurn`` (the message, the replies, and the context the
+turn read) on a JetStream work queue. ``EvaluationWorker``, a durable pull
+consumer shared by the evaluator replicas, runs ``evaluate_turn`` on it: the
+same code and the same inputs as in one process, so evaluating costs no
+storage reads, and its writes are one commit. Delivery is at least once; the
+commit is all or nothing, so a retried job never leaves half its facts. A
+failure is retried with backoff, then given up (logged).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import msgspec
 from faststream.nats import NatsBroker
@@ -18,22 +22,51 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
 from contracts import Subjects
-from contracts.events import AgentEventOccurred
-from contracts.records import now_ms
+from contracts.evaluation import EvaluateTurn
+from shared.agent.message_service import evaluate_turn
+from shared.bus import ensure_stream
 from shared.errors import NotFound
-from shared.hosting import AgentHost
 from shared.telemetry import consumed
 from shared.workers import PullWorker
 
+if TYPE_CHECKING:
+    from shared.agent.runtime import AgentRuntime
+    from shared.hosting import AgentHost
+
 logger = logging.getLogger("elizamesh.evaluation")
 
-_DECODER = msgspec.json.Decoder(AgentEventOccurred)
-_DONE_TTL_MS = 24 * 3600 * 1000
-_EVALUATED = frozenset({"completed", "failed", "ignored"})
+_DECODER = msgspec.json.Decoder(EvaluateTurn)
+_ENCODER = msgspec.json.Encoder()
+
+
+async def ensure_evaluation_stream(broker: NatsBroker, subjects: Subjects) -> None:
+    """Declare the evaluation work queue (idempotent)."""
+    await ensure_stream(
+        broker, subjects.evaluation_stream, [subjects.turn_evaluate_template], work_queue=True
+    )
+
+
+class JetStreamEvaluation:
+    """The evaluation sink of the runtime service: ended turns go to the evaluator service."""
+
+    def __init__(self, broker: NatsBroker, subjects: Subjects) -> None:
+        self.broker = broker
+        self.subjects = subjects
+
+    async def submit(self, runtime: AgentRuntime, job: EvaluateTurn) -> None:
+        """Queue ``job`` durably; a failed publish is logged, the turn's outcome stands."""
+        try:
+            await self.broker.publish(
+                job,
+                self.subjects.turn_evaluate(runtime.agent_id),
+                stream=self.subjects.evaluation_stream,
+            )
+        except Exception:
+            logger.exception("could not queue the evaluation of message %s", job.message.id)
 
 
 class EvaluationWorker(PullWorker):
-    """Runs evaluators for every turn that ended, once per event."""
+    """Runs evaluators for every turn that ended, from the evaluation queue."""
 
     def __init__(
         self,
@@ -53,19 +86,20 @@ class EvaluationWorker(PullWorker):
         super().__init__(broker)
 
     async def open(self) -> None:
-        """Join the durable consumer of ``run.ended`` events."""
+        """Declare the evaluation queue and join its durable consumer."""
+        await ensure_evaluation_stream(self.broker, self.subjects)
         js = self.broker.config.connection_state.stream
         subscription = await js.pull_subscribe(
-            self.subjects.events_of_type("run.ended"),
+            self.subjects.turn_evaluate_template,
             durable="evaluator",
-            stream=self.subjects.events_stream,
+            stream=self.subjects.evaluation_stream,
             config=ConsumerConfig(ack_wait=300, max_deliver=self.max_deliver + 1),
         )
         self.subscriptions = [subscription]
-        self.durables = [(self.subjects.events_stream, "evaluator")]
+        self.durables = [(self.subjects.evaluation_stream, "evaluator")]
 
     async def drain_once(self) -> int:
-        """Evaluate one batch of ended turns; return how many events were taken."""
+        """Evaluate one batch of ended turns; return how many were taken."""
         try:
             batch: list[Msg] = await self.subscriptions[0].fetch(self.batch_size, timeout=0.1)
         except TimeoutError:
@@ -76,49 +110,32 @@ class EvaluationWorker(PullWorker):
 
     async def _one(self, msg: Msg) -> None:
         try:
-            event = _DECODER.decode(msg.data)
+            job = _DECODER.decode(msg.data)
         except msgspec.DecodeError:
-            logger.exception("unreadable run.ended event on %s; dropped", msg.subject)
+            logger.exception("unreadable evaluation job on %s; dropped", msg.subject)
             await msg.term()
             return
         try:
-            with consumed("evaluate", msg.headers, event_id=event.event_id):
-                await self.evaluate(event)
+            with consumed("evaluate", msg.headers, message_id=job.message.id):
+                await self.evaluate(job)
         except Exception:
             delivered = msg.metadata.num_delivered
             if delivered >= self.max_deliver:
                 logger.exception(
-                    "evaluation of %s given up after %d tries", event.event_id, delivered
+                    "evaluation of %s given up after %d tries", job.message.id, delivered
                 )
                 await msg.term()
             else:
-                logger.warning("evaluation of %s failed; retrying", event.event_id, exc_info=True)
+                logger.warning("evaluation of %s failed; retrying", job.message.id, exc_info=True)
                 await msg.nak(delay=self.backoff * 2 ** (delivered - 1))
             return
         await msg.ack()
 
-    async def evaluate(self, event: AgentEventOccurred) -> bool:
-        """Run the evaluators for one ended turn; False when there is nothing to do."""
-        if event.message_id is None or event.data.get("status") not in _EVALUATED:
-            return False
+    async def evaluate(self, job: EvaluateTurn) -> bool:
+        """Run the evaluators for one ended turn; False when its agent is gone."""
         try:
-            runtime = await self.host.runtime_for(event.agent_id)
+            runtime = await self.host.runtime_for(job.agent_id)
         except NotFound:
             return False  # deleted or stopped since
-        key = f"evaluated:{event.event_id}"
-        if await runtime.adapter.get_cache(key) is not None:
-            return False
-        message = await runtime.adapter.get_memory_by_id(event.message_id)
-        if message is None:
-            return False
-        responses = [
-            m
-            for m in await runtime.adapter.get_memories(
-                table_name="messages", room_id=message.room_id, start=message.created_at, count=50
-            )
-            if m.entity_id == runtime.agent_id and m.content.in_reply_to == message.id
-        ]
-        state = await runtime.compose_state(message, ["RECENT_MESSAGES", "EVALUATORS"])
-        await runtime.evaluate(message, state, did_respond=bool(responses), responses=responses)
-        await runtime.adapter.set_cache(key, now_ms(), expires_at=now_ms() + _DONE_TTL_MS)
+        await evaluate_turn(runtime, job)
         return True

@@ -36,23 +36,24 @@ from nats.js.kv import KeyValue
 from contracts import Content, HandleMessage, HandleMessageResult, Subjects, new_id
 from contracts.control import AddAgent, AgentChanged, AgentHealth, AgentStatus, OutboundMessage
 from contracts.events import AgentEventOccurred, AgentInfo, RunChunk, RunEnded, RunResponse
-from contracts.records import Memory, now_ms
+from contracts.records import Memory
 from shared.agent.character import Character
 from shared.agent.message_service import MessageOptions
 from shared.agent.plugin import resolve_plugins
 from shared.agent.runtime import AgentRuntime, TargetInfo
 from shared.agent.types import EventType, ModelType, Plugin
 from shared.bus import ensure_stream, jetstream_replicas
+from shared.config import default_model_plugin
 from shared.embedding import JetStreamEmbeddingQueue, ensure_embedding_stream
 from shared.errors import Conflict, NotFound, Unavailable
+from shared.evaluation import JetStreamEvaluation, ensure_evaluation_stream
+from shared.events import EventPublisher
 from shared.outbound import ensure_outbound_stream
 from shared.remote import remote_action, remote_provider
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.client import memory_client
 
 logger = logging.getLogger("elizamesh.hosting")
-
-RESULT_TTL_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class HostedAgents:
         characters = tuple(
             Path(p.strip()) for p in env.get("AGENT_CHARACTERS", "").split(",") if p.strip()
         )
-        model = "openai" if env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL") else "local"
+        model = default_model_plugin(env)
         plugins = tuple(p.strip() for p in env.get("AGENT_PLUGINS", model).split(",") if p.strip())
         remote = tuple(p.strip() for p in env.get("REMOTE_PROVIDERS", "").split(",") if p.strip())
         timeout = float(env.get("PROVIDER_TIMEOUT") or cls.provider_timeout)
@@ -150,6 +151,8 @@ class AgentHost:
         self._lease: RoomLease | None = None
         self._turns: set[asyncio.Task[HandleMessageResult]] = set()
         self._loading: dict[str, asyncio.Lock] = {}
+        # Events leave without stalling the turn: a bounded window of unacknowledged publishes.
+        self.events = EventPublisher(broker, stream=subjects.events_stream)
 
     async def open(self) -> None:
         """Declare the streams and the room-lease bucket (idempotent); call once connected."""
@@ -162,6 +165,8 @@ class AgentHost:
         await ensure_outbound_stream(self.broker, self.subjects)
         if self.remote_embeddings:
             await ensure_embedding_stream(self.broker, self.subjects)
+        if self.remote_evaluators:
+            await ensure_evaluation_stream(self.broker, self.subjects)
         kv = await self.broker.key_value(
             f"{self.subjects.namespace.upper()}_ROOM_LEASES",
             ttl=self.lease_seconds,
@@ -197,6 +202,8 @@ class AgentHost:
             )
         runtime.default_send_handler = self._send_outbound
         await runtime.initialize()
+        if self.remote_evaluators:
+            runtime.message_service.evaluation = JetStreamEvaluation(self.broker, self.subjects)
         for name in self.agents.remote_providers:
             runtime.register_provider(
                 remote_provider(
@@ -237,14 +244,10 @@ class AgentHost:
             NotFound: no such agent is stored, or it is stopped.
         """
         if (runtime := self.runtimes.get(agent_id)) is not None:
-            # The stored agent is the truth, read once per call: a stop made on
-            # another replica holds here at once, before its agents.changed
-            # arrives (or if it never does).
-            stored = await self.storage.get_agent(agent_id)
-            if stored is not None and stored.enabled:
-                return runtime
-            await self._drop(agent_id)
-            raise NotFound(f"agent {agent_id} is {'stopped' if stored else 'deleted'}")
+            # The stored agent stays the truth: each turn reads it with the rest
+            # of its context (begin_turn), so a stop made on another replica
+            # holds here at once, before its agents.changed arrives.
+            return runtime
         async with self._loading.setdefault(agent_id, asyncio.Lock()):
             if (runtime := self.runtimes.get(agent_id)) is not None:
                 return runtime
@@ -371,6 +374,7 @@ class AgentHost:
         for runtime in self.runtimes.values():
             await runtime.stop()
         self.runtimes.clear()
+        await self.events.close()
 
     async def handle(self, agent_id: str, request: HandleMessage) -> HandleMessageResult:
         """Handle one message for ``agent_id``: once per message id, one turn per room.
@@ -393,6 +397,7 @@ class AgentHost:
             did_respond=False,
             run_id=run_id,
             accepted=True,
+            status="accepted",
         )
 
     async def _turn(self, runtime: AgentRuntime, request: HandleMessage) -> HandleMessageResult:
@@ -400,30 +405,34 @@ class AgentHost:
         try:
             result = await self._once(runtime, request, run)
         except Exception as exc:
+            if isinstance(exc, NotFound):
+                await self._drop(runtime.agent_id)  # stopped or deleted elsewhere
             if run is not None:
                 await run.ended("failed", error=f"{type(exc).__name__}: {exc}")
             if request.reply_at_once:
                 logger.exception("turn %s failed", request.message_id)
                 return HandleMessageResult(
-                    message_id=request.message_id, agent_id=runtime.agent_id, did_respond=False
+                    message_id=request.message_id,
+                    agent_id=runtime.agent_id,
+                    did_respond=False,
+                    run_id=request.run_id,
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}",
                 )
             raise
         if run is not None:
-            await run.ended("completed", result=result)
+            await run.ended(result.status, result=result, error=result.error)
         return result
 
     async def _once(
         self, runtime: AgentRuntime, request: HandleMessage, run: _RunPublisher | None
     ) -> HandleMessageResult:
-        if runtime.message_service is None or self._lease is None:
+        if self._lease is None:
             raise NotFound(f"agent {runtime.agent_id} is not started")
-        key = f"turn-result:{request.message_id}"
-        if (done := await runtime.adapter.get_cache(key)) is not None:
-            return msgspec.convert(done, HandleMessageResult)
         room = f"{runtime.agent_id}.{request.room_id}"
         async with self._lease.hold(room, timeout=self.lease_seconds):
-            if (done := await runtime.adapter.get_cache(key)) is not None:
-                return msgspec.convert(done, HandleMessageResult)
+            # The pipeline is idempotent on the message id: a message handled
+            # before gets its stored outcome, read with the turn's context.
             message = Memory(
                 id=request.message_id,
                 entity_id=request.entity_id,
@@ -432,25 +441,11 @@ class AgentHost:
                 content=request.content,
             )
             options = MessageOptions(
-                run_id=request.run_id,
-                on_stream_chunk=run.chunk if run is not None else None,
-                run_evaluators=not self.remote_evaluators,
+                run_id=request.run_id, on_stream_chunk=run.chunk if run is not None else None
             )
-            outcome = await runtime.message_service.handle_message(
+            return await runtime.message_service.handle_message(
                 runtime, message, run.response if run is not None else None, options
             )
-            result = HandleMessageResult(
-                message_id=request.message_id,
-                agent_id=runtime.agent_id,
-                did_respond=outcome.did_respond,
-                response_content=outcome.response_content if outcome.did_respond else None,
-                mode=outcome.mode,
-                run_id=outcome.run_id,
-            )
-            await runtime.adapter.set_cache(
-                key, msgspec.to_builtins(result), expires_at=now_ms() + RESULT_TTL_MS
-            )
-        return result
 
     def _publisher(self, agent_id: str, event: EventType) -> Any:
         subject = self.subjects.event(agent_id, event.value.lower().replace("_", ".", 1))
@@ -464,7 +459,7 @@ class AgentHost:
                 room_id=_text(payload.get("room_id")) or _room_id(payload),
                 data=_details(payload),
             )
-            await self.broker.publish(message, subject, stream=self.subjects.events_stream)
+            await self.events.publish(message, subject)
 
         return publish
 
@@ -542,5 +537,5 @@ class _RunPublisher:
             error=error,
             result=result,
         )
-        what = "failed" if status == "failed" else "completed"
+        what = "failed" if status in {"failed", "timeout"} else "completed"
         await self.broker.publish(ended, self.subjects.run(self.run_id, what))

@@ -13,6 +13,7 @@ otherwise exist only to carry the context from hop to hop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -45,7 +46,7 @@ def setup_telemetry(service: str) -> TracerProvider:
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
-    resource = Resource.create({"service.name": service, "service.version": version("elizamesh")})
+    resource = Resource.create({"service.name": service, "service.version": package_version()})
     provider = TracerProvider(resource=resource)
     exporter = _span_exporter()
     if exporter is not None:
@@ -158,9 +159,15 @@ def consumed(name: str, headers: Mapping[str, str] | None, **attributes: Any) ->
         yield current
 
 
+@functools.cache
+def package_version() -> str:
+    """Elizamesh's version, read once: the package metadata costs ~1 ms a read."""
+    return version("elizamesh")
+
+
 def tracer() -> trace.Tracer:
     """The tracer of elizamesh's own spans (the global provider's)."""
-    return trace.get_tracer(TRACER, version("elizamesh"))
+    return trace.get_tracer(TRACER, package_version())
 
 
 @contextlib.contextmanager

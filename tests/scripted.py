@@ -80,9 +80,16 @@ class ScriptedModel:
             yield text[start : start + self.chunk_size]
 
 
-async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> list[float]:
-    """A tiny deterministic 'embedding': letter frequencies of the text (26 dims)."""
+async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> Any:
+    """A tiny deterministic 'embedding': letter frequencies (26 dims) of ``text``, or of
+    each of ``texts`` (a batch, as the embedding service asks)."""
     del runtime
-    text = str(params.get("text", "")).lower()
-    counts = [float(text.count(chr(c))) for c in range(ord("a"), ord("z") + 1)]
+    if "texts" in params:
+        return [letters(str(t)) for t in params["texts"]]
+    return letters(str(params.get("text", "")))
+
+
+def letters(text: str) -> list[float]:
+    """Letter frequencies of ``text``; a fixed unit vector for a text without letters."""
+    counts = [float(text.lower().count(chr(c))) for c in range(ord("a"), ord("z") + 1)]
     return counts if any(counts) else [1.0] + [0.0] * 25

@@ -10,7 +10,7 @@ from shared.agent.character import Character
 from shared.agent.plugin import resolve_plugins
 from shared.agent.runtime import AgentRuntime
 from shared.bus import create_broker, service_app
-from shared.config import Settings
+from shared.config import Settings, default_model_plugin
 from shared.embedding import EmbeddingWorker
 from shared.telemetry import bus_telemetry, setup_telemetry
 from shared.workers import serve_worker
@@ -20,13 +20,7 @@ SERVICE = "elizamesh-embedding"
 
 def model_plugin_name() -> str:
     """``EMBEDDING_PLUGIN``, else openai when configured, else the local models."""
-    if name := os.environ.get("EMBEDDING_PLUGIN"):
-        return name
-    return (
-        "openai"
-        if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
-        else "local"
-    )
+    return os.environ.get("EMBEDDING_PLUGIN") or default_model_plugin()
 
 
 async def model_runtime(plugin: str) -> AgentRuntime:

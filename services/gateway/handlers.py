@@ -132,7 +132,7 @@ def _sse_name(event: object) -> str:
     if isinstance(event, RunChunk):
         return "chunk"
     if isinstance(event, RunEnded):
-        return "failed" if event.status == "failed" else "completed"
+        return "failed" if event.status in {"failed", "timeout"} else "completed"
     return "response"
 
 

@@ -12,23 +12,29 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from faststream.nats import NatsMessage
+from faststream.nats import NatsBroker
 
 from contracts.memory import OPERATIONS, MemoryResult
+from shared.bus import current_subject
 from shared.errors import NotFound
 from shared.storage.sql import SqlAdapter
 
 # The reply is annotated Any on purpose: FastStream would convert it to the
 # annotated class, and each operation has its own subclass of MemoryResult.
-MemoryHandler = Callable[[Any, NatsMessage], Awaitable[Any]]
+MemoryHandler = Callable[[Any], Awaitable[Any]]
 
 
-def memory_handler(storage: SqlAdapter) -> MemoryHandler:
-    """Return the subscriber that runs storage operations on ``storage``'s database."""
+def memory_handler(storage: SqlAdapter, broker: NatsBroker) -> MemoryHandler:
+    """Return the subscriber that runs storage operations on ``storage``'s database.
 
-    async def run_storage_operation(body: Any, message: NatsMessage) -> Any:
+    The subject is read from ``broker``'s context (``current_subject``), per
+    request: a ``FastStream`` application replaces the broker's context when
+    it takes it over.
+    """
+
+    async def run_storage_operation(body: Any) -> Any:
         """Run the storage operation named in the subject and reply with its return value."""
-        name = message.raw_message.subject.rsplit(".", 1)[-1]
+        name = current_subject(broker).rsplit(".", 1)[-1]
         operation = OPERATIONS.get(name)
         if operation is None:
             raise NotFound(f"unknown memory operation {name!r}")

@@ -24,8 +24,14 @@ def create_broker_for(settings: Settings, storage: SqlAdapter) -> NatsBroker:
     broker = create_broker(
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
     )
-    operations = broker.subscriber(settings.subjects.memory_template, queue=QUEUE_MEMORY)
-    operations(memory_handler(storage))
+    # Requests run side by side (each is one short transaction); the database
+    # pool has a connection for each (see create_app).
+    operations = broker.subscriber(
+        settings.subjects.memory_template,
+        queue=QUEUE_MEMORY,
+        max_workers=settings.memory_concurrency,
+    )
+    operations(memory_handler(storage, broker))
 
     async def probe() -> tuple[list[ConsumerHealth], dict[str, Any]]:
         latency = await storage.ping()  # a database that does not answer makes it not ok
@@ -38,7 +44,9 @@ def create_broker_for(settings: Settings, storage: SqlAdapter) -> NatsBroker:
 def create_app(settings: Settings) -> FastStream:
     """Return the memory service: migrates the database on start, serves it until stopped."""
     setup_telemetry(SERVICE)  # before the engine exists, so its statements are traced
-    storage = SqlAdapter.from_url(settings.database_url, agent_id=SERVICE)
+    storage = SqlAdapter.from_url(
+        settings.database_url, agent_id=SERVICE, pool_size=settings.memory_concurrency
+    )
     app = service_app(create_broker_for(settings, storage))
     app.on_startup(storage.init)
     app.after_shutdown(storage.close)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from faststream.nats import NatsMessage
-
 from contracts import HandleMessage, HandleMessageResult, agent_id_of
 from contracts.control import (
     AddAgent,
@@ -16,17 +14,18 @@ from contracts.control import (
     CheckAgent,
 )
 from contracts.events import AgentList, ListAgents
+from shared.bus import current_subject
 from shared.hosting import AgentHost
 
 
 def message_handler(
     host: AgentHost,
-) -> Callable[[HandleMessage, NatsMessage], Awaitable[HandleMessageResult]]:
+) -> Callable[[HandleMessage], Awaitable[HandleMessageResult]]:
     """Return the subscriber of ``<ns>.agent.*.message.handle``."""
 
-    async def handle_message(request: HandleMessage, message: NatsMessage) -> HandleMessageResult:
+    async def handle_message(request: HandleMessage) -> HandleMessageResult:
         """Handle one inbound message for the agent named in the subject and return its reply."""
-        return await host.handle(agent_id_of(message.raw_message.subject), request)
+        return await host.handle(agent_id_of(current_subject(host.broker)), request)
 
     return handle_message
 
@@ -54,25 +53,25 @@ def add_handler(host: AgentHost) -> Callable[[AddAgent], Awaitable[AgentStatus]]
 
 def command_handler(
     host: AgentHost, command: str
-) -> Callable[[AgentCommand, NatsMessage], Awaitable[AgentStatus]]:
+) -> Callable[[AgentCommand], Awaitable[AgentStatus]]:
     """Return the subscriber of ``<ns>.agent.*.<command>`` (start, stop or delete)."""
 
-    async def run_agent_command(request: AgentCommand, message: NatsMessage) -> AgentStatus:
+    async def run_agent_command(request: AgentCommand) -> AgentStatus:
         """Apply the command to the agent named in the subject, here and everywhere."""
         del request
-        return await host.command(agent_id_of(message.raw_message.subject), command)
+        return await host.command(agent_id_of(current_subject(host.broker)), command)
 
     return run_agent_command
 
 
 def health_handler(
     host: AgentHost,
-) -> Callable[[CheckAgent, NatsMessage], Awaitable[AgentHealth]]:
+) -> Callable[[CheckAgent], Awaitable[AgentHealth]]:
     """Return the subscriber of ``<ns>.agent.*.health``."""
 
-    async def check_agent(request: CheckAgent, message: NatsMessage) -> AgentHealth:
+    async def check_agent(request: CheckAgent) -> AgentHealth:
         """Probe the agent named in the subject."""
-        agent_id = agent_id_of(message.raw_message.subject)
+        agent_id = agent_id_of(current_subject(host.broker))
         return await host.probe(agent_id, check_model=request.check_model)
 
     return check_agent

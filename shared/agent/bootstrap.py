@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from contracts import Content
-from contracts.records import Memory, ParticipantState, Relationship
+from contracts.records import Entity, Memory, ParticipantState, Relationship
+from contracts.turn import CacheEntry
 from shared.agent.prompts import compose_prompt
 from shared.agent.tasks import TaskService
+from shared.agent.turn import current_turn, reflection_key
 from shared.agent.types import (
     Action,
     ActionResult,
@@ -65,15 +67,18 @@ async def recent_messages_provider(
 ) -> ProviderResult:
     """The last messages of the room, oldest first, with who said them."""
     del state
-    memories = await runtime.adapter.get_memories(
-        table_name="messages", room_id=message.room_id, count=runtime.get_conversation_length()
+    count = runtime.get_conversation_length()
+    turn = current_turn()
+    loaded = turn.recent_messages(message.room_id) if turn is not None else None
+    memories = (
+        loaded[:count]
+        if loaded is not None
+        else await runtime.adapter.get_memories(
+            table_name="messages", room_id=message.room_id, count=count
+        )
     )
     said = [m for m in reversed(memories) if m.content.metadata.get("type") != "action_result"]
-    entity_ids = sorted({m.entity_id for m in said})
-    names = {
-        e.id: (e.names[0] if e.names else e.id)
-        for e in await runtime.adapter.get_entities_by_ids(entity_ids)
-    }
+    names = {e.id: (e.names[0] if e.names else e.id) for e in await _entities_of(runtime, said)}
     lines = [
         f"{names.get(m.entity_id, m.entity_id)}: {m.content.text}" for m in said if m.content.text
     ]
@@ -81,6 +86,17 @@ async def recent_messages_provider(
     return ProviderResult(
         text=text, values={"recentMessages": "\n".join(lines)}, data={"recent_messages": said}
     )
+
+
+async def _entities_of(runtime: AgentRuntime, memories: Sequence[Memory]) -> list[Entity]:
+    """The authors of ``memories``: from what the turn loaded, else from storage."""
+    wanted = {m.entity_id for m in memories}
+    turn = current_turn()
+    if turn is not None and turn.context is not None:
+        known = [e for e in turn.context.entities if e.id in wanted]
+        if {e.id for e in known} >= wanted - {runtime.agent_id}:
+            return known
+    return await runtime.adapter.get_entities_by_ids(sorted(wanted))
 
 
 async def time_provider(runtime: AgentRuntime, message: Memory, state: State) -> ProviderResult:
@@ -136,8 +152,14 @@ async def action_state_provider(
 async def entities_provider(runtime: AgentRuntime, message: Memory, state: State) -> ProviderResult:
     """The people in the room."""
     del state
-    ids = await runtime.adapter.get_participants_for_room(message.room_id)
-    entities = await runtime.adapter.get_entities_by_ids(ids)
+    turn = current_turn()
+    context = turn.context if turn is not None else None
+    if context is not None and context.room.id == message.room_id:
+        by_id = {e.id: e for e in context.entities}
+        entities = [by_id[i] for i in context.participants if i in by_id]
+    else:
+        ids = await runtime.adapter.get_participants_for_room(message.room_id)
+        entities = await runtime.adapter.get_entities_by_ids(ids)
     lines = [f"- {', '.join(e.names)} (id {e.id})" for e in entities]
     return ProviderResult(
         text="# People in the room\n" + "\n".join(lines), values={"entities": "\n".join(lines)}
@@ -303,11 +325,19 @@ _RELATIONSHIP = re.compile(r"<relationship>(.*?)</relationship>", re.DOTALL)
 async def reflection_validate(runtime: AgentRuntime, message: Memory, state: State | None) -> bool:
     """Reflect once a quarter of the conversation length has passed since the last time."""
     del state
-    key = f"{message.room_id}-reflection-last-processed"
-    last = await runtime.adapter.get_cache(key)
-    recent = await runtime.adapter.get_memories(
-        table_name="messages", room_id=message.room_id, count=runtime.get_conversation_length()
-    )
+    key = reflection_key(message.room_id)
+    turn = current_turn()
+    context = turn.context if turn is not None else None
+    if context is not None and context.room.id == message.room_id:
+        last = context.cache.get(key)
+        recent = turn.recent_messages(message.room_id) if turn is not None else None
+    else:
+        last = await runtime.adapter.get_cache(key)
+        recent = None
+    if recent is None:
+        recent = await runtime.adapter.get_memories(
+            table_name="messages", room_id=message.room_id, count=runtime.get_conversation_length()
+        )
     ids = [m.id for m in recent]
     since = ids.index(last) if isinstance(last, str) and last in ids else len(ids)
     return since > runtime.get_conversation_length() // 4
@@ -346,7 +376,16 @@ async def reflect(
             )
     for raw in _RELATIONSHIP.findall(answer):
         await _remember_relationship(runtime, parse_key_value_xml(raw) or {})
-    await runtime.adapter.set_cache(f"{message.room_id}-reflection-last-processed", message.id)
+    await _set_cache(runtime, reflection_key(message.room_id), message.id)
+
+
+async def _set_cache(runtime: AgentRuntime, key: str, value: Any) -> None:
+    """Set a cache value: with the turn's writes inside a turn, else now."""
+    turn = current_turn()
+    if turn is not None:
+        turn.cache.append(CacheEntry(key=key, value=value))
+    else:
+        await runtime.adapter.set_cache(key, value)
 
 
 async def _remember_relationship(runtime: AgentRuntime, fields: dict[str, Any]) -> None:
@@ -361,23 +400,26 @@ async def _remember_relationship(runtime: AgentRuntime, fields: dict[str, Any]) 
     if existing:
         old = existing[0]
         interactions = int(old.metadata.get("interactions", 0)) + 1
-        await runtime.adapter.update_relationship(
-            Relationship(
-                source_entity_id=source,
-                target_entity_id=target,
-                tags=sorted({*old.tags, *tags}),
-                metadata={**old.metadata, "interactions": interactions},
-            )
+        link = Relationship(
+            source_entity_id=source,
+            target_entity_id=target,
+            tags=sorted({*old.tags, *tags}),
+            metadata={**old.metadata, "interactions": interactions},
         )
     else:
-        await runtime.adapter.create_relationship(
-            Relationship(
-                source_entity_id=source,
-                target_entity_id=target,
-                tags=tags,
-                metadata={"interactions": 1},
-            )
+        link = Relationship(
+            source_entity_id=source,
+            target_entity_id=target,
+            tags=tags,
+            metadata={"interactions": 1},
         )
+    turn = current_turn()
+    if turn is not None:  # written with the evaluation's other writes, in one transaction
+        turn.relationships.append(link)
+    elif existing:
+        await runtime.adapter.update_relationship(link)
+    else:
+        await runtime.adapter.create_relationship(link)
 
 
 bootstrap_plugin = Plugin(

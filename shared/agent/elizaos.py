@@ -18,10 +18,11 @@ from typing import Any
 
 import msgspec
 
-from contracts import Content
+from contracts import Content, HandleMessageResult
+from contracts.control import AgentHealth
 from contracts.records import Memory
 from shared.agent.character import Character
-from shared.agent.message_service import MessageOptions, MessageProcessingResult
+from shared.agent.message_service import MessageOptions, TurnFailedError
 from shared.agent.runtime import AgentRuntime
 from shared.agent.types import ModelType, Plugin
 from shared.errors import BadRequest, NotFound
@@ -41,26 +42,6 @@ class AgentSpec:
     settings: Mapping[str, str] = field(default_factory=dict)
     init: Callable[[AgentRuntime], Awaitable[None]] | None = None
     database_adapter: DatabaseAdapter | None = None
-
-
-@dataclass(frozen=True)
-class HandleMessageResult:
-    """What ``handle_message`` returns: the message id, the stored message, and the outcome."""
-
-    message_id: str
-    user_message: Memory
-    processing: MessageProcessingResult | None = None
-
-
-@dataclass(frozen=True)
-class AgentHealth:
-    """How one agent is doing, measured now."""
-
-    alive: bool
-    responsive: bool
-    memory_usage: int
-    uptime: float
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -253,37 +234,53 @@ class ElizaOS:
     ) -> HandleMessageResult:
         """Have an agent handle ``message``; its entity and room are set up if new.
 
-        Sync mode (no ``on_response``): waits and returns the outcome. Async
-        mode: returns at once; replies go to ``on_response``, failures to
-        ``on_error``, and ``on_complete`` runs at the end.
+        Sync mode (no ``on_response``): waits and returns the outcome (its
+        ``status`` says how the turn ended). Async mode: returns at once with
+        status ``accepted``; replies go to ``on_response``; a turn that ends
+        ``failed`` or ``timeout`` goes to ``on_error`` (a ``TurnFailedError``
+        carrying the result), as does an exception; ``on_complete`` runs at
+        the end either way.
+
+        Raises:
+            BadRequest: the agent is not started.
+            NotFound: no such agent.
         """
         runtime = target if isinstance(target, AgentRuntime) else self._runtime(target)
-        if runtime.message_service is None:
+        if not runtime.is_started():
             raise BadRequest(f"agent {runtime.agent_id} is not started: call start_agents first")
         message = msgspec.structs.replace(message, agent_id=runtime.agent_id)
+        given = options or MessageOptions()
         options = MessageOptions(
-            max_retries=(options or MessageOptions()).max_retries,
-            timeout=(options or MessageOptions()).timeout,
+            max_retries=given.max_retries,
+            timeout=given.timeout,
             on_stream_chunk=on_stream_chunk,
+            run_id=given.run_id or runtime.create_run_id(),
         )
         service = runtime.message_service
         if on_response is None:
-            processing = await service.handle_message(runtime, message, None, options)
+            result = await service.handle_message(runtime, message, None, options)
             if on_complete is not None:
                 await on_complete()
             self._dispatch(
                 "message:sent", agent_id=runtime.agent_id, message_id=message.id, mode="sync"
             )
-            return HandleMessageResult(message.id, message, processing)
+            return result
 
         async def in_background() -> None:
+            failure: BaseException | None = None
             try:
-                await service.handle_message(runtime, message, on_response, options)
+                outcome = await service.handle_message(runtime, message, on_response, options)
+                if outcome.status in {"failed", "timeout"}:
+                    failure = TurnFailedError(outcome)
             except Exception as exc:
+                failure = exc
+            if failure is not None:
                 if on_error is None:
-                    logger.exception("message %s failed and nobody listens for errors", message.id)
+                    logger.error(
+                        "message %s failed and nobody listens for errors: %s", message.id, failure
+                    )
                 else:
-                    await on_error(exc)
+                    await on_error(failure)
             if on_complete is not None:
                 await on_complete()
 
@@ -291,7 +288,14 @@ class ElizaOS:
         self._dispatch(
             "message:sent", agent_id=runtime.agent_id, message_id=message.id, mode="async"
         )
-        return HandleMessageResult(message.id, message)
+        return HandleMessageResult(
+            message_id=message.id,
+            agent_id=runtime.agent_id,
+            did_respond=False,
+            run_id=options.run_id,
+            accepted=True,
+            status="accepted",
+        )
 
     async def handle_messages(
         self, batch: Sequence[tuple[str | AgentRuntime, Memory]]
@@ -324,11 +328,7 @@ class ElizaOS:
             runtime = self.runtimes.get(agent_id)
             if runtime is None:
                 return AgentHealth(
-                    alive=False,
-                    responsive=False,
-                    memory_usage=0,
-                    uptime=0.0,
-                    error="not registered",
+                    agent_id=agent_id, alive=False, responsive=False, error="not registered"
                 )
             started = self._started_at.get(agent_id)
             uptime = time.monotonic() - started if started is not None else 0.0
@@ -336,9 +336,20 @@ class ElizaOS:
                 async with asyncio.timeout(timeout):
                     await runtime.adapter.get_agent(agent_id)
             except Exception as exc:
-                return AgentHealth(True, False, rss, uptime, f"{type(exc).__name__}: {exc}")
+                return AgentHealth(
+                    agent_id=agent_id,
+                    alive=True,
+                    responsive=False,
+                    memory_usage=rss,
+                    uptime=uptime,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
             return AgentHealth(
-                alive=started is not None, responsive=True, memory_usage=rss, uptime=uptime
+                agent_id=agent_id,
+                alive=started is not None,
+                responsive=True,
+                memory_usage=rss,
+                uptime=uptime,
             )
 
         results = await asyncio.gather(*(probe(i) for i in ids))

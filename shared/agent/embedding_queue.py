@@ -2,7 +2,8 @@
 
 Priorities high, normal and low (high drains first); at most ``capacity``
 items (the lowest-priority, oldest ones make room); batches of ``batch_size``
-embedded concurrently; up to ``max_retries`` retries with backoff. In the
+embedded concurrently; retried by ``EMBEDDING_RETRY`` (the policy the
+embedding service uses too). In the
 distributed stack the embedding service does the same from a JetStream queue.
 """
 
@@ -12,11 +13,13 @@ import asyncio
 import heapq
 import itertools
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from contracts.embedding import Priority
 from contracts.records import Memory
 from shared.agent.types import EventType, ModelType
+from shared.storage.vectors import to_bytes
 
 if TYPE_CHECKING:
     from shared.agent.runtime import AgentRuntime
@@ -24,6 +27,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger("elizamesh.embedding")
 
 _RANK: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times a vector is tried, and how long to wait between tries."""
+
+    tries: int = 4
+    backoff: float = 0.5
+    """Seconds before the second try; doubled before each later one."""
+
+    def delay(self, tried: int) -> float:
+        """Seconds to wait after the ``tried``-th failed try (1-based)."""
+        return self.backoff * float(2 ** (tried - 1))
+
+
+EMBEDDING_RETRY = RetryPolicy()
+"""The one retry policy of vectors, in-process and in the embedding service."""
 
 
 class EmbeddingSink(Protocol):
@@ -51,14 +71,12 @@ class EmbeddingQueue:
         *,
         capacity: int = 1_000,
         batch_size: int = 10,
-        max_retries: int = 3,
-        backoff: float = 0.2,
+        retry: RetryPolicy = EMBEDDING_RETRY,
     ) -> None:
         self.runtime = runtime
         self.capacity = capacity
         self.batch_size = batch_size
-        self.max_retries = max_retries
-        self.backoff = backoff
+        self.retry = retry
         self._heap: list[tuple[int, int, Memory]] = []
         self._order = itertools.count()
         self._ready = asyncio.Event()
@@ -85,8 +103,18 @@ class EmbeddingQueue:
         if self._worker is None:
             self._worker = asyncio.create_task(self._drain_forever(), name="embedding-queue")
 
-    async def stop(self) -> None:
-        """Stop draining; queued items are left (they are re-queued on the next message)."""
+    async def stop(self, *, grace: float = 10.0) -> None:
+        """Finish the queued vectors (for up to ``grace`` seconds), then stop draining.
+
+        Vectors still queued after ``grace`` are lost and logged: their
+        memories stay stored, without a vector.
+        """
+        if self._worker is not None and self._heap:
+            try:
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+            except TimeoutError:
+                logger.warning("stopping with %d vectors not computed", len(self._heap))
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
@@ -104,28 +132,47 @@ class EmbeddingQueue:
             ]
             if not self._heap:
                 self._ready.clear()
-            await asyncio.gather(*(self._embed(memory) for memory in batch))
+            vectors = await asyncio.gather(*(self._embed(memory) for memory in batch))
+            done = [(m, v) for m, v in zip(batch, vectors, strict=True) if v is not None]
+            if done:
+                await self._store(done)
             if not self._heap:
                 self._idle.set()
 
-    async def _embed(self, memory: Memory) -> None:
-        for attempt in range(self.max_retries + 1):
+    async def _embed(self, memory: Memory) -> list[float] | None:
+        """The memory's vector, retried with backoff; None (and an event) when it cannot be had."""
+        for tried in range(1, self.retry.tries + 1):
             try:
                 vector = await self.runtime.use_model(
                     ModelType.TEXT_EMBEDDING, {"text": memory.content.text}
                 )
-                await self.runtime.adapter.update_memory(memory.id, embedding=list(vector))
+                return list(vector)
             except Exception as exc:
-                if attempt == self.max_retries:
+                if tried == self.retry.tries:
                     logger.exception("no vector for memory %s", memory.id)
                     await self.runtime.emit_event(
                         EventType.EMBEDDING_GENERATION_FAILED,
                         {"memory_id": memory.id, "error": f"{type(exc).__name__}: {exc}"},
                     )
-                    return
-                await asyncio.sleep(self.backoff * 2**attempt)
-            else:
+                    return None
+                await asyncio.sleep(self.retry.delay(tried))
+        return None
+
+    async def _store(self, done: list[tuple[Memory, list[float]]]) -> None:
+        """Write a whole batch of vectors in one storage call."""
+        try:
+            await self.runtime.adapter.set_embeddings(
+                [m.id for m, _ in done], [to_bytes(v) for _, v in done]
+            )
+        except Exception as exc:
+            logger.exception("could not store %d vectors", len(done))
+            for memory, _ in done:
                 await self.runtime.emit_event(
-                    EventType.EMBEDDING_GENERATION_COMPLETED, {"memory_id": memory.id}
+                    EventType.EMBEDDING_GENERATION_FAILED,
+                    {"memory_id": memory.id, "error": f"{type(exc).__name__}: {exc}"},
                 )
-                return
+            return
+        for memory, _ in done:
+            await self.runtime.emit_event(
+                EventType.EMBEDDING_GENERATION_COMPLETED, {"memory_id": memory.id}
+            )

@@ -13,15 +13,20 @@ import asyncio
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
 
 from contracts import Content
-from contracts.records import ChannelType, Memory, ParticipantState
+from contracts.agent import ActionOutcome, HandleMessageResult, RunStatus
+from contracts.evaluation import EvaluateTurn
+from contracts.records import ChannelType, Memory, ParticipantState, Room, now_ms
+from contracts.turn import CacheEntry, Connection
 from shared.agent.prompts import compose_prompt
+from shared.agent.turn import Turn, current_turn, entered, outcome_key, reflection_key
 from shared.agent.types import (
     ActionResult,
     Callback,
@@ -31,6 +36,7 @@ from shared.agent.types import (
     StreamChunk,
 )
 from shared.agent.xml import TextTagStreamer, parse_key_value_xml
+from shared.errors import NotFound
 from shared.telemetry import MESSAGES_HANDLED, TURN_DURATION, span, timed
 
 if TYPE_CHECKING:
@@ -39,7 +45,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("elizamesh.messages")
 
 Mode = Literal["simple", "actions", "none"]
-RunStatus = Literal["completed", "failed", "ignored", "self", "muted", "superseded", "timeout"]
 
 ALWAYS_RESPOND_CHANNELS = frozenset(
     {ChannelType.DM, ChannelType.VOICE_DM, ChannelType.SELF, ChannelType.API}
@@ -65,18 +70,19 @@ class MessageOptions:
     run_evaluators: bool = True
 
 
-@dataclass
-class MessageProcessingResult:
-    """What happened to one message."""
+MessageProcessingResult = HandleMessageResult
+"""elizaOS's name for the outcome of a turn: the same type as every other wiring's."""
 
-    did_respond: bool
-    response_content: Content | None = None
-    response_messages: list[Memory] = field(default_factory=list)
-    state: State | None = None
-    mode: Mode = "none"
-    run_id: str = ""
-    status: RunStatus = "completed"
-    action_results: list[ActionResult] = field(default_factory=list)
+OUTCOME_TTL_MS = 24 * 3600 * 1000
+"""How long a turn's outcome is kept: a message re-sent within it gets the same outcome."""
+
+
+class TurnFailedError(Exception):
+    """A turn ended ``failed`` or ``timeout``; ``result`` says how (given to ``on_error``)."""
+
+    def __init__(self, result: HandleMessageResult) -> None:
+        super().__init__(result.error or f"the turn ended {result.status}")
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -89,10 +95,17 @@ class RespondDecision:
 
 
 class DefaultMessageService:
-    """Handles messages for any runtime; remembers the newest turn per room to supersede."""
+    """Handles messages for any runtime; remembers the newest turn per room to supersede.
 
-    def __init__(self) -> None:
-        self._latest: dict[tuple[str, str], str] = {}
+    Holds nothing that belongs to one message: each turn's data is in its
+    ``Turn`` (``shared.agent.turn``). The newest turn per room is kept for
+    superseding, bounded to the rooms most recently seen.
+    """
+
+    def __init__(self, *, evaluation: EvaluationSink | None = None, rooms: int = 10_000) -> None:
+        self._latest: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._rooms = rooms
+        self.evaluation: EvaluationSink = evaluation or InProcessEvaluation()
 
     async def handle_message(
         self,
@@ -100,71 +113,108 @@ class DefaultMessageService:
         message: Memory,
         callback: Callback | None = None,
         options: MessageOptions | None = None,
-    ) -> MessageProcessingResult:
-        """Handle ``message`` for ``runtime`` and return what happened.
+    ) -> HandleMessageResult:
+        """Handle ``message`` for ``runtime`` and return how the turn ended.
 
         ``callback`` receives each piece of content the agent sends (it is
         also stored); ``options.on_stream_chunk`` receives the reply as it is
         written. A newer message in the same room supersedes this one: its
-        answer is then dropped. Past ``options.timeout`` the run ends
-        ``timeout`` and ``TimeoutError`` is raised.
+        answer is then dropped. A message already handled (same id, same
+        room) gets its stored outcome again without a model call. The turn
+        reads storage once and writes once (``begin_turn``, ``commit_turn``).
+
+        Raises:
+            TimeoutError: the turn ran past ``options.timeout`` (it ended ``timeout``).
         """
         options = options or MessageOptions()
-        response_id = str(uuid.uuid4())
-        self._latest[(runtime.agent_id, message.room_id)] = response_id
-        run_id = runtime.start_run(message.room_id, options.run_id)
+        message = msgspec.structs.replace(message, agent_id=runtime.agent_id)
+        turn = Turn(
+            run_id=options.run_id or runtime.create_run_id(),
+            message=message,
+            response_id=str(uuid.uuid4()),
+        )
+        self._mark_latest(runtime.agent_id, message.room_id, turn.response_id)
+        with entered(turn):
+            return await self._handle(runtime, turn, callback, options)
+
+    async def _handle(
+        self,
+        runtime: AgentRuntime,
+        turn: Turn,
+        callback: Callback | None,
+        options: MessageOptions,
+    ) -> HandleMessageResult:
+        message = turn.message
         await runtime.emit_event(
             EventType.RUN_STARTED,
             {
-                "run_id": run_id,
+                "run_id": turn.run_id,
                 "message_id": message.id,
                 "room_id": message.room_id,
                 "entity_id": message.entity_id,
             },
         )
-        turn = _Turn(
-            service=self,
-            runtime=runtime,
-            message=message,
-            callback=callback,
-            options=options,
-            response_id=response_id,
-            run_id=run_id,
+        pipeline = _Pipeline(
+            service=self, runtime=runtime, turn=turn, callback=callback, options=options
         )
-        attributes = {"elizamesh.agent_id": runtime.agent_id, "elizamesh.run_id": run_id}
+        attributes = {"elizamesh.agent_id": runtime.agent_id, "elizamesh.run_id": turn.run_id}
+        failure: BaseException | None = None
         try:
             with (
                 span("turn", **attributes, **{"elizamesh.message_id": message.id}) as current,
                 timed(TURN_DURATION, agent_id=runtime.agent_id),
             ):
                 async with asyncio.timeout(options.timeout):
-                    result = await turn.run()
+                    result = await pipeline.run()
                 current.set_attribute("elizamesh.status", result.status)
-        except TimeoutError:
+        except TimeoutError as exc:
+            failure = exc
+            turn.status, turn.error = "timeout", "the run exceeded its timeout"
             await runtime.emit_event(
-                EventType.RUN_TIMEOUT, {"run_id": run_id, "message_id": message.id}
+                EventType.RUN_TIMEOUT, {"run_id": turn.run_id, "message_id": message.id}
             )
-            await self._end(runtime, run_id, message, "timeout", "the run exceeded its timeout")
-            raise
+            result = pipeline.result()
         except Exception as exc:
-            await self._end(runtime, run_id, message, "failed", f"{type(exc).__name__}: {exc}")
-            raise
-        await self._end(runtime, run_id, message, result.status, turn.error)
+            failure = exc
+            turn.status, turn.error = "failed", f"{type(exc).__name__}: {exc}"
+            result = pipeline.result()
+        if pipeline.replayed is None:
+            await pipeline.commit(result, keep_outcome=failure is None)
+        await runtime.emit_event(
+            EventType.RUN_ENDED,
+            {
+                "run_id": turn.run_id,
+                "message_id": message.id,
+                "room_id": message.room_id,
+                "status": result.status,
+                "error": result.error,
+            },
+        )
+        if failure is not None:
+            raise failure
         MESSAGES_HANDLED.add(1, {"agent_id": runtime.agent_id, "status": result.status})
+        if pipeline.replayed is None and result.status in _EVALUATED and options.run_evaluators:
+            await self.evaluation.submit(runtime, pipeline.evaluation_job(result))
         return result
+
+    def _mark_latest(self, agent_id: str, room_id: str, response_id: str) -> None:
+        key = (agent_id, room_id)
+        self._latest[key] = response_id
+        self._latest.move_to_end(key)
+        while len(self._latest) > self._rooms:
+            self._latest.popitem(last=False)
 
     def is_latest(self, runtime: AgentRuntime, room_id: str, response_id: str) -> bool:
         """Say whether ``response_id`` is still the newest turn in the room."""
-        return self._latest.get((runtime.agent_id, room_id)) == response_id
+        return self._latest.get((runtime.agent_id, room_id), response_id) == response_id
 
     async def should_respond(
         self, runtime: AgentRuntime, message: Memory, state: State
     ) -> RespondDecision:
         """Decide whether to answer: by rule for DMs, APIs, mentions; else ask the model."""
-        rooms = await runtime.adapter.get_rooms_by_ids([message.room_id])
-        if not rooms:
+        room = await _room_of(runtime, message)
+        if room is None:
             return RespondDecision(False, "the room is unknown")
-        room = rooms[0]
         if room.type in ALWAYS_RESPOND_CHANNELS:
             return RespondDecision(True, f"{room.type} rooms are always answered")
         source = (message.content.source or "").lower()
@@ -185,91 +235,136 @@ class DefaultMessageService:
         respond = action in {"RESPOND", "REPLY"}
         return RespondDecision(respond, f"the model said {action or 'nothing'}", used_model=True)
 
-    async def _end(
-        self, runtime: AgentRuntime, run_id: str, message: Memory, status: str, error: str | None
-    ) -> None:
-        await runtime.emit_event(
-            EventType.RUN_ENDED,
-            {
-                "run_id": run_id,
-                "message_id": message.id,
-                "room_id": message.room_id,
-                "status": status,
-                "error": error,
-            },
+
+async def evaluate_turn(runtime: AgentRuntime, job: EvaluateTurn) -> list[str]:
+    """Run the agent's evaluators for one ended turn; return the names of those that ran.
+
+    The same code runs in-process after a turn and in the evaluator service,
+    with the same inputs (``job``: the message, what the agent said, and the
+    context the turn read). Reads come from ``job.context``; what the
+    evaluators write (facts, relationships, logs, their marks) is committed
+    at once, in one transaction.
+    """
+    turn = Turn(
+        run_id=job.run_id,
+        message=job.message,
+        response_id=job.message.id,
+        context=job.context,
+        sent=list(job.responses),
+    )
+    with entered(turn):
+        state = await runtime.compose_state(job.message, ["RECENT_MESSAGES", "EVALUATORS"])
+        ran = await runtime.evaluate(
+            job.message, state, did_respond=job.did_respond, responses=job.responses
         )
-        runtime.end_run()
+        if turn.has_writes():
+            await runtime.adapter.commit_turn(turn.commit())
+    return ran
 
 
-class _Turn:
-    """One message being handled: the steps of the pipeline, in order."""
+class EvaluationSink(Protocol):
+    """Where ended turns go to be evaluated: in this process, or the evaluator service."""
+
+    async def submit(self, runtime: AgentRuntime, job: EvaluateTurn) -> None:
+        """Have ``job`` evaluated (now, or durably queued)."""
+        ...
+
+
+class InProcessEvaluation:
+    """Evaluates each turn here, right after it ends (embedded mode)."""
+
+    async def submit(self, runtime: AgentRuntime, job: EvaluateTurn) -> None:
+        """Run the evaluators now; a failure is logged, the turn's outcome stands."""
+        try:
+            await evaluate_turn(runtime, job)
+        except Exception:
+            logger.exception("evaluating message %s failed", job.message.id)
+
+
+async def _room_of(runtime: AgentRuntime, message: Memory) -> Room | None:
+    turn = current_turn()
+    if turn is not None and turn.context is not None and turn.context.room.id == message.room_id:
+        return turn.context.room
+    rooms = await runtime.adapter.get_rooms_by_ids([message.room_id])
+    return rooms[0] if rooms else None
+
+
+_EVALUATED = frozenset({"completed", "failed", "ignored"})
+
+
+class _Pipeline:
+    """The steps of one turn, in order; everything they produce goes to ``turn``."""
 
     def __init__(
         self,
         *,
         service: DefaultMessageService,
         runtime: AgentRuntime,
-        message: Memory,
+        turn: Turn,
         callback: Callback | None,
         options: MessageOptions,
-        response_id: str,
-        run_id: str,
     ) -> None:
         self.service = service
         self.runtime = runtime
-        self.message = message
+        self.turn = turn
+        self.message = turn.message
         self.user_callback = callback
         self.options = options
-        self.response_id = response_id
-        self.run_id = run_id
-        self.sent: list[Memory] = []
-        self.error: str | None = None
+        self.mode: Mode = "none"
+        self.replayed: HandleMessageResult | None = None
+        """The stored outcome, when this message was handled before."""
 
-    def _result(self, status: RunStatus, **fields: Any) -> MessageProcessingResult:
-        return MessageProcessingResult(
-            did_respond=False, run_id=self.run_id, status=status, **fields
+    def result(self, status: RunStatus | None = None) -> HandleMessageResult:
+        """The outcome so far, as the one result type."""
+        turn = self.turn
+        if status is not None:
+            turn.status = status
+        if turn.status == "completed" and turn.error:
+            turn.status = "failed"
+        return HandleMessageResult(
+            message_id=self.message.id,
+            agent_id=self.runtime.agent_id,
+            did_respond=bool(turn.sent),
+            response_content=turn.sent[-1].content if turn.sent else Content(),
+            mode=self.mode,
+            run_id=turn.run_id,
+            status=turn.status,
+            error=turn.error,
+            response_messages=list(turn.sent),
+            action_results=[
+                ActionOutcome(action=r.action, success=r.success, text=r.text, error=r.error)
+                for r in turn.action_results
+            ],
         )
 
-    async def run(self) -> MessageProcessingResult:  # noqa: PLR0911 - one exit per way a turn ends
-        runtime, message = self.runtime, self.message
+    async def run(self) -> HandleMessageResult:  # noqa: PLR0911 - one exit per way a turn ends
+        runtime, message, turn = self.runtime, self.message, self.turn
         if message.entity_id == runtime.agent_id:
-            return self._result("self")
-        message = msgspec.structs.replace(message, agent_id=runtime.agent_id)
-        self.message = message
-        # A message from someone new, in a room never seen, still gets an answer:
-        # "the agent silently does not reply" is elizaOS's most reported defect.
-        await runtime.ensure_connection(
-            entity_id=message.entity_id,
-            room_id=message.room_id,
-            world_id=message.world_id,
-            source=message.content.source or "unknown",
-            channel_id=message.room_id,
-        )
-        await runtime.adapter.create_memory(message, "messages")
-        await runtime.queue_embedding_generation(message, "high")
+            return self.result("self")
+        if (replayed := await self._begin()) is not None:
+            return replayed
         await runtime.emit_event(
-            EventType.MESSAGE_RECEIVED, {"message": message, "run_id": self.run_id}
+            EventType.MESSAGE_RECEIVED, {"message": message, "run_id": turn.run_id}
         )
 
-        if await self._muted():
-            return self._result("muted")
+        if self._muted():
+            return self.result("muted")
         state = await runtime.compose_state(message, INITIAL_PROVIDERS, only_include=True)
         decision = await self.service.should_respond(runtime, message, state)
         if not decision.should_respond:
-            await self._evaluate(state, did_respond=False)
-            return self._result("ignored", state=state)
+            return self.result("ignored")
 
         if self._multi_step():
             return await self._run_multi_step()
         state = await runtime.compose_state(message, ["ACTIONS"])
         content = await self._plan(state)
-        if not self.service.is_latest(runtime, message.room_id, self.response_id):
-            return self._result("superseded", state=state)
+        if not self._latest():
+            return self.result("superseded")
         if content.providers:
             state = await runtime.compose_state(message, content.providers)
         content = msgspec.structs.replace(content, in_reply_to=message.id)
         response = Memory(
-            id=self.response_id,
+            id=turn.response_id,
             entity_id=runtime.agent_id,
             agent_id=runtime.agent_id,
             room_id=message.room_id,
@@ -277,41 +372,98 @@ class _Turn:
             content=content,
         )
         if "IGNORE" in [a.upper() for a in content.actions]:
-            await self._evaluate(state, did_respond=False)
-            return self._result("ignored", state=state)
+            return self.result("ignored")
 
-        mode: Mode
-        results: list[ActionResult] = []
         if content.simple and content.text:
-            mode = "simple"
+            self.mode = "simple"
             await self.callback(content)
         else:
-            mode = "actions"
-            results = await runtime.process_actions(
+            self.mode = "actions"
+            await runtime.process_actions(
                 message,
                 [response],
                 state,
                 self.callback,
                 on_stream_chunk=self.options.on_stream_chunk,
             )
-        failures = [r for r in results if not r.success]
-        provider_errors = state.data.get("provider_errors") or {}
+        failures = [r for r in turn.action_results if not r.success]
+        provider_errors = (turn.state.data.get("provider_errors") if turn.state else None) or {}
         if failures or provider_errors:
-            self.error = "; ".join(
+            turn.error = "; ".join(
                 [f"{r.action}: {r.error}" for r in failures]
                 + [f"provider {name}: {err}" for name, err in provider_errors.items()]
             )
-        await self._evaluate(state, did_respond=bool(self.sent))
-        return MessageProcessingResult(
-            did_respond=bool(self.sent),
-            response_content=self.sent[-1].content if self.sent else content,
-            response_messages=list(self.sent),
-            state=state,
-            mode=mode,
-            run_id=self.run_id,
-            status="failed" if self.error else "completed",
-            action_results=results,
+        return self.result()
+
+    async def _begin(self) -> HandleMessageResult | None:
+        """Read the turn's context; return the stored outcome if the message was handled.
+
+        A message from someone new, in a room never seen, still gets an answer
+        ("the agent silently does not reply" is elizaOS's most reported
+        defect): one storage call sets the connection up, stores the message
+        and reads everything the default providers need.
+
+        Raises:
+            NotFound: the agent is stopped or deleted (in storage, by any replica).
+        """
+        runtime, message, turn = self.runtime, self.message, self.turn
+        turn.context = await runtime.adapter.begin_turn(
+            message,
+            _connection(message),
+            recent_count=runtime.get_conversation_length(),
+            outcome_key=outcome_key(message),
+            cache_keys=[reflection_key(message.room_id)],
         )
+        agent = turn.context.agent
+        if agent is None or not agent.enabled:
+            raise NotFound(f"agent {runtime.agent_id} is {'stopped' if agent else 'deleted'}")
+        if turn.context.outcome is not None:
+            self.replayed = msgspec.convert(turn.context.outcome, HandleMessageResult)
+            return self.replayed
+        if turn.context.message_stored:
+            await runtime.queue_embedding_generation(message, "high")
+        return None
+
+    async def commit(self, result: HandleMessageResult, *, keep_outcome: bool) -> None:
+        """Write what the turn produced, with its outcome, in one storage call.
+
+        The outcome is kept (so a re-sent message gets it again) unless the
+        turn broke off with an exception or a timeout: then a retry runs it anew.
+        """
+        runtime, turn = self.runtime, self.turn
+        if turn.context is None:
+            return  # nothing was read, nothing was written (the agent's own message)
+        if keep_outcome:
+            turn.cache.append(
+                CacheEntry(
+                    key=outcome_key(self.message),
+                    value=msgspec.to_builtins(result),
+                    expires_at=now_ms() + OUTCOME_TTL_MS,
+                )
+            )
+        if turn.has_writes():
+            await runtime.adapter.commit_turn(turn.commit())
+        for memory in turn.sent:
+            await runtime.queue_embedding_generation(memory, "normal")
+
+    def evaluation_job(self, result: HandleMessageResult) -> EvaluateTurn:
+        """What the evaluators get: the message, the answer, and the context the turn read."""
+        turn = self.turn
+        context = turn.context
+        if context is not None:
+            recent = turn.recent_messages(self.message.room_id) or []
+            context = msgspec.structs.replace(context, recent_messages=recent)
+        return EvaluateTurn(
+            agent_id=self.runtime.agent_id,
+            run_id=turn.run_id,
+            message=self.message,
+            responses=list(turn.sent),
+            did_respond=result.did_respond,
+            context=context,
+        )
+
+    def _latest(self) -> bool:
+        return self.service.is_latest(self.runtime, self.message.room_id, self.turn.response_id)
 
     def _multi_step(self) -> bool:
         chosen = self.options.use_multi_step
@@ -353,6 +505,7 @@ class _Turn:
                     result = ActionResult(
                         success=False, action=action, error="parameters were not a JSON object"
                     )
+                    self.turn.action_results.append(result)
                 else:
                     result = await runtime.run_action(
                         action, message=message, state=state, so_far=results, parameters=parameters
@@ -360,8 +513,8 @@ class _Turn:
                 results.append(result)
             if step.get("isFinish") is True or not action:
                 break
-            if not self.service.is_latest(runtime, message.room_id, self.response_id):
-                return self._result("superseded", state=state, action_results=results)
+            if not self._latest():
+                return self.result("superseded")
         state = await runtime.compose_state(message, ["RECENT_MESSAGES", "ACTION_STATE"])
         summary = await self._ask(
             compose_prompt(runtime.template("multiStepSummaryTemplate"), state.values),
@@ -370,20 +523,12 @@ class _Turn:
             stream=True,
         )
         text = str(summary.get("text") or "").strip() or "I could not put an answer together."
+        self.mode = "simple"
         await self.callback(Content(text=text, actions=["MULTI_STEP_SUMMARY"], simple=True))
         failures = [r for r in results if not r.success]
         if failures:
-            self.error = "; ".join(f"{r.action}: {r.error}" for r in failures)
-        return MessageProcessingResult(
-            did_respond=bool(self.sent),
-            response_content=self.sent[-1].content if self.sent else None,
-            response_messages=list(self.sent),
-            state=state,
-            mode="simple",
-            run_id=self.run_id,
-            status="failed" if failures else "completed",
-            action_results=results,
-        )
+            self.turn.error = "; ".join(f"{r.action}: {r.error}" for r in failures)
+        return self.result()
 
     async def _ask(
         self,
@@ -437,29 +582,18 @@ class _Turn:
             piece = streamer.feed(chunk)
             if not piece or (plain_reply_only and not _plain_reply("".join(raw))):
                 return
-            if self.service.is_latest(self.runtime, self.message.room_id, self.response_id):
+            if self._latest():
                 await on_chunk(piece, self.message.id)
 
         return forward
 
-    async def _evaluate(self, state: State, *, did_respond: bool) -> None:
-        """Run the evaluators here, unless the evaluator service does (``run_evaluators``)."""
-        if self.options.run_evaluators:
-            await self.runtime.evaluate(
-                self.message,
-                state,
-                did_respond=did_respond,
-                callback=self.callback,
-                responses=self.sent,
-            )
-
     async def callback(self, content: Content) -> list[Memory]:
-        """Store what the agent says, announce it, and hand it to the caller's callback."""
-        runtime = self.runtime
-        if not self.service.is_latest(runtime, self.message.room_id, self.response_id):
+        """Announce what the agent says, hand it to the caller, and store it at commit."""
+        runtime, turn = self.runtime, self.turn
+        if not self._latest():
             return []
         memory = Memory(
-            id=self.response_id if not self.sent else str(uuid.uuid4()),
+            id=turn.response_id if not turn.sent else str(uuid.uuid4()),
             entity_id=runtime.agent_id,
             agent_id=runtime.agent_id,
             room_id=self.message.room_id,
@@ -468,19 +602,16 @@ class _Turn:
                 content, in_reply_to=content.in_reply_to or self.message.id
             ),
         )
-        await runtime.adapter.create_memory(memory, "messages")
-        await runtime.queue_embedding_generation(memory, "normal")
-        self.sent.append(memory)
-        await runtime.emit_event(EventType.MESSAGE_SENT, {"message": memory, "run_id": self.run_id})
+        turn.memories.append(memory)
+        turn.sent.append(memory)
+        await runtime.emit_event(EventType.MESSAGE_SENT, {"message": memory, "run_id": turn.run_id})
         if self.user_callback is not None:
             await self.user_callback(memory.content)
         return [memory]
 
-    async def _muted(self) -> bool:
-        state = await self.runtime.adapter.get_participant_user_state(
-            self.message.room_id, self.runtime.agent_id
-        )
-        if state is not ParticipantState.MUTED:
+    def _muted(self) -> bool:
+        context = self.turn.context
+        if context is None or context.participant_state is not ParticipantState.MUTED:
             return False
         return self.runtime.character.name.lower() not in self.message.content.text.lower()
 
@@ -538,3 +669,14 @@ def _json_object(value: Any) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None
     return parsed if isinstance(parsed, dict) else None
+
+
+def _connection(message: Memory) -> Connection:
+    """What the message says about where it came from, to create what is missing."""
+    declared = (message.content.channel_type or "").upper()
+    room_type = ChannelType(declared) if declared in ChannelType.__members__ else ChannelType.DM
+    return Connection(
+        source=message.content.source or "unknown",
+        room_type=room_type,
+        channel_id=message.room_id,
+    )

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +24,13 @@ import msgspec
 
 from contracts import Content
 from contracts.embedding import Priority
-from contracts.memory import OPERATIONS, MemoryOperation
 from contracts.records import Agent, ChannelType, Entity, Log, Memory, Room, World
 from shared.agent.character import Character
 from shared.agent.embedding_queue import EmbeddingQueue, EmbeddingSink
 from shared.agent.plugin import normalize_plugin_name, resolve_plugins
 from shared.agent.prompts import TEMPLATES
 from shared.agent.tasks import TaskWorker
+from shared.agent.turn import current_turn
 from shared.agent.types import (
     STREAMABLE_MODELS,
     Action,
@@ -53,6 +54,7 @@ from shared.agent.types import (
 from shared.config import DEFAULT_DATABASE_URL
 from shared.errors import Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
+from shared.storage.delegation import StorageDelegation
 from shared.storage.sql import SqlAdapter
 from shared.telemetry import MODEL_CALLS, span, timed
 
@@ -74,6 +76,9 @@ MODEL_SETTINGS = (
     "PRESENCE_PENALTY",
 )
 MAX_WORKING_MEMORY = 50
+
+_RUN_ID: ContextVar[str | None] = ContextVar("elizamesh_run_id", default=None)
+"""The run of the calling task outside a turn (``start_run`` / ``end_run``)."""
 
 SendHandler = Callable[["AgentRuntime", "TargetInfo", Content], Awaitable[None]]
 
@@ -111,7 +116,7 @@ class _BoundedCache(OrderedDict[str, Any]):
             self.popitem(last=False)
 
 
-class AgentRuntime:
+class AgentRuntime(StorageDelegation):
     """One agent: character, plugins, memory, models, services and events."""
 
     def __init__(
@@ -133,9 +138,8 @@ class AgentRuntime:
         self.providers: list[Provider] = []
         self.evaluators: list[Evaluator] = []
         self.plugins: list[Plugin] = []
-        self.state_cache = _BoundedCache(state_cache_size)
         self.elizaos: ElizaOS | None = None
-        self.message_service: DefaultMessageService | None = None
+        self._message_service: DefaultMessageService | None = None
         self._requested_plugins = list(plugins)
         self._adapter = adapter
         self._owns_adapter = adapter is None
@@ -149,8 +153,8 @@ class AgentRuntime:
         self._services: dict[str, list[Service]] = {}
         self._pending_services: list[type[Service]] = []
         self._service_waiters: dict[str, asyncio.Future[Service]] = {}
+        # Kept after their turn for get_action_results(message_id); bounded.
         self._action_results = _BoundedCache(state_cache_size)
-        self._current_run_id: str | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._initialized = False
         # Replaceable before initialize(): the runtime service sends vectors to the
@@ -158,6 +162,25 @@ class AgentRuntime:
         self.embedding_queue: EmbeddingSink = EmbeddingQueue(self)
 
     # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def message_service(self) -> DefaultMessageService:
+        """The message pipeline (available after ``initialize``).
+
+        Raises:
+            StateError: the runtime is not initialized.
+        """
+        if self._message_service is None:
+            raise StateError("the runtime has no message service yet: await runtime.initialize()")
+        return self._message_service
+
+    @message_service.setter
+    def message_service(self, service: DefaultMessageService) -> None:
+        self._message_service = service
+
+    def is_started(self) -> bool:
+        """Say whether ``initialize`` has finished and ``stop`` has not been called since."""
+        return self._initialized
 
     @property
     def adapter(self) -> DatabaseAdapter:
@@ -450,9 +473,15 @@ class AgentRuntime:
             if isinstance(result, AsyncIterator):
                 result = await _collect(result, on_stream_chunk if stream else None)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        turn = current_turn()
         await self.emit_event(
             EventType.MODEL_USED,
-            {"type": str(model_type), "provider": provider, "elapsed_ms": elapsed_ms},
+            {
+                "type": str(model_type),
+                "provider": provider,
+                "elapsed_ms": elapsed_ms,
+                "run_id": turn.run_id if turn is not None else _RUN_ID.get(),
+            },
         )
         await self._log(f"useModel:{model_type}", {"elapsed_ms": elapsed_ms, "stream": stream})
         return result
@@ -523,18 +552,27 @@ class AgentRuntime:
         return str(uuid.uuid4())
 
     def start_run(self, room_id: str | None = None, run_id: str | None = None) -> str:
-        """Start a run (one turn) and return its id (``run_id`` if the caller chose one)."""
-        del room_id  # a run is global to the runtime, as in elizaOS
-        self._current_run_id = run_id or self.create_run_id()
-        return self._current_run_id
+        """Start a run in the calling task and return its id (``run_id`` if given).
+
+        elizaOS keeps one current run per runtime, so concurrent turns share
+        it; here the run belongs to the calling task (a ``contextvars``
+        variable) and the tasks it starts, so each turn sees its own.
+        """
+        del room_id
+        chosen = run_id or self.create_run_id()
+        _RUN_ID.set(chosen)
+        return chosen
 
     def end_run(self) -> None:
-        """End the current run."""
-        self._current_run_id = None
+        """End the calling task's run."""
+        _RUN_ID.set(None)
 
     def get_current_run_id(self) -> str:
-        """Return the current run id (a new one if no run is going on)."""
-        return self._current_run_id or self.start_run()
+        """Return the run id of the current turn (a new run if none is going on)."""
+        turn = current_turn()
+        if turn is not None:
+            return turn.run_id
+        return _RUN_ID.get() or self.start_run()
 
     # -- state ----------------------------------------------------------------
 
@@ -561,11 +599,11 @@ class AgentRuntime:
             if p.name in wanted or (not only_include and not p.private and not p.dynamic)
         ]
         selected.sort(key=lambda p: p.position)
-        cached: State = (
-            State()
-            if skip_cache or message.id not in self.state_cache
-            else self.state_cache[message.id]
-        )
+        # The state cache is the turn's: one per message, never shared by two turns.
+        turn = current_turn()
+        if turn is None or turn.message.id != message.id:
+            turn = None
+        cached = State() if skip_cache or turn is None or turn.state is None else turn.state
         base = State(values=dict(cached.values), data=dict(cached.data), text=cached.text)
         with span("compose state", **{"elizamesh.providers": len(selected)}):
             outcomes = await asyncio.gather(
@@ -593,7 +631,8 @@ class AgentRuntime:
             data={**cached.data, "providers": dict(ordered), "provider_errors": errors},
             text=text,
         )
-        self.state_cache.put(message.id, state)
+        if turn is not None:
+            turn.state = state
         return state
 
     # -- actions --------------------------------------------------------------
@@ -674,7 +713,9 @@ class AgentRuntime:
         action = self.find_action(name)
         run_id = self.get_current_run_id()
         if action is None:
-            return ActionResult(success=False, action=name, error=f"unknown action {name!r}")
+            result = ActionResult(success=False, action=name, error=f"unknown action {name!r}")
+            self._keep_action_result(message.id, result)
+            return result
         await self.emit_event(
             EventType.ACTION_STARTED,
             {"action": action.name, "message_id": message.id, "run_id": run_id},
@@ -700,14 +741,15 @@ class AgentRuntime:
             result = ActionResult(
                 success=False, action=action.name, error=f"{type(exc).__name__}: {exc}"
             )
-        self._action_results.put(message.id, [*self._action_results.get(message.id, []), result])
+        self._keep_action_result(message.id, result)
         await self.emit_event(
             EventType.ACTION_COMPLETED,
             {"action": action.name, "message_id": message.id, "run_id": run_id, "result": result},
         )
-        await self.adapter.create_memory(
+        await self._remember(
             Memory(
                 entity_id=self.agent_id,
+                agent_id=self.agent_id,
                 room_id=message.room_id,
                 world_id=message.world_id,
                 content=Content(
@@ -721,13 +763,33 @@ class AgentRuntime:
                         "run_id": run_id,
                     },
                 ),
-            ),
-            "messages",
+            )
         )
         return result
 
+    def _keep_action_result(self, message_id: str, result: ActionResult) -> None:
+        turn = current_turn()
+        if turn is not None and turn.message.id == message_id:
+            turn.action_results.append(result)
+        self._action_results.put(message_id, [*self._action_results.get(message_id, []), result])
+
+    async def _remember(self, memory: Memory) -> None:
+        """Store a message: at the turn's commit inside a turn, else now."""
+        turn = current_turn()
+        if turn is not None:
+            turn.memories.append(memory)
+        else:
+            await self.adapter.create_memory(memory, "messages")
+
     def get_action_results(self, message_id: str) -> list[ActionResult]:
-        """Return the results of the actions run for ``message_id`` (most recent messages)."""
+        """Return the results of the actions run for ``message_id``.
+
+        The current turn's own when it handles ``message_id``; otherwise those
+        of a recent message (a bounded number of messages is remembered).
+        """
+        turn = current_turn()
+        if turn is not None and turn.message.id == message_id:
+            return list(turn.action_results)
         return list(self._action_results.get(message_id, []))
 
     # -- evaluators -----------------------------------------------------------
@@ -809,6 +871,10 @@ class AgentRuntime:
         )
         if self.get_model(ModelType.TEXT_EMBEDDING) is not None:
             memory = await self.add_embedding_to_memory(memory)
+        turn = current_turn()
+        if turn is not None:  # stored with the rest of the turn's writes, in one transaction
+            turn.facts.append(memory)
+            return memory.id
         return await self.adapter.create_memory(memory, "facts")
 
     async def search_facts(
@@ -917,25 +983,19 @@ class AgentRuntime:
         return self.elizaos is not None
 
     async def _log(self, kind: str, body: dict[str, Any]) -> None:
-        if self._adapter is None:  # a runtime used for its models only keeps no audit rows
-            return
-        await self.adapter.log(
-            Log(entity_id=self.agent_id, type=kind, body={**body, "run_id": self._current_run_id})
+        """Append an audit row: at the turn's commit inside a turn, else now."""
+        turn = current_turn()
+        run_id = turn.run_id if turn is not None else _RUN_ID.get()
+        entry = Log(
+            entity_id=self.agent_id,
+            room_id=turn.message.room_id if turn is not None else None,
+            type=kind,
+            body={**body, "run_id": run_id},
         )
-
-
-def _delegate(operation: MemoryOperation) -> Any:
-    async def delegated(self: AgentRuntime, *args: Any, **kwargs: Any) -> Any:
-        return await getattr(self.adapter, operation.name)(*args, **kwargs)
-
-    delegated.__name__ = delegated.__qualname__ = operation.name
-    delegated.__doc__ = operation.summary
-    return delegated
-
-
-for _operation in OPERATIONS.values():
-    if not hasattr(AgentRuntime, _operation.name):
-        setattr(AgentRuntime, _operation.name, _delegate(_operation))
+        if turn is not None:
+            turn.logs.append(entry)
+        elif self._adapter is not None:  # a runtime used for its models only keeps no rows
+            await self.adapter.log(entry)
 
 
 async def _collect(chunks: AsyncIterator[str], on_chunk: StreamChunk | None) -> str:

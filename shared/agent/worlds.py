@@ -15,6 +15,7 @@ import msgspec
 
 from contracts.records import Component, Memory, World
 from shared.agent.prompts import compose_prompt
+from shared.agent.turn import current_turn
 from shared.agent.types import (
     Action,
     ActionResult,
@@ -58,7 +59,14 @@ class Role(StrEnum):
 
 
 async def world_of(runtime: AgentRuntime, message: Memory) -> World | None:
-    """Return the world the message was said in (through its room), or None."""
+    """Return the world the message was said in (through its room), or None.
+
+    Inside a turn for ``message``'s room, the world the turn loaded (no storage call).
+    """
+    turn = current_turn()
+    context = turn.context if turn is not None else None
+    if context is not None and context.room.id == message.room_id:
+        return context.world
     world_id = message.world_id
     if world_id is None:
         rooms = await runtime.adapter.get_rooms_by_ids([message.room_id])
@@ -292,7 +300,12 @@ async def attachments_provider(
 async def choice_provider(runtime: AgentRuntime, message: Memory, state: State) -> ProviderResult:
     """Tasks in this room waiting for someone to choose an option."""
     del state
-    pending = await runtime.adapter.get_tasks(room_id=message.room_id, tags=[AWAITING_CHOICE])
+    turn = current_turn()
+    context = turn.context if turn is not None else None
+    if context is not None and context.room.id == message.room_id:
+        pending = [t for t in context.tasks if AWAITING_CHOICE in t.tags]
+    else:
+        pending = await runtime.adapter.get_tasks(room_id=message.room_id, tags=[AWAITING_CHOICE])
     lines = [
         f"- task {t.id} ({t.name}): options "
         + ", ".join(

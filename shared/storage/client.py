@@ -1,25 +1,26 @@
 """``NatsMemoryClient``: the ``DatabaseAdapter`` as requests to the memory service.
 
-Its storage methods are made from ``contracts.memory.OPERATIONS`` (themselves
-made from the ``StorageOperations`` Protocol), so every operation of the
+Its storage methods come from ``RemoteStorageOperations``, generated from the
+``StorageOperations`` Protocol (``make codegen``), so every operation of the
 in-process ``SqlAdapter`` is here too, with the same parameters, results and
 errors (``ServiceError`` subclasses come back as the same class).
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from faststream.nats import NatsBroker
 
 from contracts import Subjects
-from contracts.memory import OPERATIONS, MemoryOperation
+from contracts.memory import MemoryOperation
 from shared.bus import request
 from shared.errors import Unavailable
 from shared.storage.adapter import DatabaseAdapter
+from shared.storage.remote_operations import RemoteStorageOperations
 
 
-class NatsMemoryClient:
+class NatsMemoryClient(RemoteStorageOperations):
     """Storage for one agent, through the memory service on NATS.
 
     The broker belongs to the caller, who connects and closes it.
@@ -60,28 +61,8 @@ class NatsMemoryClient:
         return result.value  # type: ignore[attr-defined]
 
 
-def _remote(operation: MemoryOperation) -> Any:
-    async def call_memory_service(self: NatsMemoryClient, *args: Any, **kwargs: Any) -> Any:
-        bound = operation.signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        return await self.call(operation, {p: bound.arguments[p] for p in operation.parameters})
-
-    call_memory_service.__name__ = call_memory_service.__qualname__ = operation.name
-    call_memory_service.__doc__ = operation.summary
-    return call_memory_service
-
-
-for _operation in OPERATIONS.values():
-    setattr(NatsMemoryClient, _operation.name, _remote(_operation))
-
-
 def memory_client(
     broker: NatsBroker, *, agent_id: str, subjects: Subjects, timeout: float = 10.0
 ) -> DatabaseAdapter:
     """Return a ``DatabaseAdapter`` for ``agent_id`` that goes through the memory service."""
-    # The storage methods are attached above from the Protocol itself, which the
-    # type checker cannot see; a unit test checks that none is missing.
-    return cast(
-        "DatabaseAdapter",
-        NatsMemoryClient(broker, agent_id=agent_id, subjects=subjects, timeout=timeout),
-    )
+    return NatsMemoryClient(broker, agent_id=agent_id, subjects=subjects, timeout=timeout)

@@ -2,18 +2,24 @@
 
 One short transaction per call (``AsyncSession`` with ``expire_on_commit``
 off); rows are turned into the ``contracts.records`` Structs at the edge.
+Vectors are read only when a call asks for them (``include_embeddings``).
+"Create if absent" is ``INSERT ... ON CONFLICT DO NOTHING`` (Postgres and
+SQLite alike), so two replicas creating the same row never fail a transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
 
 import msgspec
 from sqlalchemy import delete, func, select, update
 from sqlalchemy import text as sql_text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -31,8 +37,9 @@ from contracts.records import (
     World,
     now_ms,
 )
+from contracts.turn import Connection, TurnCommit, TurnContext
 from shared.database import create_engine
-from shared.errors import Conflict, NotFound
+from shared.errors import BadRequest, Conflict, NotFound
 from shared.storage.migrate import upgrade as upgrade_schema
 from shared.storage.tables import (
     AgentRow,
@@ -49,7 +56,17 @@ from shared.storage.tables import (
     TaskRow,
     WorldRow,
 )
-from shared.storage.vectors import check_dimension, from_bytes, to_bytes, top_k
+from shared.storage.vectors import (
+    check_dimension,
+    check_size,
+    dimensions_of,
+    from_bytes,
+    to_bytes,
+    top_k,
+)
+
+_MESSAGES = "messages"
+_FACTS = "facts"
 
 
 class SqlAdapter:
@@ -61,19 +78,32 @@ class SqlAdapter:
         agent_id: str,
         *,
         sessions: async_sessionmaker[AsyncSession] | None = None,
+        write_lock: asyncio.Lock | None = None,
     ) -> None:
         self.engine = engine
         self.agent_id = agent_id
         self._sessions = sessions or async_sessionmaker(engine, expire_on_commit=False)
+        # SQLite has one writer at a time: this process's writers queue here, in
+        # order, instead of each holding a connection while SQLite's busy handler
+        # sleeps and retries (the busy timeout still covers other processes).
+        if write_lock is None and engine.dialect.name == "sqlite":
+            write_lock = asyncio.Lock()
+        self._write_lock = write_lock
 
     @classmethod
-    def from_url(cls, url: str, agent_id: str) -> Self:
-        """Return an adapter on a new engine for ``url`` (``DATABASE_URL``)."""
-        return cls(create_engine(url), agent_id)
+    def from_url(cls, url: str, agent_id: str, *, pool_size: int | None = None) -> Self:
+        """Return an adapter on a new engine for ``url`` (``DATABASE_URL``).
+
+        ``pool_size``: connections kept open, at least the number of calls that
+        run at once (the engine's default when None).
+        """
+        return cls(create_engine(url, pool_size=pool_size), agent_id)
 
     def for_agent(self, agent_id: str) -> SqlAdapter:
         """Return an adapter for ``agent_id`` over the same engine."""
-        return SqlAdapter(self.engine, agent_id, sessions=self._sessions)
+        return SqlAdapter(
+            self.engine, agent_id, sessions=self._sessions, write_lock=self._write_lock
+        )
 
     async def init(self, *, migrate: bool = True) -> None:
         """Bring the schema up to date (unless ``migrate`` is False)."""
@@ -92,16 +122,30 @@ class SqlAdapter:
         await self.engine.dispose()
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncSession]:
-        """One transaction; a broken constraint becomes ``Conflict`` (never SQL text)."""
+    async def _tx(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """One transaction; a broken constraint becomes ``Conflict`` (never SQL text).
+
+        ``write=False`` for a transaction that only reads: it never waits for
+        SQLite's writers (WAL lets readers run beside one writer).
+        """
+        lock = self._write_lock if write else None
         try:
-            async with self._sessions() as session, session.begin():
+            async with (
+                lock or contextlib.nullcontext(),
+                self._sessions() as session,
+                session.begin(),
+            ):
                 yield session
         except IntegrityError as exc:
             raise Conflict(
                 "the change conflicts with stored data: a duplicate id, or a reference "
                 "to an agent, room or memory that does not exist"
             ) from exc
+
+    def _insert(self, row_type: type[Base]) -> Any:
+        """Return an INSERT into ``row_type``'s table that can say ``on_conflict_do_nothing``."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(row_type.__table__)
 
     # -- agents ---------------------------------------------------------------
 
@@ -116,13 +160,13 @@ class SqlAdapter:
 
     async def get_agent(self, agent_id: str) -> Agent | None:
         """Return the agent, or None."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             row = await s.get(AgentRow, agent_id)
             return _record(Agent, row) if row else None
 
     async def get_agents(self) -> list[Agent]:
         """Return every agent, by name."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             rows = await s.scalars(select(AgentRow).order_by(AgentRow.name))
             return [_record(Agent, r) for r in rows]
 
@@ -166,13 +210,22 @@ class SqlAdapter:
     async def ensure_embedding_dimension(self, dimension: int) -> None:
         """Fix this agent's vector size, or raise ``DimensionMismatch`` if another is fixed."""
         async with self._tx() as s:
-            await self._fix_dimension(s, [0.0] * dimension)
+            await self._fix_dimension(s, [dimension])
 
-    async def _fix_dimension(self, s: AsyncSession, vector: Sequence[float]) -> None:
-        agent = await s.get(AgentRow, self.agent_id, with_for_update=True)
+    async def _fix_dimension(self, s: AsyncSession, sizes: Iterable[int]) -> None:
+        """Fix the agent's vector size to the first of ``sizes``; each must match it."""
+        agent = await s.get(AgentRow, self.agent_id)
         if agent is None:
             raise NotFound(f"agent {self.agent_id} does not exist; create it first")
-        agent.embedding_dim = check_dimension(agent.embedding_dim, vector)
+        if agent.embedding_dim is None:
+            # Once fixed, the size never changes; fixing it takes the row lock so
+            # that two first writers cannot fix two sizes.
+            await s.refresh(agent, with_for_update=True)
+        for size in sizes:
+            if agent.embedding_dim is None:
+                agent.embedding_dim = check_size(None, size)
+            else:
+                check_size(agent.embedding_dim, size)
 
     # -- memories -------------------------------------------------------------
 
@@ -190,41 +243,67 @@ class SqlAdapter:
         the whole batch with ``DimensionMismatch`` and nothing is stored.
         """
         async with self._tx() as s:
-            existing = set(
-                await s.scalars(
-                    select(MemoryRow.id).where(MemoryRow.id.in_([m.id for m in memories]))
-                )
-            )
-            fresh = [m for m in {m.id: m for m in memories}.values() if m.id not in existing]
-            for vector in {len(m.embedding): m.embedding for m in fresh if m.embedding}.values():
-                await self._fix_dimension(s, vector)
-            s.add_all(
-                _row(
-                    MemoryRow,
-                    m,
-                    type=table_name,
-                    agent_id=m.agent_id or self.agent_id,
-                    unique=m.unique and unique,
-                )
-                for m in fresh
-            )
-            await s.flush()
-            s.add_all(_embedding_row(m.id, m.embedding) for m in fresh if m.embedding is not None)
+            await self._store_memories(s, [(m, table_name) for m in memories], unique=unique)
         return [m.id for m in memories]
 
-    async def get_memory_by_id(self, memory_id: str) -> Memory | None:
-        """Return the memory with its embedding, or None."""
-        found = await self.get_memories_by_ids([memory_id])
+    async def _store_memories(
+        self, s: AsyncSession, memories: Sequence[tuple[Memory, str]], *, unique: bool = True
+    ) -> set[str]:
+        """Insert the memories (each with its table) whose ids are new; return the ids inserted.
+
+        The vectors of the inserted ones are checked against the agent's
+        dimension (``DimensionMismatch``) and stored with them.
+        """
+        by_id = {m.id: (m, table) for m, table in memories}
+        if not by_id:
+            return set()
+        rows = [
+            _values(
+                MemoryRow,
+                m,
+                type=table,
+                agent_id=m.agent_id or self.agent_id,
+                unique=m.unique and unique,
+            )
+            for m, table in by_id.values()
+        ]
+        insert = self._insert(MemoryRow).on_conflict_do_nothing()
+        inserted = set(await s.scalars(insert.returning(MemoryRow.__table__.c.id), rows))
+        vectors = {
+            i: m.embedding
+            for i, (m, _) in by_id.items()
+            if i in inserted and m.embedding is not None
+        }
+        if vectors:
+            await self._fix_dimension(s, dict.fromkeys(len(v) for v in vectors.values()))
+            await s.execute(
+                self._insert(EmbeddingRow),
+                [
+                    {"memory_id": i, "dim": len(v), "vector": to_bytes(v)}
+                    for i, v in vectors.items()
+                ],
+            )
+        return inserted
+
+    async def get_memory_by_id(
+        self, memory_id: str, *, include_embeddings: bool = False
+    ) -> Memory | None:
+        """Return the memory (with its vector if ``include_embeddings``), or None."""
+        found = await self.get_memories_by_ids([memory_id], include_embeddings=include_embeddings)
         return found[0] if found else None
 
     async def get_memories_by_ids(
-        self, memory_ids: Sequence[str], table_name: str | None = None
+        self,
+        memory_ids: Sequence[str],
+        table_name: str | None = None,
+        *,
+        include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return the memories that exist among ``memory_ids``, in the order asked."""
         query = select(MemoryRow).where(MemoryRow.id.in_(memory_ids))
         if table_name is not None:
             query = query.where(MemoryRow.type == table_name)
-        found = {m.id: m for m in await self._memories(query)}
+        found = {m.id: m for m in await self._memories(query, include_embeddings)}
         return [found[i] for i in memory_ids if i in found]
 
     async def get_memories(
@@ -239,6 +318,7 @@ class SqlAdapter:
         unique: bool = False,
         start: int | None = None,
         end: int | None = None,
+        include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return this agent's matching memories, newest first."""
         query = self._memory_filter(
@@ -251,10 +331,15 @@ class SqlAdapter:
         query = query.order_by(MemoryRow.created_at.desc(), MemoryRow.id).offset(offset)
         if count is not None:
             query = query.limit(count)
-        return await self._memories(query)
+        return await self._memories(query, include_embeddings)
 
     async def get_memories_by_room_ids(
-        self, *, table_name: str, room_ids: Sequence[str], limit: int | None = None
+        self,
+        *,
+        table_name: str,
+        room_ids: Sequence[str],
+        limit: int | None = None,
+        include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return the memories of several rooms, newest first."""
         query = (
@@ -264,7 +349,7 @@ class SqlAdapter:
         )
         if limit is not None:
             query = query.limit(limit)
-        return await self._memories(query)
+        return await self._memories(query, include_embeddings)
 
     async def search_memories(
         self,
@@ -277,9 +362,10 @@ class SqlAdapter:
         room_id: str | None = None,
         world_id: str | None = None,
         entity_id: str | None = None,
+        include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return the ``count`` memories closest to ``embedding`` by exact cosine, best first."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             agent = await s.get(AgentRow, self.agent_id)
             check_dimension(agent.embedding_dim if agent else None, embedding)
             query = (
@@ -295,11 +381,24 @@ class SqlAdapter:
                 .order_by(MemoryRow.id)
             )
             rows = (await s.execute(query)).all()
-        best = top_k(embedding, [r.vector for r in rows], count=count, threshold=match_threshold)
-        memories = await self.get_memories_by_ids([rows[i].id for i, _ in best])
+            best = top_k(
+                embedding, [r.vector for r in rows], count=count, threshold=match_threshold
+            )
+            ids = [rows[i].id for i, _ in best]
+            found = (
+                {r.id: r for r in await s.scalars(select(MemoryRow).where(MemoryRow.id.in_(ids)))}
+                if ids
+                else {}
+            )
         return [
-            msgspec.structs.replace(m, similarity=score)
-            for m, (_, score) in zip(memories, best, strict=True)
+            _record(
+                Memory,
+                found[rows[i].id],
+                similarity=score,
+                embedding=from_bytes(rows[i].vector) if include_embeddings else None,
+            )
+            for i, score in best
+            if rows[i].id in found  # unless deleted between the two reads
         ]
 
     async def update_memory(
@@ -323,12 +422,67 @@ class SqlAdapter:
             if unique is not None:
                 row.unique = unique
             if embedding is not None:
-                await self._fix_dimension(s, embedding)
+                await self._fix_dimension(s, [len(embedding)])
                 await s.merge(_embedding_row(memory_id, embedding))
         return True
 
+    async def set_embeddings(self, memory_ids: Sequence[str], vectors: Sequence[bytes]) -> int:
+        """Store the vectors of many memories in one transaction; return how many were stored.
+
+        ``vectors[i]`` (little-endian float32 bytes, ``vectors.to_bytes``) belongs
+        to ``memory_ids[i]``; a vector replaces the memory's previous one; ids
+        unknown or of another agent are skipped (a repeated id: its last vector).
+
+        Raises:
+            BadRequest: the lists differ in length, or a vector is empty or not
+                float32 (nothing stored).
+            DimensionMismatch: a vector's size is not the agent's (fixed by the
+                first vector ever stored); its details name both sizes, and
+                nothing is stored.
+        """
+        if len(memory_ids) != len(vectors):
+            raise BadRequest(
+                f"memory_ids and vectors must have the same length; got {len(memory_ids)} "
+                f"memory_ids and {len(vectors)} vectors",
+                details={"memory_ids": str(len(memory_ids)), "vectors": str(len(vectors))},
+            )
+        batch = dict(zip(memory_ids, vectors, strict=True))
+        sizes = {memory_id: dimensions_of(blob) for memory_id, blob in batch.items()}
+        if not batch:
+            return 0
+        async with self._tx() as s:
+            owned = set(
+                await s.scalars(
+                    select(MemoryRow.id).where(
+                        MemoryRow.id.in_(batch), MemoryRow.agent_id == self.agent_id
+                    )
+                )
+            )
+            if not owned:
+                return 0
+            await self._fix_dimension(s, dict.fromkeys(sizes[i] for i in batch if i in owned))
+            upsert = self._insert(EmbeddingRow)
+            await s.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[EmbeddingRow.__table__.c.memory_id],
+                    set_={"dim": upsert.excluded.dim, "vector": upsert.excluded.vector},
+                ),
+                [
+                    {"memory_id": i, "dim": sizes[i], "vector": blob}
+                    for i, blob in batch.items()
+                    if i in owned
+                ],
+            )
+        return len(owned)
+
     async def search_memories_by_text(
-        self, *, table_name: str, query: str, count: int = 10, room_id: str | None = None
+        self,
+        *,
+        table_name: str,
+        query: str,
+        count: int = 10,
+        room_id: str | None = None,
+        include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return memories whose text contains ``query`` (case-insensitive), newest first."""
         text = func.lower(MemoryRow.content["text"].as_string())
@@ -338,7 +492,7 @@ class SqlAdapter:
             .order_by(MemoryRow.created_at.desc(), MemoryRow.id)
             .limit(count)
         )
-        return await self._memories(found)
+        return await self._memories(found, include_embeddings)
 
     async def delete_memory(self, memory_id: str) -> None:
         """Delete one memory and its vector."""
@@ -370,7 +524,7 @@ class SqlAdapter:
             query = query.where(MemoryRow.type == table_name)
         if unique:
             query = query.where(MemoryRow.unique.is_(True))
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             return int((await s.execute(query)).scalar_one())
 
     def _memory_filter(
@@ -395,15 +549,17 @@ class SqlAdapter:
             query = query.where(MemoryRow.unique.is_(True))
         return query
 
-    async def _memories(self, query: Any) -> list[Memory]:
-        async with self._tx() as s:
+    async def _memories(self, query: Any, include_embeddings: bool) -> list[Memory]:
+        async with self._tx(write=False) as s:
             rows = list(await s.scalars(query))
-            vectors = {
-                e.memory_id: from_bytes(e.vector)
-                for e in await s.scalars(
-                    select(EmbeddingRow).where(EmbeddingRow.memory_id.in_([r.id for r in rows]))
+            vectors: dict[str, list[float]] = {}
+            if include_embeddings and rows:
+                found = await s.execute(
+                    select(EmbeddingRow.memory_id, EmbeddingRow.vector).where(
+                        EmbeddingRow.memory_id.in_([r.id for r in rows])
+                    )
                 )
-            }
+                vectors = {e.memory_id: from_bytes(e.vector) for e in found}
         return [_record(Memory, r, embedding=vectors.get(r.id)) for r in rows]
 
     # -- entities -------------------------------------------------------------
@@ -419,7 +575,7 @@ class SqlAdapter:
 
     async def get_entities_by_ids(self, entity_ids: Sequence[str]) -> list[Entity]:
         """Return the entities that exist among ``entity_ids``."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             rows = await s.scalars(
                 select(EntityRow).where(
                     EntityRow.agent_id == self.agent_id, EntityRow.id.in_(entity_ids)
@@ -441,7 +597,7 @@ class SqlAdapter:
     async def _entities(self) -> list[Entity]:
         # Names live in a JSON list, which SQLite and Postgres search differently;
         # matching in Python keeps one behaviour (fine for thousands of entities).
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             rows = await s.scalars(
                 select(EntityRow).where(EntityRow.agent_id == self.agent_id).order_by(EntityRow.id)
             )
@@ -500,7 +656,7 @@ class SqlAdapter:
             query = query.where(ComponentRow.world_id == world_id)
         if source_entity_id is not None:
             query = query.where(ComponentRow.source_entity_id == source_entity_id)
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             rows = await s.scalars(query.order_by(ComponentRow.created_at, ComponentRow.id))
             return [_record(Component, r) for r in rows]
 
@@ -531,13 +687,13 @@ class SqlAdapter:
 
     async def get_world(self, world_id: str) -> World | None:
         """Return the world, or None."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             row = await s.get(WorldRow, world_id)
             return _record(World, row) if row else None
 
     async def get_all_worlds(self) -> list[World]:
         """Return the agent's worlds."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             rows = await s.scalars(
                 select(WorldRow).where(WorldRow.agent_id == self.agent_id).order_by(WorldRow.id)
             )
@@ -598,7 +754,7 @@ class SqlAdapter:
 
     async def get_rooms_for_participant(self, entity_id: str) -> list[str]:
         """Return the ids of the rooms an entity takes part in."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             return list(
                 await s.scalars(
                     select(ParticipantRow.room_id)
@@ -611,7 +767,7 @@ class SqlAdapter:
             )
 
     async def _rooms(self, query: Any) -> list[Room]:
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             return [_record(Room, r) for r in await s.scalars(query.order_by(RoomRow.id))]
 
     # -- participants ---------------------------------------------------------
@@ -644,7 +800,7 @@ class SqlAdapter:
 
     async def is_room_participant(self, room_id: str, entity_id: str) -> bool:
         """Say whether an entity takes part in a room."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             found = await s.scalar(
                 select(ParticipantRow.id).where(*self._participant(room_id, entity_id))
             )
@@ -659,7 +815,7 @@ class SqlAdapter:
 
     async def get_participants_for_room(self, room_id: str) -> list[str]:
         """Return the ids of the entities in a room."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             return list(
                 await s.scalars(
                     select(ParticipantRow.entity_id)
@@ -675,7 +831,7 @@ class SqlAdapter:
         self, room_id: str, entity_id: str
     ) -> ParticipantState | None:
         """Return FOLLOWED, MUTED or None."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             state = await s.scalar(
                 select(ParticipantRow.room_state).where(
                     ParticipantRow.room_id == room_id,
@@ -732,7 +888,7 @@ class SqlAdapter:
         self, entity_id: str, tags: Sequence[str] | None = None
     ) -> list[Relationship]:
         """Return the links from or to ``entity_id`` carrying every one of ``tags``."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             rows = await s.scalars(
                 select(RelationshipRow)
                 .where(
@@ -778,7 +934,7 @@ class SqlAdapter:
         return await self._tasks(TaskRow.name == name)
 
     async def _tasks(self, *conditions: Any) -> list[Task]:
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             rows = await s.scalars(
                 select(TaskRow)
                 .where(TaskRow.agent_id == self.agent_id, *conditions)
@@ -834,7 +990,7 @@ class SqlAdapter:
         if log_type is not None:
             query = query.where(LogRow.type == log_type)
         query = query.order_by(LogRow.created_at.desc(), LogRow.id).offset(offset).limit(count)
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             return [_record(Log, r) for r in await s.scalars(query)]
 
     async def delete_log(self, log_id: str) -> None:
@@ -848,7 +1004,7 @@ class SqlAdapter:
 
     async def get_cache(self, key: str) -> Any:
         """Return the cached JSON value, or None when absent or expired."""
-        async with self._tx() as s:
+        async with self._tx(write=False) as s:
             row = await s.get(CacheRow, (key, self.agent_id))
             if row is None or (row.expires_at is not None and row.expires_at <= now_ms()):
                 return None
@@ -869,6 +1025,269 @@ class SqlAdapter:
                 delete(CacheRow).where(CacheRow.key == key, CacheRow.agent_id == self.agent_id)
             )
             return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    # -- turns ----------------------------------------------------------------
+
+    async def begin_turn(
+        self,
+        message: Memory,
+        connection: Connection,
+        recent_count: int = 32,
+        outcome_key: str | None = None,
+        cache_keys: Sequence[str] | None = None,
+    ) -> TurnContext:
+        """Set up and read what the turn of ``message`` needs, in one transaction.
+
+        Creates what is missing, as ``connection`` describes it: the sender
+        entity (a known one gets the new names, and ``entity_metadata`` merged
+        under ``source``), the world (id: ``message.world_id`` or the room id),
+        the room, and the sender and the agent as participants. Stores
+        ``message`` in 'messages' unless its id exists (``message_stored``
+        False then). Reads the room and its world, the participants and their
+        entities, the ``recent_count`` newest messages of the room (without
+        vectors; their authors' entities too), the agent's state in the room,
+        the room's tasks, and the cache values under ``outcome_key`` and
+        ``cache_keys``.
+
+        Raises:
+            NotFound: the agent does not exist.
+            DimensionMismatch: ``message`` carries a vector of another size than
+                the agent's (nothing is written).
+        """
+        room_id, sender = message.room_id, message.entity_id
+        keys = [*([outcome_key] if outcome_key is not None else []), *(cache_keys or ())]
+        async with self._tx() as s:
+            agent = await s.get(AgentRow, self.agent_id)
+            if agent is None:
+                raise NotFound(f"agent {self.agent_id} does not exist; create it first")
+            members = (
+                await s.execute(
+                    select(ParticipantRow.entity_id, ParticipantRow.room_state, EntityRow)
+                    .outerjoin(
+                        EntityRow,
+                        (EntityRow.id == ParticipantRow.entity_id)
+                        & (EntityRow.agent_id == ParticipantRow.agent_id),
+                    )
+                    .where(
+                        ParticipantRow.room_id == room_id,
+                        ParticipantRow.agent_id == self.agent_id,
+                    )
+                    .order_by(ParticipantRow.id)
+                )
+            ).all()
+            participants = [m.entity_id for m in members]
+            state = next((m.room_state for m in members if m.entity_id == self.agent_id), None)
+            known = {m.EntityRow.id: m.EntityRow for m in members if m.EntityRow is not None}
+            entities = {i: _record(Entity, row) for i, row in known.items()}
+            entities[sender] = await self._ensure_sender(s, sender, connection, known.get(sender))
+            room_row, world_row = await self._ensure_room(s, message, connection)
+            if missing := [
+                e for e in dict.fromkeys([sender, self.agent_id]) if e not in participants
+            ]:
+                await s.execute(
+                    self._insert(ParticipantRow)
+                    .values(
+                        [
+                            {"entity_id": e, "room_id": room_id, "agent_id": self.agent_id}
+                            for e in missing
+                        ]
+                    )
+                    .on_conflict_do_nothing()
+                )
+                participants += missing
+            stored = await self._store_memories(s, [(message, _MESSAGES)])
+            recent = [
+                _record(Memory, row)
+                for row in await s.scalars(
+                    self._memory_filter(_MESSAGES, room_id=room_id)
+                    .order_by(MemoryRow.created_at.desc(), MemoryRow.id)
+                    .limit(recent_count)
+                )
+            ]
+            wanted = list(dict.fromkeys([*participants, *(m.entity_id for m in recent)]))
+            if lacking := [i for i in wanted if i not in entities]:
+                found = await s.scalars(
+                    select(EntityRow).where(
+                        EntityRow.agent_id == self.agent_id, EntityRow.id.in_(lacking)
+                    )
+                )
+                entities.update((row.id, _record(Entity, row)) for row in found)
+            cached = await self._cached(s, keys) if keys else {}
+            tasks = await s.scalars(
+                select(TaskRow)
+                .where(TaskRow.agent_id == self.agent_id, TaskRow.room_id == room_id)
+                .order_by(TaskRow.created_at, TaskRow.id)
+            )
+            return TurnContext(
+                agent=_record(Agent, agent),
+                room=_record(Room, room_row),
+                world=_record(World, world_row) if world_row is not None else None,
+                participants=participants,
+                entities=[entities[i] for i in wanted if i in entities],
+                recent_messages=recent,
+                participant_state=ParticipantState(state) if state else None,
+                message_stored=message.id in stored,
+                outcome=cached.get(outcome_key) if outcome_key is not None else None,
+                cache={k: cached[k] for k in cache_keys or () if k in cached},
+                tasks=[_record(Task, row) for row in tasks],
+            )
+
+    async def _ensure_sender(
+        self, s: AsyncSession, entity_id: str, connection: Connection, row: EntityRow | None
+    ) -> Entity:
+        """Create the sender, or add the connection's new names and metadata to it."""
+        if row is None:
+            row = await s.get(EntityRow, (entity_id, self.agent_id))
+        if row is None:
+            entity = Entity(
+                id=entity_id,
+                names=list(connection.entity_names) or [entity_id],
+                agent_id=self.agent_id,
+                metadata={connection.source: dict(connection.entity_metadata)},
+            )
+            created = await s.scalar(
+                self._insert(EntityRow)
+                .values(_values(EntityRow, entity))
+                .on_conflict_do_nothing()
+                .returning(EntityRow.__table__.c.id)
+            )
+            if created is not None:
+                return entity
+            row = await s.get(EntityRow, (entity_id, self.agent_id))  # a replica was first
+            if row is None:
+                raise Conflict(f"entity {entity_id} was deleted while being created; retry")
+        names = list(dict.fromkeys([*row.names, *connection.entity_names]))
+        metadata = row.metadata_
+        if connection.entity_metadata:
+            platform = metadata.get(connection.source)
+            merged = {
+                **(platform if isinstance(platform, dict) else {}),
+                **connection.entity_metadata,
+            }
+            metadata = {**metadata, connection.source: merged}
+        if names != row.names or metadata != row.metadata_:
+            row.names, row.metadata_ = names, metadata
+        return _record(Entity, row)
+
+    async def _ensure_room(
+        self, s: AsyncSession, message: Memory, connection: Connection
+    ) -> tuple[RoomRow, WorldRow | None]:
+        """Create the message's world and room if missing; return the room and its world."""
+        world_id = message.world_id or message.room_id
+        place = await self._room_and_world(s, message.room_id)
+        if place is not None and place[1] is not None and place[1].id == world_id:
+            return place
+        world = World(
+            id=world_id,
+            name=connection.world_name or world_id,
+            message_server_id=connection.message_server_id,
+        )
+        await s.execute(
+            self._insert(WorldRow)
+            .values(_values(WorldRow, world, agent_id=self.agent_id))
+            .on_conflict_do_nothing()
+        )
+        if place is None:
+            room = Room(
+                id=message.room_id,
+                name=connection.room_name or message.room_id,
+                source=connection.source,
+                type=connection.room_type,
+                channel_id=connection.channel_id,
+                message_server_id=connection.message_server_id,
+                world_id=world_id,
+            )
+            await s.execute(
+                self._insert(RoomRow)
+                .values(_values(RoomRow, room, agent_id=self.agent_id))
+                .on_conflict_do_nothing()
+            )
+        place = await self._room_and_world(s, message.room_id)
+        if place is None:
+            raise Conflict(f"room {message.room_id} was deleted while being created; retry")
+        return place
+
+    async def _room_and_world(
+        self, s: AsyncSession, room_id: str
+    ) -> tuple[RoomRow, WorldRow | None] | None:
+        found = (
+            await s.execute(
+                select(RoomRow, WorldRow)
+                .outerjoin(WorldRow, WorldRow.id == RoomRow.world_id)
+                .where(RoomRow.id == room_id)
+            )
+        ).first()
+        return (found[0], found[1]) if found is not None else None
+
+    async def _cached(self, s: AsyncSession, keys: Sequence[str]) -> dict[str, Any]:
+        """Return the values under ``keys`` that exist and have not expired."""
+        now = now_ms()
+        rows = await s.scalars(
+            select(CacheRow).where(CacheRow.agent_id == self.agent_id, CacheRow.key.in_(keys))
+        )
+        return {r.key: r.value for r in rows if r.expires_at is None or r.expires_at > now}
+
+    async def commit_turn(self, commit: TurnCommit) -> None:
+        """Write what one turn produced in one transaction: all of it, or nothing.
+
+        Memories go to 'messages' and facts to 'facts' as ``create_memories``
+        stores them (ids that exist are left as they are); logs are appended
+        (a log id that exists is kept); cache entries replace the keys' values;
+        a relationship is created, or replaces the tags and metadata of the
+        link between the same source and target.
+
+        Raises:
+            DimensionMismatch: a vector of another size than the agent's.
+            Conflict: a memory of an agent that does not exist.
+        """
+        async with self._tx() as s:
+            await self._store_memories(
+                s,
+                [
+                    *((m, _MESSAGES) for m in commit.memories),
+                    *((m, _FACTS) for m in commit.facts),
+                ],
+            )
+            if commit.logs:
+                await s.execute(
+                    self._insert(LogRow).on_conflict_do_nothing(),
+                    [_values(LogRow, entry, agent_id=self.agent_id) for entry in commit.logs],
+                )
+            if commit.cache:
+                cache = self._insert(CacheRow)
+                await s.execute(
+                    cache.on_conflict_do_update(
+                        index_elements=[CacheRow.__table__.c.key, CacheRow.__table__.c.agent_id],
+                        set_={
+                            "value": cache.excluded.value,
+                            "expires_at": cache.excluded.expires_at,
+                        },
+                    ),
+                    [
+                        {
+                            "key": e.key,
+                            "agent_id": self.agent_id,
+                            "value": e.value,
+                            "expires_at": e.expires_at,
+                        }
+                        for e in {e.key: e for e in commit.cache}.values()
+                    ],
+                )
+            if commit.relationships:
+                links = {(r.source_entity_id, r.target_entity_id): r for r in commit.relationships}
+                link = self._insert(RelationshipRow)
+                columns = RelationshipRow.__table__.c
+                await s.execute(
+                    link.on_conflict_do_update(
+                        index_elements=[
+                            columns.source_entity_id,
+                            columns.target_entity_id,
+                            columns.agent_id,
+                        ],
+                        set_={"tags": link.excluded.tags, "metadata": link.excluded["metadata"]},
+                    ),
+                    [_values(RelationshipRow, r, agent_id=self.agent_id) for r in links.values()],
+                )
 
 
 # Records and rows share field names, except ``metadata``, which SQLAlchemy's
@@ -896,6 +1315,21 @@ def _record(record_type: type[RecordT], row: Base, **fields: Any) -> RecordT:
         if _COLUMN_OF.get(name, name) in mapped
     }
     return msgspec.convert({**values, **fields}, record_type)
+
+
+def _values(row_type: type[Base], record: msgspec.Struct, **columns: Any) -> dict[str, Any]:
+    """Return ``record``'s fields (as JSON-able values) plus ``columns``, by column key.
+
+    The parameters of a Core ``INSERT`` into ``row_type``'s table.
+    """
+    key_of = {a.key: a.columns[0].key for a in row_type.__mapper__.column_attrs}
+    fields = {
+        _COLUMN_OF.get(name, name): value
+        for name, value in msgspec.structs.asdict(record).items()
+        if _COLUMN_OF.get(name, name) in key_of
+    }
+    values: dict[str, Any] = msgspec.to_builtins({**fields, **columns})
+    return {key_of[name]: value for name, value in values.items() if name in key_of}
 
 
 def _embedding_row(memory_id: str, vector: Sequence[float]) -> EmbeddingRow:

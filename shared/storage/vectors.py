@@ -21,14 +21,38 @@ def to_bytes(vector: Sequence[float]) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
+def dimensions_of(blob: bytes) -> int:
+    """Return how many float32 values ``blob`` holds, or raise ``BadRequest`` if it cannot be one.
+
+    Raises:
+        BadRequest: ``blob`` is empty or its length is not a multiple of 4 bytes.
+    """
+    if not blob or len(blob) % 4:
+        raise BadRequest(
+            f"a vector of {len(blob)} bytes is not float32: expected 4 bytes per dimension, "
+            "at least one dimension"
+        )
+    return len(blob) // 4
+
+
 def from_bytes(blob: bytes) -> list[float]:
     """Return the floats stored by ``to_bytes``."""
-    return [float(x) for x in np.frombuffer(blob, dtype="<f4")]
+    floats: list[float] = np.frombuffer(blob, dtype="<f4").tolist()
+    return floats
 
 
 def check_dimension(expected: int | None, vector: Sequence[float]) -> int:
     """Return the vector's size, raising ``DimensionMismatch`` if it is not ``expected``."""
-    size = len(vector)
+    return check_size(expected, len(vector))
+
+
+def check_size(expected: int | None, size: int) -> int:
+    """Return ``size`` (dimensions), raising ``DimensionMismatch`` if it is not ``expected``.
+
+    Raises:
+        BadRequest: ``size`` is 0.
+        DimensionMismatch: ``expected`` is set and differs; its details name both sizes.
+    """
     if size == 0:
         raise BadRequest("an embedding must have at least one dimension")
     if expected is not None and size != expected:

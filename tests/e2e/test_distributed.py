@@ -372,7 +372,9 @@ def test_the_embedding_service_fills_vectors_and_a_memory_search_finds_them(stac
             await broker.connect()
             db = memory_client(broker, agent_id=AGENT, subjects=stack.subjects)
             for _ in range(100):
-                stored = await db.get_memories(table_name="messages", room_id="room-vectors")
+                stored = await db.get_memories(
+                    table_name="messages", room_id="room-vectors", include_embeddings=True
+                )
                 if stored and all(m.embedding is not None for m in stored):
                     query = letters("zebra zigzag", 26)  # the fake model's 'embedding'
                     return await db.search_memories(

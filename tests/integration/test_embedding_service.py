@@ -16,6 +16,7 @@ from contracts import Content, Subjects
 from contracts.records import Agent, Memory
 from services.memory.main import create_broker_for as memory_broker
 from shared.agent.character import Character
+from shared.agent.embedding_queue import RetryPolicy
 from shared.agent.runtime import AgentRuntime
 from shared.agent.types import ModelType, Plugin
 from shared.bus import create_broker, start_serving, subscriptions_registered
@@ -41,7 +42,8 @@ class Rig:
     workers: list[EmbeddingWorker]
 
     def worker(self, **options: Any) -> EmbeddingWorker:
-        worker = EmbeddingWorker(self.broker, self.subjects, self.models, backoff=0.05, **options)
+        retry = RetryPolicy(backoff=0.05, **options)
+        worker = EmbeddingWorker(self.broker, self.subjects, self.models, retry=retry)
         self.workers.append(worker)
         return worker
 
@@ -52,7 +54,7 @@ class Rig:
         return memory
 
     async def vector(self, memory: Memory) -> list[float] | None:
-        found = await self.db.get_memory_by_id(memory.id)
+        found = await self.db.get_memory_by_id(memory.id, include_embeddings=True)
         assert found is not None
         return found.embedding
 
@@ -121,7 +123,7 @@ async def test_a_failing_model_is_retried_with_backoff_then_succeeds(rig: Rig) -
 async def test_poison_and_hopeless_requests_go_to_the_dead_letter_subject(
     rig: Rig, nats_url: str
 ) -> None:
-    worker = rig.worker(max_deliver=2)
+    worker = rig.worker(tries=2)
     await worker.open()
     nc = await nats.connect(nats_url)
     dead: list[tuple[bytes, str]] = []

@@ -8,17 +8,24 @@ share a database without seeing each other's rows.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts import Content, Subjects
+from contracts import CacheEntry, Connection, Content, Subjects, TurnCommit
 from contracts.records import (
     Agent,
+    ChannelType,
     Component,
     Entity,
     Log,
@@ -37,6 +44,7 @@ from shared.errors import BadRequest, Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.client import memory_client
 from shared.storage.sql import SqlAdapter
+from shared.storage.vectors import to_bytes
 
 BATCH = 100  # vectors per request: 100 x 384 floats as JSON stay under NATS's 1 MB payload
 
@@ -121,7 +129,7 @@ async def test_a_memory_round_trips_with_its_content_and_vector(adapter: Databas
         metadata={"type": "message", "tags": ["a"]},
     )
     assert await adapter.create_memory(memory, "messages") == memory.id
-    stored = await adapter.get_memory_by_id(memory.id)
+    stored = await adapter.get_memory_by_id(memory.id, include_embeddings=True)
     assert stored is not None
     assert stored.content == memory.content
     assert stored.embedding == [0.5, -0.25, 1.0]
@@ -182,7 +190,7 @@ async def test_updating_a_memory_changes_only_the_given_fields(adapter: Database
     assert await adapter.update_memory(
         memory.id, content=Content(text="after"), metadata={"edited": True}, embedding=[0.0, 2.0]
     )
-    stored = await adapter.get_memory_by_id(memory.id)
+    stored = await adapter.get_memory_by_id(memory.id, include_embeddings=True)
     assert stored is not None
     assert stored.content.text == "after"
     assert stored.metadata == {"edited": True}
@@ -234,7 +242,7 @@ async def test_a_vector_of_another_dimension_is_rejected_and_nothing_is_lost(
     with pytest.raises(BadRequest, match="1024 dimensions"):
         await adapter.ensure_embedding_dimension(1024)
     assert await adapter.count_memories("room-1") == 1
-    stored = await adapter.get_memory_by_id(first.id)
+    stored = await adapter.get_memory_by_id(first.id, include_embeddings=True)
     assert stored is not None
     assert stored.embedding is not None
     assert len(stored.embedding) == 384
@@ -467,3 +475,458 @@ async def test_a_memory_for_an_unknown_agent_is_a_conflict_not_a_crash(
     with pytest.raises(Conflict, match="does not exist"):
         await adapter.create_memory(stranger, "messages")
     assert await adapter.get_memory_by_id(stranger.id) is None
+
+
+# -- turns: one read and one write per turn ------------------------------------
+
+
+def said(entity_id: str, room_id: str, text: str, *, at: int, **fields: Any) -> Memory:
+    return Memory(
+        entity_id=entity_id, room_id=room_id, content=Content(text=text), created_at=at, **fields
+    )
+
+
+async def test_a_first_message_creates_its_sender_world_room_and_participants(
+    adapter: DatabaseAdapter,
+) -> None:
+    room, world = new_id(), new_id()
+    inbound = said("alice", room, "hello", at=1, world_id=world)
+    connection = Connection(
+        entity_names=["Alice"],
+        source="discord",
+        room_type=ChannelType.GROUP,
+        room_name="general",
+        world_name="Guild",
+        channel_id="c-1",
+        message_server_id="s-1",
+        entity_metadata={"username": "al"},
+    )
+    context = await adapter.begin_turn(inbound, connection)
+    assert context.message_stored
+    assert context.agent is not None
+    assert context.agent.id == adapter.agent_id
+    assert (context.room.id, context.room.name, context.room.type, context.room.source) == (
+        room,
+        "general",
+        ChannelType.GROUP,
+        "discord",
+    )
+    assert (context.room.channel_id, context.room.world_id) == ("c-1", world)
+    assert context.world is not None
+    assert (context.world.id, context.world.name, context.world.message_server_id) == (
+        world,
+        "Guild",
+        "s-1",
+    )
+    assert context.participants == ["alice", adapter.agent_id]
+    [alice] = context.entities  # the agent has no entity of its own in this test
+    assert (alice.id, alice.names, alice.metadata) == (
+        "alice",
+        ["Alice"],
+        {"discord": {"username": "al"}},
+    )
+    assert [m.id for m in context.recent_messages] == [inbound.id]
+    assert context.participant_state is None
+    assert (context.outcome, context.cache) == (None, {})
+
+    assert await adapter.get_world(world) == context.world
+    assert await adapter.get_rooms_by_ids([room]) == [context.room]
+    assert await adapter.get_participants_for_room(room) == ["alice", adapter.agent_id]
+    assert await adapter.get_entities_by_ids(["alice"]) == [alice]
+    stored = await adapter.get_memory_by_id(inbound.id)
+    assert stored is not None
+    assert (stored.content.text, stored.agent_id) == ("hello", adapter.agent_id)
+
+
+async def test_a_room_without_a_world_id_gets_a_world_of_its_own_id(
+    adapter: DatabaseAdapter,
+) -> None:
+    room = new_id()
+    context = await adapter.begin_turn(said("u", room, "hi", at=1), Connection())
+    assert context.world is not None
+    assert (context.world.id, context.world.name, context.room.world_id) == (room, room, room)
+    assert (context.room.name, context.room.type, context.room.source) == (
+        room,
+        ChannelType.DM,
+        "unknown",
+    )
+    assert [(e.id, e.names) for e in context.entities] == [("u", ["u"])]
+
+
+async def test_the_same_message_begun_twice_is_stored_once_and_nothing_is_duplicated(
+    adapter: DatabaseAdapter,
+) -> None:
+    room = new_id()
+    inbound = said("alice", room, "hello", at=1)
+    connection = Connection(entity_names=["Alice"])
+    assert (await adapter.begin_turn(inbound, connection)).message_stored
+    resent = msgspec.structs.replace(inbound, content=Content(text="changed"))
+    again = await adapter.begin_turn(resent, connection)
+    assert not again.message_stored
+    assert [m.content.text for m in again.recent_messages] == ["hello"]
+    assert again.participants == ["alice", adapter.agent_id]
+    assert await adapter.count_memories(room) == 1
+    assert await adapter.get_participants_for_room(room) == ["alice", adapter.agent_id]
+    assert [w.id for w in await adapter.get_all_worlds()] == [room]
+    assert len(await adapter.get_rooms_by_ids([room])) == 1
+    [alice] = await adapter.get_entities_by_ids(["alice"])
+    assert alice.names == ["Alice"]
+
+
+async def test_a_known_sender_gets_new_names_and_metadata_merged_in(
+    adapter: DatabaseAdapter,
+) -> None:
+    room = new_id()
+    first = Connection(entity_names=["Alice"], source="discord", entity_metadata={"id": "1"})
+    await adapter.begin_turn(said("alice", room, "one", at=1), first)
+    later = Connection(
+        entity_names=["Al", "Alice"], source="discord", entity_metadata={"nick": "a"}
+    )
+    context = await adapter.begin_turn(said("alice", room, "two", at=2), later)
+    [alice] = [e for e in context.entities if e.id == "alice"]
+    assert alice.names == ["Alice", "Al"]
+    assert alice.metadata == {"discord": {"id": "1", "nick": "a"}}
+    assert await adapter.get_entities_by_ids(["alice"]) == [alice]
+
+
+async def test_a_turn_reads_recent_messages_newest_first_without_vectors_and_their_authors(
+    adapter: DatabaseAdapter,
+) -> None:
+    room = new_id()
+    agent = adapter.agent_id
+    await adapter.create_entities(
+        [Entity(id=agent, names=["Agent"]), Entity(id="bob", names=["Bob"])]
+    )
+    # Bob spoke in the room without being a participant (he left since).
+    earlier = [said("bob", room, f"m{i}", at=10 + i, embedding=[1.0, float(i)]) for i in range(5)]
+    await adapter.create_memories(earlier, "messages")
+    await adapter.create_memory(said("bob", room, "a fact", at=99), "facts")
+    inbound = said("alice", room, "now", at=100, embedding=[0.5, 0.5])
+    context = await adapter.begin_turn(inbound, Connection(entity_names=["Alice"]), recent_count=3)
+    assert [m.content.text for m in context.recent_messages] == ["now", "m4", "m3"]
+    assert all(m.embedding is None for m in context.recent_messages)
+    assert context.participants == ["alice", agent]
+    assert [e.id for e in context.entities] == ["alice", agent, "bob"]
+    stored = await adapter.get_memory_by_id(inbound.id, include_embeddings=True)
+    assert stored is not None
+    assert stored.embedding == [0.5, 0.5]
+
+
+async def test_a_turn_reads_its_outcome_cache_values_and_the_agents_state(
+    adapter: DatabaseAdapter,
+) -> None:
+    room = new_id()
+    await adapter.begin_turn(said("alice", room, "first", at=1), Connection())
+    await adapter.set_participant_user_state(room, adapter.agent_id, ParticipantState.MUTED)
+    await adapter.set_cache("outcome:m2", {"status": "completed"})
+    await adapter.set_cache("reflection", "m0")
+    await adapter.set_cache("stale", 1, expires_at=now_ms() - 1)
+    context = await adapter.begin_turn(
+        said("alice", room, "second", at=2),
+        Connection(),
+        outcome_key="outcome:m2",
+        cache_keys=["reflection", "stale", "absent"],
+    )
+    assert context.outcome == {"status": "completed"}
+    assert context.cache == {"reflection": "m0"}
+    assert context.participant_state is ParticipantState.MUTED
+    none = await adapter.begin_turn(
+        said("alice", room, "third", at=3), Connection(), outcome_key="stale"
+    )
+    assert (none.outcome, none.cache) == (None, {})
+
+
+async def test_a_turn_commit_stores_everything_at_once(adapter: DatabaseAdapter) -> None:
+    room, agent = new_id(), adapter.agent_id
+    inbound = said("alice", room, "hello", at=1)
+    await adapter.begin_turn(inbound, Connection())
+    await adapter.create_relationship(
+        Relationship(source_entity_id="alice", target_entity_id=agent, tags=["acquaintance"])
+    )
+    reply = said(agent, room, "hi back", at=2, embedding=[1.0, 0.0])
+    fact = said("alice", room, "alice likes tea", at=3, embedding=[0.0, 1.0])
+    commit = TurnCommit(
+        memories=[reply, msgspec.structs.replace(inbound, content=Content(text="changed"))],
+        facts=[fact],
+        logs=[Log(entity_id=agent, room_id=room, type="action", body={"n": 1})],
+        cache=[
+            CacheEntry(key="outcome", value={"done": True}),
+            CacheEntry(key="gone", value=1, expires_at=now_ms() - 1),
+        ],
+        relationships=[
+            Relationship(
+                source_entity_id="alice",
+                target_entity_id=agent,
+                tags=["friend"],
+                metadata={"interactions": 2},
+            ),
+            Relationship(source_entity_id=agent, target_entity_id="bob", tags=["new"]),
+        ],
+    )
+    await adapter.commit_turn(commit)
+    messages = await adapter.get_memories(table_name="messages", room_id=room)
+    assert [m.content.text for m in messages] == ["hi back", "hello"]
+    [stored_fact] = await adapter.get_memories(
+        table_name="facts", room_id=room, include_embeddings=True
+    )
+    assert (stored_fact.content.text, stored_fact.embedding) == ("alice likes tea", [0.0, 1.0])
+    assert [entry.body for entry in await adapter.get_logs(room_id=room)] == [{"n": 1}]
+    assert await adapter.get_cache("outcome") == {"done": True}
+    assert await adapter.get_cache("gone") is None
+    [link] = await adapter.get_relationships("alice")
+    assert (link.tags, link.metadata) == (["friend"], {"interactions": 2})
+    [new] = await adapter.get_relationships("bob")
+    assert (new.source_entity_id, new.tags) == (agent, ["new"])
+
+    await adapter.commit_turn(commit)  # a redelivered turn writes nothing twice
+    assert await adapter.count_memories(room) == 3
+    assert len(await adapter.get_logs(room_id=room)) == 1
+    assert len(await adapter.get_relationships(agent)) == 2
+
+
+async def test_a_turn_commit_with_a_wrong_dimension_stores_nothing(
+    adapter: DatabaseAdapter,
+) -> None:
+    room = new_id()
+    await adapter.create_memory(said("alice", room, "first", at=1, embedding=[0.1] * 4), "messages")
+    wrong = TurnCommit(
+        memories=[said(adapter.agent_id, room, "reply", at=2, embedding=[0.2] * 4)],
+        facts=[said("alice", room, "fact", at=3, embedding=[0.3] * 3)],
+        logs=[Log(entity_id="alice", room_id=room, type="action")],
+        cache=[CacheEntry(key="k", value=1)],
+        relationships=[Relationship(source_entity_id="alice", target_entity_id="bob")],
+    )
+    with pytest.raises(BadRequest, match="3 dimensions but this agent stores 4") as raised:
+        await adapter.commit_turn(wrong)
+    assert raised.value.details == {"expected": "4", "got": "3"}
+    assert await adapter.count_memories(room) == 1
+    assert await adapter.get_logs(room_id=room) == []
+    assert await adapter.get_cache("k") is None
+    assert await adapter.get_relationships("alice") == []
+    await adapter.commit_turn(TurnCommit(memories=wrong.memories, cache=wrong.cache))
+    assert await adapter.count_memories(room) == 2
+    assert await adapter.get_cache("k") == 1
+
+
+async def test_vectors_are_set_in_one_batch_and_found_by_search(adapter: DatabaseAdapter) -> None:
+    room = new_id()
+    memories = [said("u", room, t, at=i) for i, t in enumerate(["north", "east", "south"])]
+    await adapter.create_memories(memories, "messages")
+    vectors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]
+    ids = [m.id for m in memories]
+    stored = await adapter.set_embeddings(
+        [*ids, "no-such-memory"], [to_bytes(v) for v in [*vectors, [1.0, 1.0, 1.0]]]
+    )
+    assert stored == 3
+    found = await adapter.get_memories_by_ids(ids, include_embeddings=True)
+    assert [m.embedding for m in found] == vectors
+    [best] = await adapter.search_memories(
+        table_name="messages", embedding=[0.9, 0.1, 0.0], count=1, room_id=room
+    )
+    assert best.content.text == "north"
+    assert await adapter.set_embeddings([ids[0]], [to_bytes([0.0, 0.0, 1.0])]) == 1
+    replaced = await adapter.get_memory_by_id(ids[0], include_embeddings=True)
+    assert replaced is not None
+    assert replaced.embedding == [0.0, 0.0, 1.0]
+    assert await adapter.set_embeddings([], []) == 0
+    other = adapter.for_agent(new_id())
+    assert await other.create_agent(Agent(id=other.agent_id, name="Other"))
+    try:
+        assert await other.set_embeddings([ids[1]], [to_bytes([5.0, 5.0, 5.0])]) == 0
+    finally:
+        await other.delete_agent(other.agent_id)
+    kept = await adapter.get_memory_by_id(ids[1], include_embeddings=True)
+    assert kept is not None
+    assert kept.embedding == [0.0, 1.0, 0.0]
+
+
+async def test_vectors_of_another_size_or_shape_are_refused_and_nothing_is_stored(
+    adapter: DatabaseAdapter,
+) -> None:
+    room = new_id()
+    first, second = said("u", room, "a", at=1), said("u", room, "b", at=2)
+    await adapter.create_memories([first, second], "messages")
+    assert await adapter.set_embeddings([first.id], [to_bytes([1.0, 2.0, 3.0])]) == 1
+    with pytest.raises(BadRequest, match="5 dimensions but this agent stores 3") as raised:
+        await adapter.set_embeddings(
+            [first.id, second.id], [to_bytes([9.0, 9.0, 9.0]), to_bytes([1.0] * 5)]
+        )
+    assert raised.value.details == {"expected": "3", "got": "5"}
+    with pytest.raises(BadRequest, match="same length; got 2 memory_ids and 1 vectors"):
+        await adapter.set_embeddings([first.id, second.id], [to_bytes([9.0, 9.0, 9.0])])
+    with pytest.raises(BadRequest, match="not float32"):
+        await adapter.set_embeddings([second.id], [b"\x00\x00\x80"])
+    stored = await adapter.get_memories_by_ids([first.id, second.id], include_embeddings=True)
+    assert [m.embedding for m in stored] == [[1.0, 2.0, 3.0], None]
+
+
+async def test_reads_carry_no_vector_unless_asked(adapter: DatabaseAdapter) -> None:
+    room = new_id()
+    memories = [said("u", room, f"m{i}", at=i, embedding=[1.0, float(i)]) for i in range(3)]
+    await adapter.create_memories(memories, "messages")
+    ids = [m.id for m in memories]
+
+    async def reads(include_embeddings: bool) -> list[list[Memory]]:
+        one = await adapter.get_memory_by_id(ids[0], include_embeddings=include_embeddings)
+        return [
+            await adapter.get_memories(
+                table_name="messages", room_id=room, include_embeddings=include_embeddings
+            ),
+            await adapter.get_memories_by_ids(ids, include_embeddings=include_embeddings),
+            [one] if one is not None else [],
+            await adapter.get_memories_by_room_ids(
+                table_name="messages", room_ids=[room], include_embeddings=include_embeddings
+            ),
+            await adapter.search_memories(
+                table_name="messages",
+                embedding=[1.0, 1.0],
+                room_id=room,
+                include_embeddings=include_embeddings,
+            ),
+            await adapter.search_memories_by_text(
+                table_name="messages",
+                query="m",
+                room_id=room,
+                include_embeddings=include_embeddings,
+            ),
+        ]
+
+    without, with_vectors = await reads(False), await reads(True)
+    assert [len(read) for read in without] == [3, 3, 1, 3, 3, 3]
+    assert all(m.embedding is None for read in without for m in read)
+    assert [len(read) for read in with_vectors] == [3, 3, 1, 3, 3, 3]
+    by_id = {m.id: m.embedding for m in memories}
+    assert all(m.embedding == by_id[m.id] for read in with_vectors for m in read)
+    assert [m.similarity for m in without[4]] == [m.similarity for m in with_vectors[4]]
+
+
+# -- the SQL adapter: transactions and statements -------------------------------
+
+
+@dataclass
+class Statements:
+    """What an engine ran: its SQL statements and how many transactions it began."""
+
+    sql: list[str] = field(default_factory=list)
+    transactions: int = 0
+
+    def clear(self) -> None:
+        self.sql.clear()
+        self.transactions = 0
+
+
+@contextmanager
+def recorded(engine: AsyncEngine) -> Iterator[Statements]:
+    seen = Statements()
+
+    def on_statement(*args: Any) -> None:
+        seen.sql.append(args[2])
+
+    def on_begin(connection: Any) -> None:
+        seen.transactions += 1
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+    event.listen(engine.sync_engine, "begin", on_begin)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_statement)
+        event.remove(engine.sync_engine, "begin", on_begin)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def sql(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlAdapter]:
+    """``SqlAdapter`` on each database, for an agent (and its entity) of this test's own."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'agent.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    db = SqlAdapter.from_url(url, new_id())
+    await db.init()
+    await db.create_agent(Agent(id=db.agent_id, name="Counted"))
+    await db.create_entities([Entity(id=db.agent_id, names=["Counted"])])
+    try:
+        yield db
+    finally:
+        await db.delete_agent(db.agent_id)
+        await db.close()
+
+
+async def test_a_turn_is_one_transaction_to_begin_and_one_to_commit(sql: SqlAdapter) -> None:
+    room, agent = new_id(), sql.agent_id
+    connection = Connection(entity_names=["Alice"], source="discord")
+    with recorded(sql.engine) as seen:
+        await sql.begin_turn(said("alice", room, "first", at=1), connection, cache_keys=["k"])
+        assert seen.transactions == 1
+        assert len(seen.sql) <= 14  # the sender, room and world are new
+        seen.clear()
+        context = await sql.begin_turn(
+            said("alice", room, "second", at=2), connection, outcome_key="o", cache_keys=["k"]
+        )
+        assert seen.transactions == 1
+        assert len(seen.sql) <= 7  # agent, people, room+world, message, recent, cache, tasks
+        assert [e.id for e in context.entities] == ["alice", agent]
+        seen.clear()
+        await sql.commit_turn(
+            TurnCommit(
+                memories=[said(agent, room, "reply", at=3, embedding=[1.0, 0.0])],
+                facts=[said("alice", room, "fact", at=4, embedding=[0.0, 1.0])],
+                logs=[Log(entity_id=agent, room_id=room, type="action")],
+                cache=[CacheEntry(key="o", value={"status": "completed"})],
+                relationships=[Relationship(source_entity_id="alice", target_entity_id=agent)],
+            )
+        )
+        assert seen.transactions == 1
+        assert len(seen.sql) <= 8  # the first vectors also fix the agent's dimension
+        seen.clear()
+        await sql.commit_turn(
+            TurnCommit(
+                memories=[said(agent, room, "again", at=5, embedding=[1.0, 1.0])],
+                logs=[Log(entity_id=agent, room_id=room, type="action")],
+                cache=[CacheEntry(key="o", value={"status": "completed"})],
+            )
+        )
+        assert seen.transactions == 1
+        assert len(seen.sql) <= 5  # memories, agent (dimension), vectors, logs, cache
+
+
+async def test_reads_without_vectors_never_touch_the_vector_table(sql: SqlAdapter) -> None:
+    room = new_id()
+    memories = [said("u", room, f"m{i}", at=i, embedding=[1.0, float(i)]) for i in range(3)]
+    await sql.create_memories(memories, "messages")
+    with recorded(sql.engine) as seen:
+        await sql.get_memories(table_name="messages", room_id=room)
+        await sql.get_memories_by_ids([m.id for m in memories])
+        await sql.get_memories_by_room_ids(table_name="messages", room_ids=[room])
+        await sql.search_memories_by_text(table_name="messages", query="m", room_id=room)
+        await sql.begin_turn(said("u", room, "hi", at=9), Connection())
+    assert seen.sql
+    assert not [statement for statement in seen.sql if "embeddings" in statement]
+    with recorded(sql.engine) as seen:
+        await sql.get_memories(table_name="messages", room_id=room, include_embeddings=True)
+    assert [statement for statement in seen.sql if "embeddings" in statement]
+
+
+async def test_replicas_beginning_turns_in_a_new_room_at_once_all_succeed(
+    sql: SqlAdapter,
+) -> None:
+    # Two engines on one database, as two replicas: "create if absent" races.
+    url = sql.engine.url.render_as_string(hide_password=False)
+    other = SqlAdapter.from_url(url, sql.agent_id)
+    room = new_id()
+    try:
+        contexts = await asyncio.gather(
+            *(
+                replica.begin_turn(said("alice", room, f"m{i}", at=i), Connection(), recent_count=0)
+                for i in range(10)
+                for replica in (sql, other)
+            )
+        )
+    finally:
+        await other.close()
+    assert all(c.message_stored for c in contexts)
+    assert await sql.count_memories(room) == 20
+    assert sorted(await sql.get_participants_for_room(room)) == sorted(["alice", sql.agent_id])
+    assert len(await sql.get_entities_by_ids(["alice"])) == 1
+    assert len(await sql.get_rooms_by_ids([room])) == 1
+    assert await sql.get_world(room) is not None

@@ -8,10 +8,12 @@ import msgspec
 import pytest
 from faststream.nats import NatsBroker
 
-from contracts import Subjects
+from contracts import Content, Subjects
 from contracts.memory import OPERATIONS
+from contracts.records import Memory
 from contracts.storage import StorageOperations
 from shared.storage.client import NatsMemoryClient, memory_client
+from shared.storage.delegation import StorageDelegation
 from shared.storage.sql import SqlAdapter
 
 PROTOCOL = {
@@ -29,7 +31,7 @@ def test_every_storage_operation_has_a_wire_request_and_result() -> None:
         assert operation.parameters == list(inspect.signature(PROTOCOL[name]).parameters)[1:]
 
 
-@pytest.mark.parametrize("implementation", [SqlAdapter, NatsMemoryClient])
+@pytest.mark.parametrize("implementation", [SqlAdapter, NatsMemoryClient, StorageDelegation])
 def test_every_implementation_has_every_operation_with_the_same_parameters(
     implementation: type,
 ) -> None:
@@ -37,15 +39,13 @@ def test_every_implementation_has_every_operation_with_the_same_parameters(
         implemented = getattr(implementation, name, None)
         assert implemented is not None, f"{implementation.__name__} lacks {name}"
         assert inspect.iscoroutinefunction(implemented), name
-        if implementation is SqlAdapter:
-            expected = [
-                (p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()
-            ]
-            actual = [
-                (p.name, p.kind, p.default)
-                for p in inspect.signature(implemented).parameters.values()
-            ]
-            assert actual == expected, name
+        expected = [
+            (p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()
+        ]
+        actual = [
+            (p.name, p.kind, p.default) for p in inspect.signature(implemented).parameters.values()
+        ]
+        assert actual == expected, name
 
 
 def test_a_request_with_an_unknown_field_is_rejected() -> None:
@@ -63,14 +63,15 @@ async def test_the_client_binds_arguments_like_the_protocol_does() -> None:
             return "id-1"
 
     client = Recording(NatsBroker(), agent_id="agent-1", subjects=Subjects())
-    assert await client.create_memory("memory", "messages") == "id-1"  # type: ignore[attr-defined]
-    await client.count_memories("room-1", table_name="facts")  # type: ignore[attr-defined]
+    memory = Memory(entity_id="user-1", room_id="room-1", content=Content(text="hi"))
+    assert await client.create_memory(memory, "messages") == "id-1"
+    await client.count_memories("room-1", table_name="facts")
     assert sent == [
-        ("create_memory", {"memory": "memory", "table_name": "messages", "unique": True}),
+        ("create_memory", {"memory": memory, "table_name": "messages", "unique": True}),
         ("count_memories", {"room_id": "room-1", "unique": False, "table_name": "facts"}),
     ]
-    with pytest.raises(TypeError, match="missing a required argument: 'table_name'"):
-        await client.create_memory("memory")  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'table_name'"):
+        await client.create_memory(memory)  # type: ignore[call-arg]
 
 
 def test_for_agent_keeps_the_broker_and_changes_the_agent() -> None:

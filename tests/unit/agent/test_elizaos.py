@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import elizamesh
 from contracts import Content
 from shared.agent.character import Character
 from shared.agent.elizaos import AgentSpec, ElizaOS, new_message
@@ -21,7 +22,7 @@ from tests.scripted import ScriptedModel, plan
 async def eliza(database_url: str) -> AsyncIterator[ElizaOS]:
     registry = ElizaOS()
     yield registry
-    await registry.stop_agents([a.agent_id for a in registry.get_agents() if a.message_service])
+    await registry.stop_agents([a.agent_id for a in registry.get_agents() if a.is_started()])
 
 
 def spec(name: str, model: ScriptedModel, database_url: str, **fields: Any) -> AgentSpec:
@@ -79,9 +80,9 @@ async def test_an_ephemeral_agent_is_returned_but_not_registered(
     assert isinstance(runtime, AgentRuntime)
     assert eliza.get_agents() == []
     result = await eliza.handle_message(runtime, new_message("user", "room", "Hello!"))
-    assert result.processing is not None
-    assert result.processing.response_content is not None
-    assert result.processing.response_content.text == "serverless hello"
+    assert isinstance(result, elizamesh.HandleMessageResult)  # one outcome type everywhere
+    assert result.status == "completed"
+    assert result.response_content.text == "serverless hello"
     await runtime.stop()
 
 
@@ -102,7 +103,8 @@ async def test_async_mode_returns_at_once_then_calls_back(
     result = await eliza.handle_message(
         str(agent_id), new_message("u", "r", "hi"), on_response=on_response, on_complete=on_complete
     )
-    assert result.processing is None
+    assert result.status == "accepted"
+    assert not result.did_respond
     await asyncio.wait_for(finished.wait(), timeout=5)
     assert responses == ["async hello"]
 
@@ -159,7 +161,7 @@ async def test_handle_messages_runs_in_parallel_with_errors_per_message(
             ("no-such-agent", new_message("u", "r3", "hello?")),
         ]
     )
-    texts = [r.result.processing.response_content.text for r in results[:2]]  # type: ignore[union-attr]
+    texts = [r.result.response_content.text for r in results[:2] if r.result is not None]
     assert texts == ["researching X", "outline ready"]
     assert isinstance(results[2].error, NotFound)
     assert seen[-1][1] == {"count": 3, "errors": 1}

@@ -28,8 +28,8 @@ async def test_the_quick_start_prints_the_reply_and_stores_both_messages(
     )
     await runtime.initialize()
     message = Memory(entity_id="new-user", room_id="new-room", content=Content(text="Hello"))
-    result = await runtime.message_service.handle_message(runtime, message)  # type: ignore[union-attr]
-    print(result.response_content.text)  # type: ignore[union-attr]
+    result = await runtime.message_service.handle_message(runtime, message)
+    print(result.response_content.text)
 
     assert capsys.readouterr().out == "Hi! How can I help?\n"
     assert result.did_respond
@@ -62,7 +62,7 @@ async def test_a_character_from_a_json_file_answers_too(tmp_path: Path) -> None:
     await runtime.initialize()
     try:
         message = Memory(entity_id="u", room_id="r", content=Content(text="Salut"))
-        result = await runtime.message_service.handle_message(runtime, message)  # type: ignore[union-attr]
+        result = await runtime.message_service.handle_message(runtime, message)
     finally:
         await runtime.stop()
     assert result.response_content is not None

@@ -13,6 +13,7 @@ from contracts.records import Memory
 from shared.agent.character import Character, CharacterError
 from shared.agent.plugin import PluginError, resolve_plugins
 from shared.agent.runtime import AgentRuntime, TargetInfo
+from shared.agent.turn import Turn, entered
 from shared.agent.types import (
     Evaluator,
     EventType,
@@ -176,7 +177,7 @@ def provider(name: str, text: str, calls: list[str], **flags: Any) -> Provider:
     return Provider(name, get, **flags)
 
 
-async def test_state_is_composed_in_position_order_and_cached_per_message(
+async def test_state_is_composed_in_position_order_and_cached_for_the_turns_message(
     runtime: AgentRuntime,
 ) -> None:
     calls: list[str] = []
@@ -187,22 +188,29 @@ async def test_state_is_composed_in_position_order_and_cached_per_message(
         provider("HIDDEN", "hidden", calls, private=True),
     ]
     message = Memory(entity_id="u", room_id="r", content=Content(text="x"))
-    state = await runtime.compose_state(message)
-    assert state.text == "early\n\nlate"
-    assert sorted(calls) == ["EARLY", "LATE"]
-    more = await runtime.compose_state(message, ["ASKED"], only_include=True)
+    turn = Turn(run_id="run-1", message=message, response_id="reply-1")
+    with entered(turn):
+        state = await runtime.compose_state(message)
+        assert state.text == "early\n\nlate"
+        assert sorted(calls) == ["EARLY", "LATE"]
+        more = await runtime.compose_state(message, ["ASKED"], only_include=True)
     assert more.text == "early\n\nasked\n\nlate"  # merged with the cached state, by position
     assert more.values["EARLY"] == "early"
     assert sorted(calls) == ["ASKED", "EARLY", "LATE"]
 
 
-async def test_the_state_cache_is_bounded(runtime: AgentRuntime) -> None:
-    runtime.state_cache.limit = 3
-    for i in range(5):
-        await runtime.compose_state(
-            Memory(id=f"m{i}", entity_id="u", room_id="r", content=Content())
-        )
-    assert list(runtime.state_cache) == ["m2", "m3", "m4"]
+async def test_the_state_cache_belongs_to_the_turn_not_to_the_runtime(
+    runtime: AgentRuntime,
+) -> None:
+    message = Memory(id="m1", entity_id="u", room_id="r", content=Content())
+    turn = Turn(run_id="run-1", message=message, response_id="reply-1")
+    with entered(turn):
+        state = await runtime.compose_state(message, ["ENTITIES"])
+        assert turn.state is state  # cached on the turn, for the next compose of this message
+    outside = await runtime.compose_state(message)
+    assert not hasattr(runtime, "state_cache")
+    assert turn.state is state  # composing outside the turn neither reads nor writes its cache
+    assert outside is not state
 
 
 async def test_a_failing_provider_is_reported_and_the_others_still_count(
@@ -280,8 +288,9 @@ async def test_services_start_after_initialize_and_can_be_awaited(database_url: 
 
 async def test_the_runtime_is_an_adapter_for_its_agent(runtime: AgentRuntime) -> None:
     memory = Memory(entity_id="u", room_id="r", content=Content(text="delegated"))
-    await runtime.create_memory(memory, "messages")  # type: ignore[attr-defined]
-    stored = await runtime.get_memory_by_id(memory.id)  # type: ignore[attr-defined]
+    await runtime.create_memory(memory, "messages")
+    stored = await runtime.get_memory_by_id(memory.id)
+    assert stored is not None
     assert stored.agent_id == runtime.agent_id
 
 
@@ -308,7 +317,7 @@ async def test_queued_embeddings_fill_vectors_in_the_background(runtime: AgentRu
     await runtime.adapter.create_memory(memory, "messages")
     await runtime.queue_embedding_generation(memory, "high")
     await asyncio.wait_for(done.wait(), timeout=5)
-    stored = await runtime.adapter.get_memory_by_id(memory.id)
+    stored = await runtime.adapter.get_memory_by_id(memory.id, include_embeddings=True)
     assert stored is not None
     assert stored.embedding is not None
     assert stored.embedding[:3] == [1.0, 1.0, 1.0]

@@ -68,8 +68,8 @@ async def test_the_quick_start_runs_as_written_with_the_openai_plugin(
         plugins=[get_openai_plugin()],
     )
     await runtime.initialize()
-    result = await runtime.message_service.handle_message(runtime, message)  # type: ignore[union-attr]
-    print(result.response_content.text)  # type: ignore[union-attr]
+    result = await runtime.message_service.handle_message(runtime, message)
+    print(result.response_content.text)
     await runtime.stop()
 
     assert capsys.readouterr().out == "Hello there!\n"
