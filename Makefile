@@ -56,8 +56,9 @@ bench: setup  ## throughput figures: the embedded pipeline, the local models, th
 	$(BIN)/python -m tests.bench.bench_distributed
 	$(BIN)/python -m tests.bench.bench_replicas
 
-bench-compare: setup  ## 1 vs 2 runtime replicas, 64 rooms in flight, interleaved (~3 min)
+bench-compare: setup  ## 1 vs 2 runtime replicas, 64 rooms in flight, interleaved: instant model, then a 0.5 s one
 	$(BIN)/python -m tests.bench.bench_replicas
+	BENCH_MODEL_DELAY=0.5 $(BIN)/python -m tests.bench.bench_replicas
 
 schema: setup  ## write the wire catalogue (JSON Schema + AsyncAPI) to ./schema
 	$(BIN)/elizamesh schema --out schema

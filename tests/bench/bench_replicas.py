@@ -314,7 +314,8 @@ def introduce(idle_rate: float) -> None:
     """Print what is measured and the table's header."""
     print(
         f"runtime replicas: {ROOMS} rooms in flight, {MESSAGES} messages per room per phase"
-        f" (after 1 warm-up each), phases interleaved; idle stack {idle_rate:.0f} CPU ms/s"
+        f" (after 1 warm-up each), phases interleaved; idle stack {idle_rate:.0f} CPU ms/s;"
+        f" model answers after {os.environ.get('BENCH_MODEL_DELAY') or 0} s"
     )
     print(
         "tail: seconds until the stack was idle after the last reply (queued embedding and"
