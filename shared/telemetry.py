@@ -25,20 +25,32 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 from opentelemetry.trace import Span, SpanKind
 
 TRACER = "elizamesh"
 
 
-def setup_telemetry(service: str) -> TracerProvider:
+def setup_telemetry(service: str) -> trace.TracerProvider:
     """Install the tracer and meter providers of ``service`` for this process; return the tracer's.
+
+    When nothing exports traces (no ``OTEL_EXPORTER_OTLP_ENDPOINT``, no
+    console exporter), root spans are not sampled: they keep valid trace ids
+    but record nothing, and SQL statements are not instrumented (about a
+    quarter of the CPU of a turn went to recording spans nobody exported).
 
     Calling it again in the same process (tests host several services) keeps
     the first providers: OpenTelemetry allows one global provider per process.
@@ -47,17 +59,53 @@ def setup_telemetry(service: str) -> TracerProvider:
     if isinstance(current, TracerProvider):
         return current
     resource = Resource.create({"service.name": service, "service.version": package_version()})
-    provider = TracerProvider(resource=resource)
+    readers = [reader] if (reader := _metric_reader()) is not None else []
+    if not isinstance(metrics.get_meter_provider(), MeterProvider):
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
     exporter = _span_exporter()
+    console = os.environ.get("OTEL_TRACES_EXPORTER") == "console"
+    if exporter is None and not console:
+        # Trace ids stay valid (X-Trace-Id, propagation), nothing is recorded;
+        # a trace sampled upstream by a service that exports stays sampled.
+        quiet = QuietTracerProvider(resource=resource)
+        trace.set_tracer_provider(quiet)
+        return quiet
+    provider = TracerProvider(resource=resource)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
-    elif os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+    else:
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
-    readers = [reader] if (reader := _metric_reader()) is not None else []
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
     _instrument_sqlalchemy()
     return provider
+
+
+class _Switch(Sampler):
+    """Samples as a parent-based sampler whose roots are off until switched on."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self._off = ParentBased(ALWAYS_OFF)
+        self._on = ParentBased(ALWAYS_ON)
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return (self._on if self.on else self._off).should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return f"Switch({'on' if self.on else 'off'})"
+
+
+class QuietTracerProvider(TracerProvider):
+    """A provider that records nothing until a span processor is added (then samples)."""
+
+    def __init__(self, *, resource: Resource) -> None:
+        self._switch = _Switch()
+        super().__init__(resource=resource, sampler=self._switch)
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        """Add ``span_processor``; from now on traces are sampled (someone listens)."""
+        super().add_span_processor(span_processor)
+        self._switch.on = True
 
 
 def bus_telemetry(provider: trace.TracerProvider) -> NatsTelemetryMiddleware:
