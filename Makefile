@@ -56,8 +56,8 @@ bench: setup  ## throughput figures: the embedded pipeline, the local models, th
 	$(BIN)/python -m tests.bench.bench_distributed
 	$(BIN)/python -m tests.bench.bench_replicas
 
-bench-compare: setup  ## 1 vs 2 runtime replicas, 64 rooms in flight, interleaved: instant model, then a 0.5 s one
-	$(BIN)/python -m tests.bench.bench_replicas
+bench-compare: setup  ## elizaOS 1.7.2 vs elizamesh (embedded, distributed 1-2 replicas), interleaved; then replicas with a 0.5 s model
+	$(BIN)/python -m tests.bench.bench_compare
 	BENCH_MODEL_DELAY=0.5 $(BIN)/python -m tests.bench.bench_replicas
 
 schema: setup  ## write the wire catalogue (JSON Schema + AsyncAPI) to ./schema

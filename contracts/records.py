@@ -8,6 +8,7 @@ returns them. Times are milliseconds since the Unix epoch, as in elizaOS.
 from __future__ import annotations
 
 import time
+import uuid
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -28,7 +29,19 @@ JsonMap = Annotated[dict[str, Any], Meta(description="Free-form JSON object.")]
 
 
 class Record(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Base of every stored record."""
+    """Base of every stored record.
+
+    An id may be given as a ``uuid.UUID``: it is kept as its canonical text
+    (msgspec does not check constructor arguments, so this is the one place
+    that sees them all). Everything else is checked where the record is
+    stored, by the same rules that read it back.
+    """
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, uuid.UUID):
+                setattr(self, name, str(value))
 
 
 class Memory(Record, kw_only=True):

@@ -37,6 +37,10 @@ RecentCount = Annotated[
     int, Meta(ge=0, le=1000, description="How many recent messages to read (0 to 1000).")
 ]
 
+BacklogCount = Annotated[
+    int, Meta(ge=1, le=10_000, description="How many memories to return (1 to 10,000).")
+]
+
 
 class StorageOperations(Protocol):
     """Every storage operation, in the order the memory service lists them."""
@@ -174,6 +178,13 @@ class StorageOperations(Protocol):
         the lists differ in length or a vector is empty or not float32, and
         ``DimensionMismatch`` (a ``BadRequest``) when a size differs from the
         agent's: then nothing is stored.
+        """
+        ...
+
+    async def get_memories_without_embeddings(self, *, count: BacklogCount = 500) -> list[Memory]:
+        """Return up to ``count`` of the agent's memories with text but no vector, newest first.
+
+        What a stop or a crash left without a vector; a runtime queues them at start.
         """
         ...
 

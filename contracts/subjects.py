@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from contracts.message import ID_PATTERN
+from contracts.message import ID_PATTERN, new_id
 
 DEFAULT_NAMESPACE = "eliza"
 
@@ -21,6 +21,9 @@ _EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _AGENT_ID_TOKEN = 2  # <ns>.agent.<agent_id>...
 _AGENT_COMMANDS = frozenset({"start", "stop", "delete"})
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_OWNER = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+RUN_OWNER_SEPARATOR = "__"
+"""Splits an owned run id ``<owner>__<id>`` into its owner and its own id."""
 
 
 class InvalidIdError(ValueError):
@@ -160,11 +163,24 @@ class Subjects:
         """Publish: a run's ``chunk``, ``response``, ``completed`` or ``failed``."""
         if what not in {"chunk", "response", "completed", "failed"}:
             raise InvalidIdError(f"invalid run subject {what!r}")
-        return f"{self.namespace}.run.{validate_id(run_id, what='run_id')}.{what}"
+        return f"{self.namespace}.run.{_run_tokens(run_id)}.{what}"
 
     def run_template(self, run_id: str) -> str:
         """Everything published for one run."""
-        return f"{self.namespace}.run.{validate_id(run_id, what='run_id')}.>"
+        return f"{self.namespace}.run.{_run_tokens(run_id)}.>"
+
+    def owned_run_id(self, owner: str) -> str:
+        """A fresh run id owned by ``owner``: its subjects are ``<ns>.run.<owner>.<id>.<what>``.
+
+        A client allowed to subscribe to ``runs_of(owner)`` only can follow the
+        runs it started this way and nobody else's (NATS wildcards match whole
+        tokens, so the owner needs a token of its own).
+        """
+        return f"{validate_owner(owner)}{RUN_OWNER_SEPARATOR}{new_id()}"
+
+    def runs_of(self, owner: str) -> str:
+        """Every run owned by ``owner`` (what its NATS user may subscribe to)."""
+        return f"{self.namespace}.run.{validate_owner(owner)}.*.*"
 
     @property
     def runs_template(self) -> str:
@@ -187,6 +203,15 @@ class Subjects:
     def agents_changed(self) -> str:
         """Publish: an agent changed; every runtime replica reconciles its copy."""
         return f"{self.namespace}.agents.changed"
+
+    def room_handover(self, replica_id: str) -> str:
+        """Request-reply, one replica: take a message of a room this replica owns."""
+        return f"{self.namespace}.runtime.{validate_id(replica_id, what='replica_id')}.room"
+
+    @property
+    def room_handover_template(self) -> str:
+        """Every replica's hand-over subject (what a runtime may send a room's message to)."""
+        return f"{self.namespace}.runtime.*.room"
 
     def agent_command(self, agent_id: str, command: str) -> str:
         """Request-reply, every replica acts: ``start``, ``stop`` or ``delete`` an agent."""
@@ -243,6 +268,24 @@ class Subjects:
         return f"{self.namespace.upper()}_RUNS"
 
 
+def validate_owner(value: str) -> str:
+    """Return ``value`` if it can own runs and name a NATS user, else raise ``InvalidIdError``."""
+    if not _OWNER.fullmatch(value):
+        raise InvalidIdError(
+            f"invalid owner {value!r}: expected a lower-case letter then up to 30 of [a-z0-9-]"
+        )
+    return value
+
+
+def _run_tokens(run_id: str) -> str:
+    """``<owner>.<id>`` for an owned run id (``<owner>__<id>``), else the run id itself."""
+    validate_id(run_id, what="run_id")
+    owner, separator, rest = run_id.partition(RUN_OWNER_SEPARATOR)
+    if separator and rest and _OWNER.fullmatch(owner):
+        return f"{owner}.{rest}"
+    return run_id
+
+
 def agent_id_of(subject: str) -> str:
     """Return the agent id token of an ``<ns>.agent.<id>....`` subject."""
     tokens = subject.split(".")
@@ -256,3 +299,222 @@ QUEUE_RUNTIME = "runtime"
 
 QUEUE_MEMORY = "memory"
 """Queue group of memory-service replicas."""
+
+
+# -- least privilege ----------------------------------------------------------
+
+INBOX = "_INBOX.>"
+"""Where nats-py receives replies by default (services are trusted with it)."""
+
+SERVICE_ROLES = ("runtime", "memory", "embedding", "evaluator", "gateway")
+"""The services of a stack; each gets a NATS user of its own."""
+
+ROLES = (*SERVICE_ROLES, "admin")
+"""Every role ``permissions`` knows, beside connectors (``connector_permissions``)."""
+
+_JS = "$JS.API"
+_EMBEDDING_PRIORITIES = ("high", "normal", "low")
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """What one NATS user may publish and subscribe to (a nats-server ``permissions`` block).
+
+    ``allow_responses`` lets it answer the requests it receives (once each) on
+    their reply subjects, and nowhere else in the reply space.
+    """
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    allow_responses: bool = False
+
+
+def _streams(*names: str) -> tuple[str, ...]:
+    """Look up and declare streams (``ensure_stream`` does both)."""
+    return tuple(f"{_JS}.STREAM.{verb}.{name}" for name in names for verb in ("INFO", "CREATE"))
+
+
+def _durable(stream: str, consumer: str, filter_subject: str | None = None) -> tuple[str, ...]:
+    """Join (create if absent), pull from and acknowledge one durable consumer.
+
+    With ``filter_subject`` the consumer can only be created over that subject
+    (nats-server checks the subject's filter against the request's).
+    """
+    create = f"{_JS}.CONSUMER.CREATE.{stream}.{consumer}"
+    creates = (f"{create}.{filter_subject}",) if filter_subject else (create, f"{create}.>")
+    return (
+        f"{_JS}.CONSUMER.INFO.{stream}.{consumer}",
+        *creates,
+        f"{_JS}.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+        f"$JS.ACK.{stream}.{consumer}.>",
+    )
+
+
+def _bucket(name: str) -> tuple[str, ...]:
+    """Declare, read and write one KV bucket."""
+    stream = f"KV_{name}"
+    return (
+        *_streams(stream),
+        f"{_JS}.STREAM.UPDATE.{stream}",
+        f"{_JS}.STREAM.MSG.GET.{stream}",
+        f"{_JS}.DIRECT.GET.{stream}.>",
+        f"$KV.{name}.>",
+    )
+
+
+def room_lease_bucket(subjects: Subjects) -> str:
+    """The KV bucket holding one lease per room while a turn runs in it."""
+    return f"{subjects.namespace.upper()}_ROOM_LEASES"
+
+
+def outbound_consumer(source: str) -> str:
+    """The durable consumer through which a platform's connector drains its outbound messages."""
+    return f"webhook-{validate_id(source, what='source')}"
+
+
+def _hosting(s: Subjects) -> tuple[str, ...]:
+    """What a process hosting agents (runtime, evaluator) publishes: a turn's every effect."""
+    return (
+        s.memory_template,
+        s.runs_template,
+        s.events_template,
+        s.outbound_template,
+        s.embedding_queue_template,
+        s.turn_evaluate_template,
+        f"{s.namespace}.provider.*.get",
+        f"{s.namespace}.action.*.invoke",
+        s.agents_changed,
+        *_streams(
+            s.events_stream, s.runs_stream, s.outbound_stream, s.embedding_stream,
+            s.evaluation_stream,
+        ),
+        *_bucket(room_lease_bucket(s)),
+    )  # fmt: skip
+
+
+def _management(s: Subjects) -> tuple[str, ...]:
+    """Agent management and health probes (the gateway's routes, the admin's CLI)."""
+    return (
+        s.message_handle_template,
+        s.agents_add,
+        s.agents_list,
+        *(s.agent_command_template(c) for c in sorted(_AGENT_COMMANDS)),
+        s.agent_health_template,
+        s.health,
+    )
+
+
+def permissions(subjects: Subjects, role: str) -> Permissions:
+    """The NATS permissions of one service role (``ROLES``) in ``subjects``' namespace.
+
+    Generated from the builders above, so a subject a service starts to use
+    and a permission it is granted cannot drift apart.
+
+    Raises:
+        InvalidIdError: ``role`` is not one of ``ROLES``.
+    """
+    s = subjects
+    match role:
+        case "runtime":
+            return Permissions(
+                publish=(*_hosting(s), s.room_handover_template),
+                subscribe=(
+                    s.room_handover_template,
+                    s.message_handle_template,
+                    s.agents_add,
+                    s.agents_list,
+                    s.agents_changed,
+                    *(s.agent_command_template(c) for c in sorted(_AGENT_COMMANDS)),
+                    s.agent_health_template,
+                    s.health,
+                    INBOX,
+                ),
+                allow_responses=True,
+            )
+        case "evaluator":
+            return Permissions(
+                publish=(
+                    *_hosting(s),
+                    *_durable(s.evaluation_stream, "evaluator"),
+                ),
+                subscribe=(s.agents_changed, s.health, INBOX),
+                allow_responses=True,
+            )
+        case "memory":
+            return Permissions(
+                publish=(),  # it only answers: allow_responses
+                subscribe=(s.memory_template, s.health, INBOX),
+                allow_responses=True,
+            )
+        case "embedding":
+            return Permissions(
+                publish=(
+                    s.memory_template,
+                    s.embedding_dead,
+                    s.events_template,
+                    *_streams(s.embedding_stream),
+                    *(
+                        p
+                        for priority in _EMBEDDING_PRIORITIES
+                        for p in _durable(s.embedding_stream, f"embedding-{priority}")
+                    ),
+                ),
+                subscribe=(s.health, INBOX),
+                allow_responses=True,
+            )
+        case "gateway":
+            return Permissions(
+                publish=_management(s),
+                subscribe=(s.runs_of("gateway"), s.health, INBOX),
+                allow_responses=True,
+            )
+        case "admin":
+            events = s.events_stream
+            return Permissions(
+                publish=(
+                    *_management(s),
+                    f"{_JS}.INFO",
+                    f"{_JS}.STREAM.INFO.{events}",
+                    f"{_JS}.CONSUMER.CREATE.{events}",
+                    f"{_JS}.CONSUMER.CREATE.{events}.>",
+                    f"{_JS}.CONSUMER.INFO.{events}.>",
+                    f"{_JS}.CONSUMER.DELETE.{events}.>",
+                    f"$JS.ACK.{events}.>",
+                    f"$JS.FC.{events}.>",
+                ),
+                subscribe=(s.runs_template, INBOX),
+            )
+        case _:
+            raise InvalidIdError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+
+
+def connector_inbox(name: str) -> str:
+    """The reply-subject prefix a connector connects with (nats-py's ``inbox_prefix``)."""
+    return f"_INBOX.{validate_owner(name)}"
+
+
+def connector_permissions(
+    subjects: Subjects, name: str, sources: tuple[str, ...] = ()
+) -> Permissions:
+    """The NATS permissions of the connector ``name`` delivering for the platforms ``sources``.
+
+    It may send messages to agents; follow the runs it owns
+    (``Subjects.owned_run_id(name)``); read replies on its own inbox
+    (``connector_inbox(name)``); and drain its platforms' outbound messages
+    through their durable consumers. Nothing else: no memory, no agent
+    commands, no events, no other run, no reply on a subject it did not request.
+    """
+    s = subjects
+    outbound = tuple(
+        p
+        for source in sources
+        for p in _durable(s.outbound_stream, outbound_consumer(source), s.outbound(source))
+    )
+    publish = (
+        s.message_handle_template,
+        *((f"{_JS}.STREAM.INFO.{s.outbound_stream}", *outbound) if sources else ()),
+    )
+    return Permissions(
+        publish=publish,
+        subscribe=(s.runs_of(name), f"{connector_inbox(name)}.>"),
+    )

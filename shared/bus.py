@@ -12,20 +12,22 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 import nats.errors
 import nats.js.errors
+import sqlalchemy.exc
 from fast_depends.exceptions import ValidationError
 from fast_depends.library.serializer import SerializerProto
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream import FastStream
 from faststream._internal.types import BrokerMiddleware
 from faststream.message import StreamMessage
-from faststream.middlewares import ExceptionMiddleware
+from faststream.middlewares import BaseMiddleware, ExceptionMiddleware
 from faststream.nats import NatsBroker, NatsMessage, NatsResponse
+from faststream.response import PublishCommand, PublishType
 from nats.aio.client import Client as NATSClient
 from nats.js.api import RetentionPolicy
 
@@ -59,11 +61,12 @@ class JsonCodec:
     """
 
     async def decode(self, msg: StreamMessage[Any]) -> Any:
-        """Return the JSON body as Python objects, or raise ``BadRequest``."""
-        try:
-            return msgspec.json.decode(msg.body)
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"malformed JSON: {exc}") from None
+        """Return the JSON body as Python objects, or raise ``BadRequest``.
+
+        Raises:
+            BadRequest: not JSON, not UTF-8, or nested deeper than msgspec decodes.
+        """
+        return decode_json(msg.body)
 
     async def encode(
         self, msg: Any, serializer: SerializerProto | None = None
@@ -75,18 +78,70 @@ class JsonCodec:
         return msgspec.json.encode(msg), JSON
 
 
+MESSAGE_LIMIT = 1024
+"""Characters of an error message sent back: what it quotes of the input is cut to fit."""
+
+HEADER_LIMIT = 256
+"""Characters of the ``Nats-Service-Error`` header: headers count against max_payload."""
+
+
+def decode_json(body: bytes) -> Any:
+    """Return ``body`` decoded as JSON (Python objects).
+
+    Raises:
+        BadRequest: not JSON, not UTF-8, or nested deeper than msgspec decodes.
+    """
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
+
+
+def truncated(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` cut to at most ``limit`` characters, marked when cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 30]}... ({len(text)} characters)"
+
+
+def bounded(error: Error) -> Error:
+    """``error`` with its message cut to ``MESSAGE_LIMIT``: it may quote unbounded input."""
+    if len(error.message) <= MESSAGE_LIMIT:
+        return error
+    return msgspec.structs.replace(error, message=truncated(error.message))
+
+
+def error_headers(error: Error) -> dict[str, str]:
+    """The NATS micro-service error headers of ``error``: one short line, always."""
+    line = " ".join(error.message.split())  # a CR or LF would end the header block
+    return {
+        ERROR_HEADER: truncated(line, HEADER_LIMIT),
+        ERROR_CODE_HEADER: str(STATUS_BY_CODE[error.code]),
+    }
+
+
 def error_response(error: Error) -> NatsResponse:
     """Return ``error`` as a reply carrying the NATS micro-service error headers."""
-    return NatsResponse(
-        error,
-        headers={
-            ERROR_HEADER: error.message,
-            ERROR_CODE_HEADER: str(STATUS_BY_CODE[error.code]),
-        },
-    )
+    error = bounded(error)
+    return NatsResponse(error, headers=error_headers(error))
 
 
-def as_service_error(exc: Exception) -> ServiceError:
+_AWAY = (
+    ConnectionError,
+    TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+    nats.errors.StaleConnectionError,
+)
+
+
+def as_service_error(exc: Exception) -> ServiceError:  # noqa: PLR0911 - one exit per kind
     """Return the ``ServiceError`` a failure of a handler stands for.
 
     Validation failures become ``BadRequest`` with msgspec's message (which
@@ -104,6 +159,24 @@ def as_service_error(exc: Exception) -> ServiceError:
         return BadRequest(f"invalid request: {exc}")
     if isinstance(exc, InvalidIdError):
         return BadRequest(str(exc))
+    if isinstance(exc, UnicodeError | RecursionError | OverflowError):
+        return BadRequest(f"invalid request: {type(exc).__name__}: {truncated(str(exc))}")
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return _database_error(exc)
+    if isinstance(exc, _AWAY):
+        return Unavailable(f"a dependency is not reachable ({type(exc).__name__}); retry later")
+    return Internal("internal error; the service log has the details")
+
+
+def _database_error(exc: sqlalchemy.exc.DBAPIError) -> ServiceError:
+    """A database failure by its SQLSTATE class: bad data (22) or a server away (08, 57, 53)."""
+    state = str(getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None) or "")
+    if isinstance(exc, sqlalchemy.exc.DataError) or state.startswith("22"):
+        # NUL in text, a number out of range, ...: the same request fails again.
+        return BadRequest(f"the database refused a value: {truncated(str(exc.orig), 200)}")
+    away = state.startswith(("08", "57", "53"))
+    if away or isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        return Unavailable("the database is not reachable; retry later")
     return Internal("internal error; the service log has the details")
 
 
@@ -125,6 +198,29 @@ def _error_middleware() -> ExceptionMiddleware:
     return middleware
 
 
+class _BoundedReplies(BaseMiddleware):
+    """A reply larger than the server's max_payload becomes a typed ``internal`` error.
+
+    Otherwise nats-py refuses to send it and the caller waits for its timeout.
+    """
+
+    async def publish_scope(
+        self, call_next: Callable[[PublishCommand], Awaitable[Any]], cmd: PublishCommand
+    ) -> Any:
+        try:
+            return await call_next(cmd)
+        except nats.errors.MaxPayloadError:
+            if cmd.publish_type is not PublishType.REPLY:
+                raise
+            logger.warning("a reply on %s exceeded the max payload", cmd.destination)
+            error = Internal("the reply is larger than the NATS server accepts").to_error(
+                cmd.correlation_id or ""
+            )
+            cmd.body = error
+            cmd.headers = {**cmd.headers, **error_headers(error)}
+            return await call_next(cmd)
+
+
 def create_broker(
     nats_url: str,
     *,
@@ -144,7 +240,9 @@ def create_broker(
         name=name,
         codec=JsonCodec(),
         serializer=MsgSpecSerializer(),
-        middlewares=[*middlewares, _error_middleware()],
+        middlewares=[*middlewares, _BoundedReplies, _error_middleware()],
+        # Reconnect for as long as it takes (nats-py gives up after 60 tries by default).
+        max_reconnect_attempts=-1,
         # FastStream logs every message at INFO by default; that costs ~1.4x
         # throughput on a hot subject, so per-message lines are debug only.
         log_level=logging.DEBUG,

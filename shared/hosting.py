@@ -4,36 +4,31 @@
 memory service (``NatsMemoryClient``); their lifecycle events go to the
 events stream. Two guarantees hold across any number of replicas:
 
-- **Idempotency.** The message id is the key of a turn: the result is stored
-  (the agent's cache, 24 h), so a redelivered or re-sent message gets the
-  stored result and never reaches the model twice.
-- **One turn per room at a time.** A turn holds a lease in a NATS KV bucket,
-  keyed ``<agent>.<room>`` and created only if absent, with a TTL so a
-  crashed replica's lease expires. A KV lease, rather than subject
-  partitioning or a consumer per room, keeps any replica free to take any
-  message (load sharing stays with the queue group) and needs no
-  rebalancing when replicas come and go; the cost is one KV round trip to
-  take and one to release.
+- **Idempotency.** The message id is the key of a turn: its outcome is stored
+  with its writes (``commit_turn``), so a redelivered or re-sent message gets
+  the stored outcome and never reaches the model twice once that happened.
+- **Rooms in order.** Each room's messages run one at a time, in arrival
+  order, on the replica that holds the room's lease; a dead replica's rooms
+  are free again within ``ROOM_LEASE_SECONDS`` (``shared.rooms`` says how,
+  and what is not guaranteed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats.js.errors
+import nats.errors
 from faststream.nats import NatsBroker
-from nats.js.kv import KeyValue
 
-from contracts import Content, HandleMessage, HandleMessageResult, Subjects, new_id
+from contracts import Content, Error, HandleMessage, HandleMessageResult, Subjects, new_id
 from contracts.control import AddAgent, AgentChanged, AgentHealth, AgentStatus, OutboundMessage
 from contracts.events import AgentEventOccurred, AgentInfo, RunChunk, RunEnded, RunResponse
 from contracts.records import Memory
@@ -42,14 +37,15 @@ from shared.agent.message_service import MessageOptions
 from shared.agent.plugin import resolve_plugins
 from shared.agent.runtime import AgentRuntime, TargetInfo
 from shared.agent.types import EventType, ModelType, Plugin
-from shared.bus import ensure_stream, jetstream_replicas
+from shared.bus import as_service_error, bounded, ensure_stream, error_headers
 from shared.config import default_model_plugin
 from shared.embedding import JetStreamEmbeddingQueue, ensure_embedding_stream
-from shared.errors import Conflict, NotFound, Unavailable
+from shared.errors import Conflict, Internal, NotFound, Unavailable
 from shared.evaluation import JetStreamEvaluation, ensure_evaluation_stream
 from shared.events import EventPublisher
 from shared.outbound import ensure_outbound_stream
 from shared.remote import remote_action, remote_provider
+from shared.rooms import LEASE_SECONDS, Arrival, RoomScheduler
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.client import memory_client
 
@@ -95,32 +91,6 @@ class HostedAgents:
         )
 
 
-class RoomLease:
-    """Exclusive turns per room across replicas, on a NATS KV bucket with a TTL."""
-
-    def __init__(self, kv: KeyValue, *, poll: float = 0.05) -> None:
-        self.kv = kv
-        self.poll = poll
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str, *, timeout: float) -> AsyncIterator[None]:
-        """Wait (up to ``timeout`` s) until ``key`` is free, hold it, release it after."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                revision = await self.kv.create(key, b"busy")
-                break
-            except nats.js.errors.KeyWrongLastSequenceError:
-                if time.monotonic() > deadline:
-                    raise Unavailable(f"room {key} stayed busy for {timeout:g}s") from None
-                await asyncio.sleep(self.poll)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(nats.js.errors.Error):
-                await self.kv.delete(key, last=revision)
-
-
 class AgentHost:
     """The agents of one runtime replica, and how a request becomes a turn.
 
@@ -136,7 +106,8 @@ class AgentHost:
         subjects: Subjects,
         agents: HostedAgents | None = None,
         *,
-        lease_seconds: float = 120.0,
+        lease_seconds: float = LEASE_SECONDS,
+        turns_in_parallel: int = 16,
         remote_embeddings: bool = False,
         remote_evaluators: bool = False,
     ) -> None:
@@ -148,14 +119,23 @@ class AgentHost:
         self.remote_evaluators = remote_evaluators
         self.runtimes: dict[str, AgentRuntime] = {}
         self._started_at: dict[str, float] = {}
-        self._lease: RoomLease | None = None
-        self._turns: set[asyncio.Task[HandleMessageResult]] = set()
+        self.rooms = RoomScheduler(
+            broker,
+            subjects,
+            self._serve,
+            lease_seconds=lease_seconds,
+            turns_in_parallel=turns_in_parallel,
+        )
         self._loading: dict[str, asyncio.Lock] = {}
         # Events leave without stalling the turn: a bounded window of unacknowledged publishes.
         self.events = EventPublisher(broker, stream=subjects.events_stream)
 
     async def open(self) -> None:
-        """Declare the streams and the room-lease bucket (idempotent); call once connected."""
+        """Declare the streams (idempotent); call once connected.
+
+        The room-lease bucket is declared by the first message handled (only
+        the runtime handles messages; the evaluator hosts agents too).
+        """
         await ensure_stream(
             self.broker, self.subjects.events_stream, [self.subjects.events_template]
         )
@@ -167,12 +147,6 @@ class AgentHost:
             await ensure_embedding_stream(self.broker, self.subjects)
         if self.remote_evaluators:
             await ensure_evaluation_stream(self.broker, self.subjects)
-        kv = await self.broker.key_value(
-            f"{self.subjects.namespace.upper()}_ROOM_LEASES",
-            ttl=self.lease_seconds,
-            replicas=jetstream_replicas(),
-        )
-        self._lease = RoomLease(kv)
 
     @property
     def storage(self) -> DatabaseAdapter:
@@ -369,28 +343,44 @@ class AgentHost:
         )
 
     async def stop(self) -> None:
-        """Finish the turns under way, then stop every agent."""
-        await asyncio.gather(*self._turns, return_exceptions=True)
+        """Finish the turns under way and queued, then stop every agent."""
+        await self.rooms.close()
         for runtime in self.runtimes.values():
             await runtime.stop()
         self.runtimes.clear()
         await self.events.close()
 
-    async def handle(self, agent_id: str, request: HandleMessage) -> HandleMessageResult:
-        """Handle one message for ``agent_id``: once per message id, one turn per room.
+    def accept(
+        self,
+        agent_id: str,
+        request: HandleMessage,
+        *,
+        reply_to: str,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str = "",
+    ) -> HandleMessageResult | None:
+        """Queue one message behind its room's earlier ones; the turn answers ``reply_to``.
 
-        With ``run_id``, the turn is also published on ``<ns>.run.<run_id>.*``
-        (chunks, responses, end); with ``reply_at_once``, the reply is an
-        acknowledgement and the outcome only goes to the run.
+        Synchronous, so messages keep the order they arrived in. With
+        ``reply_at_once``, return the acknowledgement (the outcome only goes
+        to the run ``<ns>.run.<run_id>.*``); else None: the reply (the result,
+        or an ``Error`` with the service-error headers) is published to
+        ``reply_to`` when the turn ends.
         """
-        runtime = await self.runtime_for(agent_id)
+        arrival = Arrival(
+            agent_id=agent_id,
+            request=request,
+            reply_to=reply_to,
+            headers=dict(headers or {}),
+            correlation_id=correlation_id,
+        )
         if not request.reply_at_once:
-            return await self._turn(runtime, request)
+            self.rooms.submit(arrival)
+            return None
         run_id = request.run_id or new_id()
-        turn = self._turn(runtime, msgspec.structs.replace(request, run_id=run_id))
-        task = asyncio.create_task(turn)
-        self._turns.add(task)
-        task.add_done_callback(self._turns.discard)
+        arrival.request = msgspec.structs.replace(request, run_id=run_id)
+        arrival.reply_to = ""
+        self.rooms.submit(arrival)
         return HandleMessageResult(
             message_id=request.message_id,
             agent_id=agent_id,
@@ -399,6 +389,63 @@ class AgentHost:
             accepted=True,
             status="accepted",
         )
+
+    async def handle(self, agent_id: str, request: HandleMessage) -> HandleMessageResult:
+        """Handle one message for ``agent_id`` in its room's order and return the outcome.
+
+        Raises:
+            NotFound: the agent is not stored, or stopped.
+            ServiceError: the turn could not run (the memory service is away, ...).
+        """
+        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self.rooms.submit(Arrival(agent_id=agent_id, request=request, done=done))
+        result = await done
+        if not isinstance(result, HandleMessageResult):
+            raise TypeError(f"a turn ended with {type(result).__name__}")
+        return result
+
+    async def _serve(self, arrival: Arrival) -> None:
+        """Run ``arrival``'s turn and answer whoever waits for it; never raises."""
+        try:
+            runtime = await self.runtime_for(arrival.agent_id)
+            result = await self._turn(runtime, arrival.request)
+        except Exception as exc:
+            if arrival.done is not None:
+                arrival.done.set_exception(exc)
+                return
+            if arrival.request.reply_at_once and arrival.request.run_id:
+                # Its caller follows the run only: end it, or it waits for ever.
+                run = _RunPublisher(self.broker, self.subjects, arrival.request)
+                await run.ended("failed", error=f"{type(exc).__name__}: {exc}")
+            error = as_service_error(exc)
+            if isinstance(error, Internal):
+                logger.exception("turn %s failed", arrival.request.message_id)
+            await self._reply(arrival, error.to_error(arrival.correlation_id or None))
+            return
+        if arrival.done is not None:
+            arrival.done.set_result(result)
+        else:
+            await self._reply(arrival, result)
+
+    async def _reply(self, arrival: Arrival, reply: HandleMessageResult | Error) -> None:
+        if not arrival.reply_to:
+            return
+        connection = self.broker.config.connection_state.connection
+        if isinstance(reply, Error):
+            reply = bounded(reply)
+        body = msgspec.json.encode(reply)
+        if len(body) > connection.max_payload:
+            reply = Internal("the reply is larger than the NATS server accepts").to_error(
+                arrival.correlation_id or None
+            )
+            body = msgspec.json.encode(reply)
+        headers = error_headers(reply) if isinstance(reply, Error) else {}
+        if arrival.correlation_id:
+            headers["correlation_id"] = arrival.correlation_id
+        try:
+            await connection.publish(arrival.reply_to, body, headers=headers or None)
+        except nats.errors.Error as exc:  # the caller re-sends; the outcome is stored
+            logger.warning("could not answer %s: %s", arrival.request.message_id, exc)
 
     async def _turn(self, runtime: AgentRuntime, request: HandleMessage) -> HandleMessageResult:
         run = _RunPublisher(self.broker, self.subjects, request) if request.run_id else None
@@ -427,25 +474,21 @@ class AgentHost:
     async def _once(
         self, runtime: AgentRuntime, request: HandleMessage, run: _RunPublisher | None
     ) -> HandleMessageResult:
-        if self._lease is None:
-            raise NotFound(f"agent {runtime.agent_id} is not started")
-        room = f"{runtime.agent_id}.{request.room_id}"
-        async with self._lease.hold(room, timeout=self.lease_seconds):
-            # The pipeline is idempotent on the message id: a message handled
-            # before gets its stored outcome, read with the turn's context.
-            message = Memory(
-                id=request.message_id,
-                entity_id=request.entity_id,
-                room_id=request.room_id,
-                world_id=request.world_id,
-                content=request.content,
-            )
-            options = MessageOptions(
-                run_id=request.run_id, on_stream_chunk=run.chunk if run is not None else None
-            )
-            return await runtime.message_service.handle_message(
-                runtime, message, run.response if run is not None else None, options
-            )
+        # The pipeline is idempotent on the message id: a message handled
+        # before gets its stored outcome, read with the turn's context.
+        message = Memory(
+            id=request.message_id,
+            entity_id=request.entity_id,
+            room_id=request.room_id,
+            world_id=request.world_id,
+            content=request.content,
+        )
+        options = MessageOptions(
+            run_id=request.run_id, on_stream_chunk=run.chunk if run is not None else None
+        )
+        return await runtime.message_service.handle_message(
+            runtime, message, run.response if run is not None else None, options
+        )
 
     def _publisher(self, agent_id: str, event: EventType) -> Any:
         subject = self.subjects.event(agent_id, event.value.lower().replace("_", ".", 1))

@@ -8,6 +8,10 @@ trace. Spans and metrics leave the process over OTLP when
 ``OTEL_EXPORTER_OTLP_PROTOCOL`` picks ``grpc``, the default, or
 ``http/protobuf``), are printed with ``OTEL_TRACES_EXPORTER=console``, and
 otherwise exist only to carry the context from hop to hop.
+
+Whatever leaves the process is scrubbed of the configured secrets first
+(``RedactingSpanExporter``): an exception recorded on a span carries its
+message, and a model server's 401 body may repeat the API key it refused.
 """
 
 from __future__ import annotations
@@ -15,22 +19,25 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import version
 from typing import Any
+from urllib.parse import urlsplit
 
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
+    SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -39,7 +46,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     SamplingResult,
 )
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Status
 
 TRACER = "elizamesh"
 
@@ -71,13 +78,117 @@ def setup_telemetry(service: str) -> trace.TracerProvider:
         trace.set_tracer_provider(quiet)
         return quiet
     provider = TracerProvider(resource=resource)
+    secrets = configured_secrets()
     if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(exporter, secrets)))
     else:
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        provider.add_span_processor(
+            SimpleSpanProcessor(RedactingSpanExporter(ConsoleSpanExporter(), secrets))
+        )
     trace.set_tracer_provider(provider)
     _instrument_sqlalchemy()
     return provider
+
+
+# -- secrets stay out of traces -------------------------------------------------
+
+REDACTED = "[REDACTED]"
+_SECRET_NAME = re.compile(r"(API_KEYS?|PASSWORD|SECRET|TOKEN)$")
+_URL_SETTINGS = ("NATS_URL", "DATABASE_URL")
+_SHORTEST_SECRET = 4  # shorter values would scrub ordinary words
+
+
+def configured_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The secrets this process was given, longest first.
+
+    Every ``*_API_KEY(S)``, ``*_PASSWORD``, ``*_SECRET`` and ``*_TOKEN``
+    setting (comma-separated lists split) and the passwords inside
+    ``NATS_URL`` and ``DATABASE_URL``.
+    """
+    env = os.environ if environ is None else environ
+    found: set[str] = set()
+    for name, value in env.items():
+        if _SECRET_NAME.search(name.upper()):
+            found.update(v.strip() for v in value.split(","))
+    for name in _URL_SETTINGS:
+        for url in env.get(name, "").split(","):
+            with contextlib.suppress(ValueError):
+                if password := urlsplit(url.strip()).password:
+                    found.add(password)
+    return tuple(sorted((s for s in found if len(s) >= _SHORTEST_SECRET), key=len, reverse=True))
+
+
+def redact(value: Any, secrets: Sequence[str]) -> Any:
+    """``value`` with every secret replaced by ``[REDACTED]`` (in strings and sequences)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, tuple | list):
+        return type(value)(redact(v, secrets) for v in value)
+    return value
+
+
+def _redacted_attributes(
+    attributes: Mapping[str, Any] | None, secrets: Sequence[str]
+) -> dict[str, Any]:
+    return {k: redact(v, secrets) for k, v in (attributes or {}).items()}
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Exports through ``inner`` copies of the spans with the secrets scrubbed.
+
+    Scrubbed: the span's name, attributes, status description and every
+    event's name and attributes (``exception.message``,
+    ``exception.stacktrace``, ...), so a recorded exception that quotes a key
+    leaves the process without it.
+    """
+
+    def __init__(self, inner: SpanExporter, secrets: Sequence[str]) -> None:
+        self.inner = inner
+        self.secrets = tuple(secrets)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export the scrubbed copies."""
+        if not self.secrets:
+            return self.inner.export(spans)
+        return self.inner.export([self._scrubbed(span) for span in spans])
+
+    def _scrubbed(self, span: ReadableSpan) -> ReadableSpan:
+        secrets = self.secrets
+        status = span.status
+        if status.description:
+            status = Status(status.status_code, redact(status.description, secrets))
+        return ReadableSpan(
+            name=redact(span.name, secrets),
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=_redacted_attributes(span.attributes, secrets),
+            events=[
+                Event(
+                    redact(e.name, secrets),
+                    _redacted_attributes(e.attributes, secrets),
+                    e.timestamp,
+                )
+                for e in span.events
+            ],
+            links=span.links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def shutdown(self) -> None:
+        """Shut the inner exporter down."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the inner exporter."""
+        return self.inner.force_flush(timeout_millis)
 
 
 class _Switch(Sampler):

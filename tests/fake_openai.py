@@ -1,8 +1,9 @@
 """A fake OpenAI-compatible server on loopback, so tests drive the real ``openai`` client.
 
-Chat completions (plain and SSE-streamed), embeddings and the model list; the
-replies come from a script, and scripted failures (429, 500, 401, 404) test
-retries and error messages. Every request is recorded.
+Chat completions (plain and SSE-streamed), embeddings, image generation,
+speech, transcription and the model list; the replies come from a script,
+and scripted failures (429, 500, 401, 404) test retries and error messages.
+Every request is recorded.
 """
 
 from __future__ import annotations
@@ -39,10 +40,20 @@ class FakeOpenAI:
     )
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     chunk_size: int = 5
-    models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
+    models: tuple[str, ...] = (
+        "gpt-4o",
+        "gpt-4o-mini",
+        "o4-mini",
+        "text-embedding-3-small",
+        "dall-e-3",
+        "whisper-1",
+        "gpt-4o-mini-tts",
+    )
     delay: float = 0.0
     responder: Callable[[dict[str, Any]], str] | None = None
     counted: Callable[[dict[str, Any]], bool] = lambda body: True
+    embedding: Callable[[str, int], Any] | None = None
+    """What the server answers as the embedding of one text (a chat model: a list of lists)."""
     in_flight: int = 0
     max_in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -104,7 +115,12 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"message": "not found"}})
 
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+            raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+            if self.path.endswith("/audio/transcriptions"):  # multipart: the audio file
+                fake.requests.append((self.path, {"size": len(raw)}))
+                self._json(200, {"text": "hello from the audio"})
+                return
+            body = json.loads(raw or b"{}")
             fake.requests.append((self.path, body))
             if body.get("model") not in fake.models:
                 self._json(
@@ -117,11 +133,28 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     },
                 )
                 return
+            if self.path.endswith("/images/generations"):
+                n = int(body.get("n") or 1)
+                images = [{"url": f"https://images.test/{i}.png"} for i in range(n)]
+                self._json(200, {"created": 0, "data": images})
+                return
+            if self.path.endswith("/audio/speech"):
+                audio = b"ID3" + body["input"].encode()
+                self.send_response(200)
+                self.send_header("content-type", "audio/mpeg")
+                self.send_header("content-length", str(len(audio)))
+                self.end_headers()
+                self.wfile.write(audio)
+                return
             if self.path.endswith("/embeddings"):
                 inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
                 dims = int(body.get("dimensions") or 26)
                 data = [
-                    {"object": "embedding", "index": i, "embedding": letters(t, dims)}
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": (fake.embedding or letters)(t, dims),
+                    }
                     for i, t in enumerate(inputs)
                 ]
                 self._json(

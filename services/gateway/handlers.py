@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 from faststream.nats import NatsBroker
@@ -17,7 +20,15 @@ from litestar.handlers import BaseRouteHandler
 from litestar.params import JSONBody, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    WebSocketResponseBodyEvent,
+    WebSocketResponseStartEvent,
+)
 from opentelemetry import trace
 
 from contracts import (
@@ -31,6 +42,7 @@ from contracts import (
 )
 from contracts.control import AddAgent, AgentCommand, AgentStatus, ServiceHealth
 from contracts.events import AgentList, ListAgents, RunChunk, RunEnded
+from contracts.subjects import RUN_OWNER_SEPARATOR
 from shared.bus import request
 from shared.config import Settings
 from shared.errors import BadRequest, ServiceError, Unauthorized
@@ -38,6 +50,8 @@ from shared.health import gather_health, stack_ready
 from shared.runs import follow_run
 
 READY_NEEDS = ("runtime", "memory")
+RUN_OWNER = "gateway"
+"""The gateway's runs are ``<ns>.run.gateway.<id>.*`` (its NATS user reads only those)."""
 
 
 class StackReadiness(msgspec.Struct, kw_only=True, frozen=True):
@@ -82,6 +96,7 @@ async def stream_message(
     message the agent sent), then ``completed`` or ``failed`` (the end, with
     the turn's result). Each event's data is the wire message as JSON.
     """
+    data = _owned_run(data, settings)
     events = follow_run(broker, settings.subjects, agent_id, data, timeout=settings.request_timeout)
     first = await anext(events)  # errors (unknown agent, ...) become an HTTP error, not a stream
 
@@ -109,7 +124,8 @@ async def chat_socket(
     "data": <wire message>}``; a bad frame or a failed request gets an
     ``error`` event with the ``Error`` and the socket stays open.
     """
-    await socket.accept()
+    offered = [p.strip() for p in socket.headers.get("sec-websocket-protocol", "").split(",")]
+    await socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     decoder = msgspec.json.Decoder(HandleMessage)
     while True:
         frame = await socket.receive_data(mode="text")
@@ -119,13 +135,28 @@ async def chat_socket(
             except msgspec.DecodeError as exc:
                 raise BadRequest(f"invalid message: {exc}") from None
             events = follow_run(
-                broker, settings.subjects, agent_id, message, timeout=settings.request_timeout
+                broker,
+                settings.subjects,
+                agent_id,
+                _owned_run(message, settings),
+                timeout=settings.request_timeout,
             )
             async for event, raw in events:
                 await socket.send_text(f'{{"event":"{_sse_name(event)}","data":{raw.decode()}}}')
         except ServiceError as exc:
             error = msgspec.json.encode(exc.to_error()).decode()
             await socket.send_text(f'{{"event":"error","data":{error}}}')
+
+
+def _owned_run(message: HandleMessage, settings: Settings) -> HandleMessage:
+    """``message`` on a run the gateway owns: its NATS user may follow no other run.
+
+    A run id the caller chose is replaced unless the gateway owns it; the
+    events carry the run id used.
+    """
+    if message.run_id and message.run_id.startswith(f"{RUN_OWNER}{RUN_OWNER_SEPARATOR}"):
+        return message
+    return msgspec.structs.replace(message, run_id=settings.subjects.owned_run_id(RUN_OWNER))
 
 
 def _sse_name(event: object) -> str:
@@ -204,19 +235,31 @@ async def health(broker: NamedDependency[NatsBroker]) -> dict[str, bool]:
     return {"alive": True, "nats_connected": await broker.ping(timeout=1.0)}
 
 
+class Readiness(msgspec.Struct, kw_only=True, frozen=True):
+    """Whether the stack can take messages (all a caller without a key learns)."""
+
+    ready: bool
+
+
 @get("/v1/ready", opt={"public": True})
 async def ready(
-    broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
-) -> Response[StackReadiness]:
+    request: Request[Any, Any, Any],
+    broker: NamedDependency[NatsBroker],
+    settings: NamedDependency[Settings],
+) -> Response[StackReadiness | Readiness]:
     """Readiness: a healthy runtime and memory service answered just now (503 if not).
 
-    Every service instance's report is included: its consumers, their lag, and
-    details such as the database latency.
+    Without a valid key (when keys are set) the answer is only ``{"ready": ...}``,
+    for probes; with one it also says why not and what every service instance
+    reported: its consumers, their lag, and details such as the database latency.
     """
     answers = await gather_health(broker, settings.subjects, window=0.5)
     problems = stack_ready(answers, READY_NEEDS)
+    status = HTTP_503_SERVICE_UNAVAILABLE if problems else 200
+    if not _authorized(request):
+        return Response(Readiness(ready=not problems), status_code=status)
     body = StackReadiness(ready=not problems, problems=problems, services=answers)
-    return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE if problems else 200)
+    return Response(body, status_code=status)
 
 
 @get("/", media_type=MediaType.HTML, opt={"public": True}, include_in_schema=False)
@@ -225,23 +268,123 @@ async def chat_page() -> str:
     return CHAT_PAGE.read_text()
 
 
+BEARER = "bearer"
+KEY_QUERY = "api_key"
+"""The WebSocket query parameter a browser can put a key in (``?api_key=<key>``)."""
+KEY_SUBPROTOCOL = "bearer."
+"""A WebSocket subprotocol carrying a key: offer ``["elizamesh", "bearer.<key>"]``."""
+SUBPROTOCOL = "elizamesh"
+"""The subprotocol the gateway selects when a browser offers it (it must select one)."""
+UNAUTHORIZED = "a valid API key is required (Authorization: Bearer <key> or X-API-Key)"
+
+
+def presented_key(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str:
+    """The API key a request presents, or ``""``.
+
+    ``X-API-Key: <key>``, or ``Authorization: Bearer <key>`` with the scheme in
+    any case (RFC 7235); an ``Authorization`` header without the ``Bearer``
+    scheme presents no key (a bare key is refused, not guessed at). A
+    WebSocket (``query`` given) may also carry it in the ``api_key`` query
+    parameter or a ``bearer.<key>`` subprotocol, which browsers can send.
+    """
+    if key := headers.get("x-api-key", "").strip():
+        return key
+    scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() == BEARER and credentials.strip():
+        return credentials.strip()
+    if query is None:
+        return ""
+    if key := query.get(KEY_QUERY, "").strip():
+        return key
+    for offered in headers.get("sec-websocket-protocol", "").split(","):
+        if offered.strip().startswith(KEY_SUBPROTOCOL):
+            return offered.strip().removeprefix(KEY_SUBPROTOCOL)
+    return ""
+
+
+def key_is_valid(given: str, keys: frozenset[str]) -> bool:
+    """Whether ``given`` is one of ``keys``, in time independent of where (or whether) it differs.
+
+    Every key is compared, each through ``hmac.compare_digest`` over SHA-256
+    digests (equal lengths, so neither the key's content nor its length leaks).
+    """
+    digest = hashlib.sha256(given.encode()).digest()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(digest, hashlib.sha256(key.encode()).digest())
+    return found and bool(given)
+
+
+def _authorized(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    keys: frozenset[str] = connection.app.state.settings.api_keys
+    if not keys:
+        return True
+    query = None
+    if connection.scope["type"] == ScopeType.WEBSOCKET:
+        query = {k: v for k, v in connection.query_params.items() if isinstance(v, str)}
+        query.update(connection.scope.get("state", {}).get(_WS_KEY, {}))
+    return key_is_valid(presented_key(connection.headers, query), keys)
+
+
 def require_api_key(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """With ``GATEWAY_API_KEYS`` set, every route but the public ones needs a key.
 
-    The key goes in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+    The key goes in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``
+    (for a WebSocket also ``?api_key=<key>`` or a ``bearer.<key>`` subprotocol).
     """
-    if handler.opt.get("public"):
+    if handler.opt.get("public") or _authorized(connection):
         return
-    keys: frozenset[str] = connection.app.state.settings.api_keys
-    if not keys:
-        return
-    given = connection.headers.get("x-api-key") or connection.headers.get(
-        "authorization", ""
-    ).removeprefix("Bearer ")
-    if given not in keys:
-        raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
+    raise Unauthorized(UNAUTHORIZED)
+
+
+_WS_KEY = "elizamesh.ws_key"
+
+
+def websocket_keys(app: ASGIApp) -> ASGIApp:
+    """Refuse a WebSocket without a valid key with HTTP 401 and an ``Error``, as HTTP routes do.
+
+    It runs before the upgrade (the ASGI ``websocket.http.response``
+    extension), so a browser sees the same 401 as a ``fetch``. A key in the
+    query string is taken out of it, so no access log line carries it.
+    """
+
+    async def check(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.WEBSOCKET:
+            await app(scope, receive, send)
+            return
+        query = dict(parse_qsl(scope.get("query_string", b"").decode(errors="replace")))
+        if KEY_QUERY in query:
+            scope.setdefault("state", {})[_WS_KEY] = {KEY_QUERY: query[KEY_QUERY]}
+            rest = {k: v for k, v in query.items() if k != KEY_QUERY}
+            scope["query_string"] = urlencode(rest).encode()
+        keys: frozenset[str] = scope["app"].state.settings.api_keys
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if not keys or key_is_valid(presented_key(headers, query), keys):
+            await app(scope, receive, send)
+            return
+        body = msgspec.json.encode(Unauthorized(UNAUTHORIZED).to_error())
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            start: WebSocketResponseStartEvent = {
+                "type": "websocket.http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+            await send(start)
+            done: WebSocketResponseBodyEvent = {
+                "type": "websocket.http.response.body",
+                "body": body,
+                "more_body": False,
+            }
+            await send(done)
+        else:
+            await send({"type": "websocket.close", "code": 4401, "reason": "unauthorized"})
+
+    return check
 
 
 def request_ids(app: ASGIApp) -> ASGIApp:

@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> Litestar:
         ],
         state=State({"settings": settings}),
         guards=[handlers.require_api_key],
-        middleware=[handlers.request_ids],
+        middleware=[handlers.request_ids, handlers.websocket_keys],
         logging_config=None,  # the process's JSON logging (shared/logs.py) stays in charge
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from faststream.nats import NatsMessage
+
 from contracts import HandleMessage, HandleMessageResult, agent_id_of
 from contracts.control import (
     AddAgent,
@@ -20,12 +22,33 @@ from shared.hosting import AgentHost
 
 def message_handler(
     host: AgentHost,
-) -> Callable[[HandleMessage], Awaitable[HandleMessageResult]]:
-    """Return the subscriber of ``<ns>.agent.*.message.handle``."""
+) -> Callable[[HandleMessage], Awaitable[HandleMessageResult | None]]:
+    """Return the subscriber of ``<ns>.agent.*.message.handle``.
 
-    async def handle_message(request: HandleMessage) -> HandleMessageResult:
-        """Handle one inbound message for the agent named in the subject and return its reply."""
-        return await host.handle(agent_id_of(current_subject(host.broker)), request)
+    It only queues the message (in arrival order, behind its room's earlier
+    messages) and returns: the turn replies when it ends, so a message that
+    waits for its room holds no worker of the subscription.
+    """
+
+    async def handle_message(request: HandleMessage) -> HandleMessageResult | None:
+        """Handle one inbound message for the agent named in the subject and reply its outcome."""
+        message: NatsMessage = host.broker.context.get_local("message")
+        agent_id = agent_id_of(message.raw_message.subject)
+        if request.reply_at_once:
+            # An unknown agent is an error reply now, not a run that never
+            # ends; an agent already running here returns without waiting,
+            # so arrival order holds.
+            await host.runtime_for(agent_id)
+        accepted = host.accept(
+            agent_id,
+            request,
+            reply_to=message.reply_to,
+            headers=message.headers,
+            correlation_id=message.correlation_id,
+        )
+        if accepted is None:
+            message.reply_to = ""  # FastStream replies to nobody: the turn will
+        return accepted
 
     return handle_message
 

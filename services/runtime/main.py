@@ -28,12 +28,11 @@ def attach(
     broker: NatsBroker, subjects: Subjects, host: AgentHost
 ) -> dict[str, LogicSubscriber[Any]]:
     """Subscribe the runtime's handlers; return the subscribers by name."""
-    # Turns of different rooms run side by side (model calls are I/O); turns of
-    # one room are serialised by the room lease, across replicas too.
+    # One worker on purpose: the handler only queues the message in its room's
+    # FIFO (shared.rooms), in the order NATS delivered it; the turns then run
+    # side by side across rooms, TURNS_IN_PARALLEL at most (host.rooms).
     subscribers: dict[str, LogicSubscriber[Any]] = {
-        "messages": broker.subscriber(
-            subjects.message_handle_template, queue=QUEUE_RUNTIME, max_workers=TURNS_IN_PARALLEL
-        ),
+        "messages": broker.subscriber(subjects.message_handle_template, queue=QUEUE_RUNTIME),
         "agents.list": broker.subscriber(subjects.agents_list, queue=QUEUE_RUNTIME),
         "agents.add": broker.subscriber(subjects.agents_add, queue=QUEUE_RUNTIME),
         "agents.health": broker.subscriber(subjects.agent_health_template, queue=QUEUE_RUNTIME),
@@ -67,6 +66,7 @@ def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = No
         settings.subjects,
         runtime_settings.agents,
         lease_seconds=runtime_settings.room_lease_seconds,
+        turns_in_parallel=TURNS_IN_PARALLEL,
         remote_embeddings=runtime_settings.remote_embeddings,
         remote_evaluators=runtime_settings.remote_evaluators,
     )
@@ -76,7 +76,7 @@ def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = No
         consumers = [subscription_health(name, s) for name, s in subscribers.items()]
         if not subscribers:  # still starting its agents: not ready to take messages
             consumers = [ConsumerHealth(name="messages", alive=False)]
-        return consumers, {"agents": sorted(host.runtimes)}
+        return consumers, {"agents": sorted(host.runtimes), "waiting": host.rooms.waiting()}
 
     serve_health(broker, settings.subjects, "runtime", probe)
     app = service_app(broker)
@@ -86,6 +86,7 @@ def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = No
         # Join the queue group only once the agents are up: a replica that is
         # still starting must not take (and fail) requests the others can serve.
         await host.host_characters()
+        await host.rooms.open()
         attached = attach(broker, settings.subjects, host)
         for subscriber in attached.values():
             await subscriber.start()

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.hosting import HostedAgents
+from shared.rooms import LEASE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -14,14 +15,15 @@ class RuntimeSettings:
     """Which agents to host, and how the runtime shares work with the other services.
 
     ``agents``: ``AGENT_CHARACTERS`` and ``AGENT_PLUGINS`` (see ``HostedAgents``).
-    ``ROOM_LEASE_SECONDS``: how long a crashed replica can keep a room busy.
+    ``ROOM_LEASE_SECONDS`` (default 10): how long a crashed replica can keep a
+    room busy; a live turn renews its room's lease (``shared.rooms``).
     ``EMBEDDINGS=remote``: vectors are made by the embedding service (its
     queue) instead of in this process. ``EVALUATORS=remote``: evaluators run in
     the evaluator service, after the turn, instead of in the turn.
     """
 
     agents: HostedAgents = field(default_factory=HostedAgents)
-    room_lease_seconds: float = 120.0
+    room_lease_seconds: float = LEASE_SECONDS
     remote_embeddings: bool = False
     remote_evaluators: bool = False
 

@@ -32,7 +32,7 @@ from shared.agent.types import (
     State,
 )
 from shared.agent.worlds import WORLD_ACTIONS, WORLD_PROVIDERS
-from shared.agent.xml import TextTagStreamer, parse_key_value_xml
+from shared.agent.xml import TextTagStreamer, parse_json_object, parse_key_value_xml, plain_text
 
 if TYPE_CHECKING:
     from shared.agent.runtime import AgentRuntime
@@ -210,7 +210,12 @@ async def reply(
     callback: Callback | None,
     responses: Sequence[Memory],
 ) -> ActionResult:
-    """Write the reply with the reply template, stream it, and send it."""
+    """Write the reply with the reply template, stream it, and send it.
+
+    A model that answers in plain prose instead of the XML has its prose
+    sent (streamed as one chunk, since no ``<text>`` streamed); reasoning
+    (``<think>``) is never part of the reply.
+    """
     planned = [p for r in responses for p in r.content.providers]
     state = await runtime.compose_state(message, [*planned, "RECENT_MESSAGES", "ACTION_STATE"])
     prompt = compose_prompt(runtime.template("replyTemplate"), state.values)
@@ -231,6 +236,9 @@ async def reply(
     )
     parsed = parse_key_value_xml(str(answer)) or {}
     text = str(parsed.get("text") or "").strip()
+    prose = not text and bool(text := plain_text(str(answer)))
+    if prose and streamer is not None and options.on_stream_chunk is not None:
+        await options.on_stream_chunk(text, message.id)  # no <text> streamed: send it whole
     if not text:
         return ActionResult(success=False, error="the model wrote no <text> for the reply")
     content = Content(
@@ -320,6 +328,50 @@ async def send_message(
 
 _FACT = re.compile(r"<fact>(.*?)</fact>", re.DOTALL)
 _RELATIONSHIP = re.compile(r"<relationship>(.*?)</relationship>", re.DOTALL)
+_REFLECTION_KEYS = frozenset({"thought", "facts", "relationships"})
+
+
+class EvaluatorOutputError(ValueError):
+    """An evaluator's model answer could not be read (the answer's start is in the message)."""
+
+
+def read_reflection(answer: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read REFLECTION's answer into (facts, relationships), each a list of field dicts.
+
+    The forms models produce: the asked-for XML (``<fact><claim>..</claim>
+    <type>..</type></fact>``, ``<relationship>..</relationship>``), or JSON,
+    bare or in a code fence, with ``facts`` (objects with ``claim``, or
+    ``fact`` / ``text``, and ``type``; or plain strings) and
+    ``relationships`` (objects with ``sourceEntityId``, ``targetEntityId``
+    and ``tags`` as a list or a comma-separated string). An answer with
+    nothing new is fine (empty lists); reasoning is ignored.
+
+    Raises:
+        EvaluatorOutputError: the answer is in none of these forms.
+    """
+    xml = parse_key_value_xml(answer) or {}
+    if _REFLECTION_KEYS & xml.keys():
+        return (
+            [dict(parse_key_value_xml(raw) or {}) for raw in _FACT.findall(answer)],
+            [dict(parse_key_value_xml(raw) or {}) for raw in _RELATIONSHIP.findall(answer)],
+        )
+    data = parse_json_object(answer)
+    if data is None or not _REFLECTION_KEYS & data.keys():
+        raise EvaluatorOutputError(f"no reflection in the model's answer: {answer[:200]!r}")
+    facts: list[dict[str, Any]] = []
+    for item in data.get("facts") or []:
+        if isinstance(item, str):
+            facts.append({"claim": item})
+        elif isinstance(item, dict):
+            claim = item.get("claim") or item.get("fact") or item.get("text")
+            facts.append({**item, "claim": str(claim or "")})
+    links: list[dict[str, Any]] = []
+    for item in data.get("relationships") or []:
+        if isinstance(item, dict):
+            tags = item.get("tags")
+            joined = ",".join(map(str, tags)) if isinstance(tags, list) else tags
+            links.append({**item, "tags": joined})
+    return facts, links
 
 
 async def reflection_validate(runtime: AgentRuntime, message: Memory, state: State | None) -> bool:
@@ -350,14 +402,20 @@ async def reflect(
     callback: Callback | None,
     responses: Sequence[Memory],
 ) -> None:
-    """Ask the model for new facts and relationships, and store them."""
+    """Ask the model for new facts and relationships, and store them.
+
+    Raises:
+        EvaluatorOutputError: the answer could not be read (``read_reflection``);
+            nothing is stored and the room's reflection mark stays, so the next
+            turn reflects again.
+    """
     del callback, responses
     prompt = compose_prompt(runtime.template("reflectionTemplate"), state.values)
     answer = str(await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": prompt}))
+    facts, links = read_reflection(answer)
     stored = await runtime.adapter.get_memories(table_name="facts", count=500)
     known = {f.content.text.strip().lower() for f in stored}
-    for raw in _FACT.findall(answer):
-        fields = parse_key_value_xml(raw) or {}
+    for fields in facts:
         claim = str(fields.get("claim") or "").strip()
         if (
             claim
@@ -374,8 +432,8 @@ async def reflect(
                     ),
                 )
             )
-    for raw in _RELATIONSHIP.findall(answer):
-        await _remember_relationship(runtime, parse_key_value_xml(raw) or {})
+    for link in links:
+        await _remember_relationship(runtime, link)
     await _set_cache(runtime, reflection_key(message.room_id), message.id)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from contracts.message import ID_PATTERN
 from shared.errors import BadRequest
 
 _AGENT_NAMESPACE = uuid.UUID("6c7e1f5a-2f39-4f5b-9a0e-656c697a616d")
@@ -45,7 +46,9 @@ class Character(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """
 
     name: Annotated[str, Meta(min_length=1, max_length=255)]
-    id: str | None = None
+    id: (
+        Annotated[str, Meta(pattern=ID_PATTERN, description="The agent's id (a UUID fits).")] | None
+    ) = None
     username: str | None = None
     system: str | None = None
     bio: str | list[str] = ""

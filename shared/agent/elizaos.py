@@ -12,7 +12,7 @@ import logging
 import resource
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ import msgspec
 
 from contracts import Content, HandleMessageResult
 from contracts.control import AgentHealth
+from contracts.message import plain_id
 from contracts.records import Memory
 from shared.agent.character import Character
 from shared.agent.message_service import MessageOptions, TurnFailedError
@@ -152,14 +153,14 @@ class ElizaOS:
 
     async def start_agents(self, agent_ids: Sequence[str] | None = None) -> None:
         """Initialize the given agents (all by default)."""
-        ids = list(agent_ids or self.runtimes)
+        ids = _ids(agent_ids or self.runtimes)
         for agent_id in ids:
             await self._start(self._runtime(agent_id), self._inits.get(agent_id))
         self._dispatch("agents:started", agent_ids=ids, count=len(ids))
 
     async def stop_agents(self, agent_ids: Sequence[str] | None = None) -> None:
         """Stop the given agents (all by default)."""
-        ids = list(agent_ids or self.runtimes)
+        ids = _ids(agent_ids or self.runtimes)
         for agent_id in ids:
             await self._runtime(agent_id).stop()
             self._started_at.pop(agent_id, None)
@@ -168,6 +169,7 @@ class ElizaOS:
 
     async def delete_agents(self, agent_ids: Sequence[str]) -> None:
         """Stop and forget the given agents."""
+        agent_ids = _ids(agent_ids)
         await self.stop_agents(agent_ids)
         for agent_id in agent_ids:
             self.runtimes.pop(agent_id, None)
@@ -191,9 +193,9 @@ class ElizaOS:
 
     # -- discovery ------------------------------------------------------------
 
-    def get_agent(self, agent_id: str) -> AgentRuntime | None:
+    def get_agent(self, agent_id: str | uuid.UUID) -> AgentRuntime | None:
         """Return the agent with ``agent_id``, or None."""
-        return self.runtimes.get(agent_id)
+        return self.runtimes.get(plain_id(agent_id))
 
     def get_agents(self) -> list[AgentRuntime]:
         """Return every registered agent."""
@@ -201,7 +203,7 @@ class ElizaOS:
 
     def get_agents_by_ids(self, agent_ids: Sequence[str]) -> list[AgentRuntime]:
         """Return the registered agents among ``agent_ids``."""
-        return [self.runtimes[i] for i in agent_ids if i in self.runtimes]
+        return [self.runtimes[i] for i in _ids(agent_ids) if i in self.runtimes]
 
     def get_agent_by_name(self, name: str) -> AgentRuntime | None:
         """Return the agent whose character is called ``name`` (case-insensitive)."""
@@ -213,8 +215,8 @@ class ElizaOS:
         wanted = {n.casefold() for n in names}
         return [r for r in self.runtimes.values() if r.character.name.casefold() in wanted]
 
-    def _runtime(self, agent_id: str) -> AgentRuntime:
-        runtime = self.runtimes.get(agent_id)
+    def _runtime(self, agent_id: str | uuid.UUID) -> AgentRuntime:
+        runtime = self.runtimes.get(plain_id(agent_id))
         if runtime is None:
             raise NotFound(f"agent {agent_id} is not in the registry")
         return runtime
@@ -223,7 +225,7 @@ class ElizaOS:
 
     async def handle_message(
         self,
-        target: str | AgentRuntime,
+        target: str | uuid.UUID | AgentRuntime,
         message: Memory,
         *,
         on_response: Callable[[Content], Awaitable[Any]] | None = None,
@@ -321,7 +323,7 @@ class ElizaOS:
         self, agent_ids: Sequence[str] | None = None, *, timeout: float = 5.0
     ) -> dict[str, AgentHealth]:
         """Probe each agent: its storage answers a query within ``timeout`` seconds."""
-        ids = list(agent_ids or self.runtimes)
+        ids = _ids(agent_ids or self.runtimes)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
         async def probe(agent_id: str) -> AgentHealth:
@@ -357,7 +359,7 @@ class ElizaOS:
 
     async def validate_api_keys(self, agent_ids: Sequence[str] | None = None) -> dict[str, bool]:
         """Ask each agent's text model to answer a one-word prompt; True when it does."""
-        ids = list(agent_ids or self.runtimes)
+        ids = _ids(agent_ids or self.runtimes)
 
         async def check(agent_id: str) -> bool:
             runtime = self._runtime(agent_id)
@@ -371,6 +373,11 @@ class ElizaOS:
             return bool(str(answer).strip())
 
         return dict(zip(ids, await asyncio.gather(*(check(i) for i in ids)), strict=True))
+
+
+def _ids(agent_ids: Iterable[str | uuid.UUID]) -> list[str]:
+    """Agent ids as given, a ``uuid.UUID`` as its canonical text."""
+    return [plain_id(i) for i in agent_ids]
 
 
 def new_message(

@@ -78,6 +78,8 @@ class EmbeddingQueue:
         self.batch_size = batch_size
         self.retry = retry
         self._heap: list[tuple[int, int, Memory]] = []
+        self._queued: set[str] = set()
+        """Ids queued or being embedded, so that one memory is embedded once at a time."""
         self._order = itertools.count()
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
@@ -88,12 +90,21 @@ class EmbeddingQueue:
         return len(self._heap)
 
     async def put(self, memory: Memory, priority: Priority = "normal") -> None:
-        """Queue ``memory``; when full, the lowest-priority, oldest item is dropped (logged)."""
+        """Queue ``memory``; when full, the lowest-priority, oldest item is dropped (logged).
+
+        A memory already queued or being embedded is not queued again. A dropped
+        one keeps no vector until the next start queues it again (its memory
+        stays stored; see ``get_memories_without_embeddings``).
+        """
+        if memory.id in self._queued:
+            return
+        self._queued.add(memory.id)
         heapq.heappush(self._heap, (_RANK[priority], next(self._order), memory))
         if len(self._heap) > self.capacity:
             dropped = max(self._heap, key=lambda item: (item[0], -item[1]))
             self._heap.remove(dropped)
             heapq.heapify(self._heap)
+            self._queued.discard(dropped[2].id)
             logger.warning("embedding queue full: dropped memory %s", dropped[2].id)
         self._idle.clear()
         self._ready.set()
@@ -106,8 +117,9 @@ class EmbeddingQueue:
     async def stop(self, *, grace: float = 10.0) -> None:
         """Finish the queued vectors (for up to ``grace`` seconds), then stop draining.
 
-        Vectors still queued after ``grace`` are lost and logged: their
-        memories stay stored, without a vector.
+        Vectors still queued after ``grace`` are not computed now (logged):
+        their memories stay stored without a vector, and the next start of the
+        runtime queues them again (``AgentRuntime`` scans for them).
         """
         if self._worker is not None and self._heap:
             try:
@@ -132,10 +144,13 @@ class EmbeddingQueue:
             ]
             if not self._heap:
                 self._ready.clear()
-            vectors = await asyncio.gather(*(self._embed(memory) for memory in batch))
-            done = [(m, v) for m, v in zip(batch, vectors, strict=True) if v is not None]
-            if done:
-                await self._store(done)
+            try:
+                vectors = await asyncio.gather(*(self._embed(memory) for memory in batch))
+                done = [(m, v) for m, v in zip(batch, vectors, strict=True) if v is not None]
+                if done:
+                    await self._store(done)
+            finally:
+                self._queued.difference_update(m.id for m in batch)
             if not self._heap:
                 self._idle.set()
 

@@ -5,17 +5,51 @@ the agent's reply is stored (not left to the transport); STOP means stop;
 MESSAGE_RECEIVED / MESSAGE_SENT are emitted; every run ends (``end_run``),
 and ends ``failed`` when a step failed rather than ``completed``; a failing
 action is a failed step instead of an exception that loses the message.
+
+How it behaves in real chats (the same in one process and over NATS):
+
+- **The kind of room** is what the connector says in ``content.channel_type``
+  (``DM``, ``GROUP``, ``THREAD``, ... as ``ChannelType``), for a new room and
+  for a known one whose kind changed; a message that says nothing leaves the
+  room as it is (a new room is then a DM). DMs are always answered. In other
+  rooms the agent answers when it is addressed (``content.mention_context``
+  says mentioned or replied to, ``content.in_reply_to`` is one of its own
+  messages, or its name or username is a word of the text), and otherwise
+  asks the should-respond model.
+- **Other agents.** A sender is an agent when the message says so
+  (``content.metadata["is_agent"]``, or elizaOS's ``isAgent`` / ``isBot``)
+  or the sender's entity metadata does (``is_agent``, ``is_bot`` or ``bot``,
+  at the top or under a platform, as connectors store ``author.bot``). An
+  agent's message is answered only when the agent is addressed (a DM
+  counts), and a room never gets more than ``AGENT_REPLY_LIMIT`` (default 3)
+  answers in a row to agents since a person last spoke: no agent-to-agent
+  loop. elizaOS leaves both to each connector (``shouldIgnoreBotMessages``).
+- **Concurrent messages in one room** are handled one at a time, in arrival
+  order, and each is answered (over NATS the room lease does the same across
+  replicas). With ``SUPERSEDE_IN_ROOM`` (or ``MessageOptions.supersede``), a
+  message arriving while an earlier one of the room is being handled takes
+  over: the earlier one ends ``superseded`` without an answer (elizaOS's
+  ``latestResponseIds``).
+- **A failed planned step** (an unknown action, a refusing ``validate``, a
+  raising handler) is recorded and reported (status ``failed``, ``error``),
+  and the steps after it, such as REPLY, still run.
+- **Imperfect models.** Reasoning (``<think>...</think>``) never reaches a
+  streamed chunk, the stored reply or the callback. A model that answers in
+  plain prose instead of the asked-for XML is asked once more; then its
+  prose is the reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import msgspec
@@ -23,7 +57,7 @@ import msgspec
 from contracts import Content
 from contracts.agent import ActionOutcome, HandleMessageResult, RunStatus
 from contracts.evaluation import EvaluateTurn
-from contracts.records import ChannelType, Memory, ParticipantState, Room, now_ms
+from contracts.records import ChannelType, Entity, Memory, ParticipantState, Room, now_ms
 from contracts.turn import CacheEntry, Connection
 from shared.agent.prompts import compose_prompt
 from shared.agent.turn import Turn, current_turn, entered, outcome_key, reflection_key
@@ -35,7 +69,7 @@ from shared.agent.types import (
     State,
     StreamChunk,
 )
-from shared.agent.xml import TextTagStreamer, parse_key_value_xml
+from shared.agent.xml import TextTagStreamer, parse_key_value_xml, plain_text
 from shared.errors import NotFound
 from shared.telemetry import MESSAGES_HANDLED, TURN_DURATION, span, timed
 
@@ -51,6 +85,12 @@ ALWAYS_RESPOND_CHANNELS = frozenset(
 )
 ALWAYS_RESPOND_SOURCES = frozenset({"client_chat", "api", "cli"})
 INITIAL_PROVIDERS = ["ENTITIES", "CHARACTER", "RECENT_MESSAGES", "ACTIONS"]
+AGENT_REPLY_LIMIT = 3
+"""Answers in a row to other agents in one room, since a person last spoke (setting
+``AGENT_REPLY_LIMIT``)."""
+AGENT_MARKS = ("is_agent", "isAgent", "is_bot", "isBot", "bot")
+"""Keys whose true value marks a sender as an agent, in ``content.metadata`` or the
+sender's entity metadata (at the top or under a platform's name)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +98,9 @@ class MessageOptions:
     """How to handle one message.
 
     ``use_multi_step`` and ``max_multi_step_iterations`` default to the
-    ``USE_MULTI_STEP`` and ``MAX_MULTISTEP_ITERATIONS`` settings (off, 6).
+    ``USE_MULTI_STEP`` and ``MAX_MULTISTEP_ITERATIONS`` settings (off, 6);
+    ``supersede`` to ``SUPERSEDE_IN_ROOM`` (off: every message of a room is
+    answered, one at a time; on: a newer message takes over from an older one).
     """
 
     max_retries: int = 3
@@ -68,6 +110,7 @@ class MessageOptions:
     max_multi_step_iterations: int | None = None
     run_id: str | None = None
     run_evaluators: bool = True
+    supersede: bool | None = None
 
 
 MessageProcessingResult = HandleMessageResult
@@ -94,16 +137,28 @@ class RespondDecision:
     used_model: bool = False
 
 
+@dataclass
+class _RoomQueue:
+    """The turns of one room waiting for (or holding) its lock."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class DefaultMessageService:
-    """Handles messages for any runtime; remembers the newest turn per room to supersede.
+    """Handles messages for any runtime: one turn per room at a time, in arrival order.
 
     Holds nothing that belongs to one message: each turn's data is in its
-    ``Turn`` (``shared.agent.turn``). The newest turn per room is kept for
-    superseding, bounded to the rooms most recently seen.
+    ``Turn`` (``shared.agent.turn``). It keeps, per room, the lock that
+    orders the room's turns (only while a turn holds or waits for it) and
+    the newest message that arrived (for superseding), bounded to the rooms
+    most recently seen.
     """
 
     def __init__(self, *, evaluation: EvaluationSink | None = None, rooms: int = 10_000) -> None:
         self._latest: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._arrived: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._queues: dict[tuple[str, str], _RoomQueue] = {}
         self._rooms = rooms
         self.evaluation: EvaluationSink = evaluation or InProcessEvaluation()
 
@@ -118,24 +173,49 @@ class DefaultMessageService:
 
         ``callback`` receives each piece of content the agent sends (it is
         also stored); ``options.on_stream_chunk`` receives the reply as it is
-        written. A newer message in the same room supersedes this one: its
-        answer is then dropped. A message already handled (same id, same
-        room) gets its stored outcome again without a model call. The turn
-        reads storage once and writes once (``begin_turn``, ``commit_turn``).
+        written. The turns of one room run one at a time, in arrival order;
+        with superseding on (``options.supersede``, ``SUPERSEDE_IN_ROOM``) a
+        newer message in the room takes over and this turn's answer is
+        dropped. A message already handled (same id, same room) gets its
+        stored outcome again without a model call. The turn reads storage
+        once and writes once (``begin_turn``, ``commit_turn``).
 
         Raises:
             TimeoutError: the turn ran past ``options.timeout`` (it ended ``timeout``).
         """
         options = options or MessageOptions()
-        message = msgspec.structs.replace(message, agent_id=runtime.agent_id)
+        message = runtime.inbound_message(message)
         turn = Turn(
             run_id=options.run_id or runtime.create_run_id(),
             message=message,
             response_id=str(uuid.uuid4()),
         )
-        self._mark_latest(runtime.agent_id, message.room_id, turn.response_id)
-        with entered(turn):
-            return await self._handle(runtime, turn, callback, options)
+        if (runtime.agent_id, message.room_id, message.id) not in self._arrived:
+            self.note_arrival(runtime.agent_id, message.room_id, message.id)
+        async with self._room_turn(runtime.agent_id, message.room_id):
+            with entered(turn):
+                return await self._handle(runtime, turn, callback, options)
+
+    @contextlib.asynccontextmanager
+    async def _room_turn(self, agent_id: str, room_id: str) -> AsyncIterator[None]:
+        """Hold the room's lock for one turn (not again inside a turn of the same room)."""
+        outer = current_turn()
+        if outer is not None and (outer.message.agent_id, outer.message.room_id) == (
+            agent_id,
+            room_id,
+        ):
+            yield  # a turn's action handling a message of its own room would wait on itself
+            return
+        key = (agent_id, room_id)
+        queue = self._queues.setdefault(key, _RoomQueue())
+        queue.users += 1
+        try:
+            async with queue.lock:
+                yield
+        finally:
+            queue.users -= 1
+            if queue.users == 0:
+                del self._queues[key]
 
     async def _handle(
         self,
@@ -197,32 +277,62 @@ class DefaultMessageService:
             await self.evaluation.submit(runtime, pipeline.evaluation_job(result))
         return result
 
-    def _mark_latest(self, agent_id: str, room_id: str, response_id: str) -> None:
+    def note_arrival(self, agent_id: str, room_id: str, message_id: str) -> None:
+        """Record that ``message_id`` arrived in the room (the newest, for superseding).
+
+        ``handle_message`` does it itself; a host that makes a message wait
+        before its turn (the runtime service's room lease) calls it on
+        arrival, so that superseding sees the message while it waits.
+        """
         key = (agent_id, room_id)
-        self._latest[key] = response_id
+        self._latest[key] = message_id
         self._latest.move_to_end(key)
+        self._arrived[(agent_id, room_id, message_id)] = None
         while len(self._latest) > self._rooms:
             self._latest.popitem(last=False)
+        while len(self._arrived) > self._rooms:
+            self._arrived.popitem(last=False)
 
-    def is_latest(self, runtime: AgentRuntime, room_id: str, response_id: str) -> bool:
-        """Say whether ``response_id`` is still the newest turn in the room."""
-        return self._latest.get((runtime.agent_id, room_id), response_id) == response_id
+    def is_latest(self, runtime: AgentRuntime, room_id: str, message_id: str) -> bool:
+        """Say whether ``message_id`` is still the newest message that arrived in the room."""
+        return self._latest.get((runtime.agent_id, room_id), message_id) == message_id
 
-    async def should_respond(
+    async def should_respond(  # noqa: PLR0911 - one exit per rule
         self, runtime: AgentRuntime, message: Memory, state: State
     ) -> RespondDecision:
-        """Decide whether to answer: by rule for DMs, APIs, mentions; else ask the model."""
+        """Decide whether to answer: by rule for DMs, APIs, agents, the addressed; else the model.
+
+        The rules, in order (elizaOS's ``shouldRespond``, plus two of ours):
+        another agent's message is answered only when the agent is addressed
+        and the room's answers to agents in a row are below
+        ``AGENT_REPLY_LIMIT``; DM, VOICE_DM, SELF and API rooms are answered;
+        sources ``client_chat``, ``api`` and ``cli`` are answered; an
+        addressed agent (mentioned, replied to, named) answers; otherwise
+        TEXT_SMALL decides with ``shouldRespondTemplate`` (RESPOND or not).
+        """
         room = await _room_of(runtime, message)
         if room is None:
             return RespondDecision(False, "the room is unknown")
+        turn = current_turn()
+        recent = (turn.recent_messages(message.room_id) if turn is not None else None) or []
+        entities = turn.context.entities if turn is not None and turn.context else []
+        addressed = _addressed(runtime, message, recent)
+        if _is_agent(message, entities):
+            if room.type not in ALWAYS_RESPOND_CHANNELS and addressed is None:
+                return RespondDecision(False, "another agent's message, not addressed to the agent")
+            limit = _agent_reply_limit(runtime)
+            if _answers_to_agents(runtime, recent, entities) >= limit:
+                return RespondDecision(
+                    False, f"{limit} answers in a row to agents in this room (AGENT_REPLY_LIMIT)"
+                )
+            return RespondDecision(True, addressed or f"{room.type} rooms are always answered")
         if room.type in ALWAYS_RESPOND_CHANNELS:
             return RespondDecision(True, f"{room.type} rooms are always answered")
         source = (message.content.source or "").lower()
         if source in ALWAYS_RESPOND_SOURCES:
             return RespondDecision(True, f"messages from {source} are always answered")
-        mention = message.content.mention_context
-        if mention is not None and (mention.is_mention or mention.is_reply):
-            return RespondDecision(True, "the agent was mentioned or replied to")
+        if addressed is not None:
+            return RespondDecision(True, addressed)
         prompt = compose_prompt(runtime.template("shouldRespondTemplate"), state.values)
         shape = {
             "xml_fields": ["name", "reasoning", "action"],
@@ -231,6 +341,8 @@ class DefaultMessageService:
         answer = await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": prompt, **shape})
         parsed = parse_key_value_xml(str(answer)) or {}
         action = str(parsed.get("action", "")).strip().upper()
+        if not action and (said := _DECISION.search(plain_text(str(answer)).upper())):
+            action = said.group(1)  # a small model that answered in a sentence
         # elizaOS treats STOP as "respond"; asked to stop, the agent stops.
         respond = action in {"RESPOND", "REPLY"}
         return RespondDecision(respond, f"the model said {action or 'nothing'}", used_model=True)
@@ -281,6 +393,87 @@ class InProcessEvaluation:
             logger.exception("evaluating message %s failed", job.message.id)
 
 
+_DECISION = re.compile(r"\b(RESPOND|IGNORE|STOP)\b")
+
+
+def _addressed(runtime: AgentRuntime, message: Memory, recent: Sequence[Memory]) -> str | None:
+    """Why the message is addressed to the agent, or None when it is not.
+
+    Mentioned or replied to as the connector says (``mention_context``), a
+    reply to one of the agent's own messages (``in_reply_to``, among the
+    room's recent messages), or the agent's name or username as a word of
+    the text (``@Name`` too).
+    """
+    content = message.content
+    mention = content.mention_context
+    if mention is not None and (mention.is_mention or mention.is_reply):
+        return "the agent was mentioned or replied to"
+    if content.in_reply_to is not None and any(
+        m.id == content.in_reply_to and m.entity_id == runtime.agent_id for m in recent
+    ):
+        return "the message replies to the agent"
+    character = runtime.character
+    names = [n for n in (character.name, character.username) if n]
+    if any(_says_name(content.text, name) for name in names):
+        return "the agent was named"
+    return None
+
+
+def _says_name(text: str, name: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE) is not None
+
+
+def _is_agent(message: Memory, entities: Iterable[Entity]) -> bool:
+    """Say whether an agent sent ``message``: by its content's or its sender's metadata."""
+    if _marked(message.content.metadata):
+        return True
+    sender = next((e for e in entities if e.id == message.entity_id), None)
+    if sender is None:
+        return False
+    return _marked(sender.metadata) or any(
+        _marked(value) for value in sender.metadata.values() if isinstance(value, dict)
+    )
+
+
+def _marked(metadata: Mapping[str, Any]) -> bool:
+    return any(metadata.get(key) is True for key in AGENT_MARKS)
+
+
+def _answers_to_agents(
+    runtime: AgentRuntime, recent: Sequence[Memory], entities: Sequence[Entity]
+) -> int:
+    """How many agents' messages the agent answered since a person last spoke in the room.
+
+    ``recent`` is newest first (the turn's context: no storage read). An
+    answer is one or more messages of the agent right after an agent's
+    message; what actions recorded is not a message.
+    """
+    answers = 0
+    answered = False
+    for memory in recent:
+        if memory.content.metadata.get("type") == "action_result":
+            continue
+        if memory.entity_id == runtime.agent_id:
+            answered = True
+        elif _is_agent(memory, entities):
+            answers += answered
+            answered = False
+        else:
+            break
+    return answers
+
+
+def _agent_reply_limit(runtime: AgentRuntime) -> int:
+    value = runtime.get_setting("AGENT_REPLY_LIMIT")
+    if value is None or isinstance(value, bool):
+        return AGENT_REPLY_LIMIT
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        logger.warning("AGENT_REPLY_LIMIT=%r is not a number; using %d", value, AGENT_REPLY_LIMIT)
+        return AGENT_REPLY_LIMIT
+
+
 async def _room_of(runtime: AgentRuntime, message: Memory) -> Room | None:
     turn = current_turn()
     if turn is not None and turn.context is not None and turn.context.room.id == message.room_id:
@@ -313,6 +506,9 @@ class _Pipeline:
         self.mode: Mode = "none"
         self.replayed: HandleMessageResult | None = None
         """The stored outcome, when this message was handled before."""
+        self.room_changed: Room | None = None
+        """The room with the kind the message says, when it differs from the stored one."""
+        self.streamed = False
 
     def result(self, status: RunStatus | None = None) -> HandleMessageResult:
         """The outcome so far, as the one result type."""
@@ -347,6 +543,8 @@ class _Pipeline:
             EventType.MESSAGE_RECEIVED, {"message": message, "run_id": turn.run_id}
         )
 
+        if not self._latest():
+            return self.result("superseded")
         if self._muted():
             return self.result("muted")
         state = await runtime.compose_state(message, INITIAL_PROVIDERS, only_include=True)
@@ -376,6 +574,7 @@ class _Pipeline:
 
         if content.simple and content.text:
             self.mode = "simple"
+            await self._stream_unstreamed(content.text)
             await self.callback(content)
         else:
             self.mode = "actions"
@@ -420,6 +619,13 @@ class _Pipeline:
         if turn.context.outcome is not None:
             self.replayed = msgspec.convert(turn.context.outcome, HandleMessageResult)
             return self.replayed
+        declared = _declared_room_type(message)
+        room = turn.context.room
+        if declared is not None and declared is not room.type:
+            # The connector knows the room best (a DM that became a group, a room
+            # first seen without a kind): the turn decides by it, and it is stored.
+            self.room_changed = msgspec.structs.replace(room, type=declared)
+            turn.context = msgspec.structs.replace(turn.context, room=self.room_changed)
         if turn.context.message_stored:
             await runtime.queue_embedding_generation(message, "high")
         return None
@@ -443,6 +649,8 @@ class _Pipeline:
             )
         if turn.has_writes():
             await runtime.adapter.commit_turn(turn.commit())
+        if self.room_changed is not None:  # once per change of kind, not per turn
+            await runtime.adapter.update_room(self.room_changed)
         for memory in turn.sent:
             await runtime.queue_embedding_generation(memory, "normal")
 
@@ -463,7 +671,12 @@ class _Pipeline:
         )
 
     def _latest(self) -> bool:
-        return self.service.is_latest(self.runtime, self.message.room_id, self.turn.response_id)
+        """False when superseding is on and a newer message arrived in the room."""
+        chosen = self.options.supersede
+        supersede = self.runtime.get_setting("SUPERSEDE_IN_ROOM") if chosen is None else chosen
+        return supersede is not True or self.service.is_latest(
+            self.runtime, self.message.room_id, self.message.id
+        )
 
     def _multi_step(self) -> bool:
         chosen = self.options.use_multi_step
@@ -521,9 +734,11 @@ class _Pipeline:
             ["thought", "text"],
             required=["text"],
             stream=True,
+            prose={"thought": ""},
         )
         text = str(summary.get("text") or "").strip() or "I could not put an answer together."
         self.mode = "simple"
+        await self._stream_unstreamed(text)
         await self.callback(Content(text=text, actions=["MULTI_STEP_SUMMARY"], simple=True))
         failures = [r for r in results if not r.success]
         if failures:
@@ -539,12 +754,17 @@ class _Pipeline:
         required: Sequence[str] = (),
         stream: bool = False,
         plain_reply_only: bool = False,
+        prose: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Ask TEXT_LARGE for an XML answer with ``fields``; retry until ``required`` are there.
 
         ``fields`` and ``choices`` also go to the model plugin, which may force
         the shape (the local model does, with a grammar). Only the first try
         streams: a retry's text would repeat what was already streamed.
+        With ``prose``, an answer that is still not the asked-for shape after
+        one retry but has a usable text (a ``<text>``, or plain prose) is
+        taken: ``{**prose, "text": that text}`` (elizaOS/eliza#3993: small
+        models chat instead of writing XML).
         """
         parsed: dict[str, Any] = {}
         streamer = TextTagStreamer() if stream and self.options.on_stream_chunk else None
@@ -552,15 +772,20 @@ class _Pipeline:
             forward = (
                 self._forward(streamer, plain_reply_only=plain_reply_only) if streamer else None
             )
-            answer = await self.runtime.use_model(
-                ModelType.TEXT_LARGE,
-                {"prompt": prompt, "xml_fields": list(fields), "choices": dict(choices or {})},
-                on_stream_chunk=forward,
+            answer = str(
+                await self.runtime.use_model(
+                    ModelType.TEXT_LARGE,
+                    {"prompt": prompt, "xml_fields": list(fields), "choices": dict(choices or {})},
+                    on_stream_chunk=forward,
+                )
             )
-            parsed = dict(parse_key_value_xml(str(answer)) or {})
+            parsed = dict(parse_key_value_xml(answer) or {})
             if all(parsed.get(name) not in (None, "", []) for name in required):
                 break
             logger.warning("unusable answer from the model (attempt %d): %.200s", attempt, answer)
+            usable = str(parsed.get("text") or "").strip() or plain_text(answer)
+            if prose is not None and attempt >= 2 and usable:  # noqa: PLR2004 - one retry
+                return {**prose, "text": usable}
             streamer = None
         return parsed
 
@@ -575,17 +800,27 @@ class _Pipeline:
         on_chunk = self.options.on_stream_chunk
         if on_chunk is None:
             raise ValueError("streaming needs on_stream_chunk")
-        raw: list[str] = []
 
         async def forward(chunk: str, _message_id: str | None) -> None:
-            raw.append(chunk)
             piece = streamer.feed(chunk)
-            if not piece or (plain_reply_only and not _plain_reply("".join(raw))):
+            if not piece or (plain_reply_only and not _plain_reply(streamer.visible)):
                 return
             if self._latest():
+                self.streamed = True
                 await on_chunk(piece, self.message.id)
 
         return forward
+
+    async def _stream_unstreamed(self, text: str) -> None:
+        """Stream ``text`` as one chunk when the model's answer streamed none of it.
+
+        A plain-prose answer, taken after a retry, has no ``<text>`` to
+        stream as it arrives; streaming clients still get the reply.
+        """
+        on_chunk = self.options.on_stream_chunk
+        if on_chunk is not None and not self.streamed and self._latest():
+            self.streamed = True
+            await on_chunk(text, self.message.id)
 
     async def callback(self, content: Content) -> list[Memory]:
         """Announce what the agent says, hand it to the caller, and store it at commit."""
@@ -629,6 +864,7 @@ class _Pipeline:
             required=["thought", "actions"],
             stream=True,
             plain_reply_only=True,
+            prose={"thought": "", "actions": ["REPLY"], "providers": []},
         )
         actions = [str(a).upper() for a in parsed.get("actions") or ["REPLY"]]
         providers = list(parsed.get("providers") or [])
@@ -671,12 +907,19 @@ def _json_object(value: Any) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
+def _declared_room_type(message: Memory) -> ChannelType | None:
+    """The kind of room the connector says the message is in (``content.channel_type``).
+
+    Case is ignored; None when it says nothing or names no ``ChannelType``.
+    """
+    declared = (message.content.channel_type or "").strip().upper()
+    return ChannelType(declared) if declared in ChannelType.__members__ else None
+
+
 def _connection(message: Memory) -> Connection:
     """What the message says about where it came from, to create what is missing."""
-    declared = (message.content.channel_type or "").upper()
-    room_type = ChannelType(declared) if declared in ChannelType.__members__ else ChannelType.DM
     return Connection(
         source=message.content.source or "unknown",
-        room_type=room_type,
+        room_type=_declared_room_type(message) or ChannelType.DM,
         channel_id=message.room_id,
     )

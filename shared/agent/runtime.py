@@ -26,6 +26,7 @@ from contracts import Content
 from contracts.embedding import Priority
 from contracts.records import Agent, ChannelType, Entity, Log, Memory, Room, World
 from shared.agent.character import Character
+from shared.agent.edge import fitted, inbound
 from shared.agent.embedding_queue import EmbeddingQueue, EmbeddingSink
 from shared.agent.plugin import normalize_plugin_name, resolve_plugins
 from shared.agent.prompts import TEMPLATES
@@ -56,6 +57,7 @@ from shared.errors import Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.delegation import StorageDelegation
 from shared.storage.sql import SqlAdapter
+from shared.storage.validation import check_id
 from shared.telemetry import MODEL_CALLS, span, timed
 
 if TYPE_CHECKING:
@@ -75,6 +77,9 @@ MODEL_SETTINGS = (
     "FREQUENCY_PENALTY",
     "PRESENCE_PENALTY",
 )
+EMBEDDING_BACKLOG = 500
+"""How many stored memories without a vector a runtime queues when it starts."""
+
 MAX_WORKING_MEMORY = 50
 
 _RUN_ID: ContextVar[str | None] = ContextVar("elizamesh_run_id", default=None)
@@ -126,12 +131,12 @@ class AgentRuntime(StorageDelegation):
         plugins: Sequence[Plugin | str] = (),
         adapter: DatabaseAdapter | None = None,
         settings: Mapping[str, str] | None = None,
-        agent_id: str | None = None,
+        agent_id: str | uuid.UUID | None = None,
         conversation_length: int = 32,
         state_cache_size: int = 1_000,
     ) -> None:
         self.character = character.validated()
-        self.agent_id = agent_id or self.character.agent_id
+        self.agent_id = check_id(agent_id or self.character.agent_id, "agent_id")
         self.settings: dict[str, Any] = dict(settings or {})
         self.conversation_length = conversation_length
         self.actions: list[Action] = []
@@ -216,6 +221,27 @@ class AgentRuntime(StorageDelegation):
         self._pending_services.clear()
         if self.get_model(ModelType.TEXT_EMBEDDING) is not None:
             self.embedding_queue.start()
+            await self._queue_embedding_backlog()
+
+    async def _queue_embedding_backlog(self) -> None:
+        """Queue the stored memories that have no vector (left by a stop or a crash), bounded."""
+        backlog = await self.adapter.get_memories_without_embeddings(count=EMBEDDING_BACKLOG)
+        for memory in backlog:
+            await self.embedding_queue.put(memory, "low")
+        if backlog:
+            logger.info("queued %d stored memories without a vector", len(backlog))
+
+    def inbound_message(self, message: Memory) -> Memory:
+        """Return an inbound message with this agent's ids (platform ids mapped), checked.
+
+        See ``shared.agent.edge``: platform ids of any printable form map to
+        ``create_unique_uuid(agent_id, platform_id)``; message ids that are
+        not UUIDs map per room.
+
+        Raises:
+            BadRequest: an id or value over a limit; the details name the field.
+        """
+        return inbound(self.agent_id, message)
 
     async def stop(self) -> None:
         """Stop services and background work, and close storage if the runtime opened it."""
@@ -664,9 +690,11 @@ class AgentRuntime(StorageDelegation):
         """Run the actions the responses ask for, in order, each seeing the results so far.
 
         An unknown action, a failing ``validate`` or a handler that raises is
-        a failed step: its ``ActionResult`` says why, the steps after it are
-        not run (they may depend on it), and the message is not lost. Results
-        are kept per message (``get_action_results``).
+        a failed step: its ``ActionResult`` says why, and the steps after it
+        still run, seeing the failure in their state (``ACTION_STATE``), so a
+        REPLY after a refused action still answers (as elizaOS's
+        ``processActions``, which goes on to the next action). Results are
+        kept per message (``get_action_results``).
         """
         names = [name for response in responses for name in response.content.actions]
         results: list[ActionResult] = []
@@ -687,8 +715,6 @@ class AgentRuntime(StorageDelegation):
             working.append(result)
             del working[:-MAX_WORKING_MEMORY]
             state.data["action_results"] = list(results)
-            if not result.success:
-                break
         return results
 
     async def run_action(
@@ -775,6 +801,7 @@ class AgentRuntime(StorageDelegation):
 
     async def _remember(self, memory: Memory) -> None:
         """Store a message: at the turn's commit inside a turn, else now."""
+        memory = fitted(memory)
         turn = current_turn()
         if turn is not None:
             turn.memories.append(memory)
@@ -806,7 +833,9 @@ class AgentRuntime(StorageDelegation):
 
         An evaluator applies when ``validate`` accepts the message and the
         agent responded (or the evaluator has ``always_run``). One that raises
-        is logged and reported in ``EVALUATOR_COMPLETED``; the others go on.
+        (REFLECTION does when it cannot read the model's answer) is logged and
+        reported in ``EVALUATOR_COMPLETED`` with ``status`` "failed" and its
+        ``error``; the others go on.
         """
         state = state or await self.compose_state(message, ["RECENT_MESSAGES", "EVALUATORS"])
         chosen = [
@@ -827,7 +856,12 @@ class AgentRuntime(StorageDelegation):
                 error = f"{type(exc).__name__}: {exc}"
             await self.emit_event(
                 EventType.EVALUATOR_COMPLETED,
-                {"evaluator": evaluator.name, "message_id": message.id, "error": error},
+                {
+                    "evaluator": evaluator.name,
+                    "message_id": message.id,
+                    "status": "failed" if error else "completed",
+                    "error": error,
+                },
             )
             await self._log("evaluator", {"evaluator": evaluator.name, "error": error})
 

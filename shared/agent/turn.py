@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from contracts.agent import RunStatus
 from contracts.records import Log, Memory, Relationship
 from contracts.turn import CacheEntry, TurnCommit, TurnContext
+from shared.agent.edge import fitted
 from shared.agent.types import ActionResult, State
 
 
@@ -59,9 +60,9 @@ class Turn:
 
     def commit(self) -> TurnCommit:
         """What this turn wrote, as one storage commit."""
-        return TurnCommit(
-            memories=list(self.memories),
-            facts=list(self.facts),
+        return TurnCommit(  # what the agent wrote itself is cut to fit, never refused
+            memories=[fitted(m) for m in self.memories],
+            facts=[fitted(m) for m in self.facts],
             relationships=list(self.relationships),
             logs=list(self.logs),
             cache=list(self.cache),

@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.status import Status
 
 from shared.agent.types import ModelError, ModelType, Plugin, PluginPriority
+from shared.plugins.shape import without_system
 from shared.telemetry import record_tokens
 
 if TYPE_CHECKING:
@@ -287,7 +288,7 @@ async def generate_text(runtime: AgentRuntime, params: dict[str, Any]) -> str | 
     model = await asyncio.to_thread(smollm, _setting(runtime, "LOCAL_LLM_PATH"), _threads(runtime))
     system = str(params.get("system") or runtime.character.system or "")
     shape = _shape(params)
-    prompt = str(params.get("prompt", ""))
+    prompt = without_system(str(params.get("prompt", "")), system)
     if shape is not None:
         messages = conversation_messages(prompt, runtime.character.name, system)
     else:

@@ -192,6 +192,10 @@ class StorageDelegation(ABC):
         """Store the vectors of many memories at once; return how many were stored."""
         return await self.adapter.set_embeddings(memory_ids, vectors)
 
+    async def get_memories_without_embeddings(self, *, count: int = 500) -> list[Memory]:
+        """Return up to ``count`` of the agent's memories with text but no vector, newest first."""
+        return await self.adapter.get_memories_without_embeddings(count=count)
+
     async def delete_memory(self, memory_id: str) -> None:
         """Delete one memory and its vector."""
         await self.adapter.delete_memory(memory_id)

@@ -261,6 +261,13 @@ class RemoteStorageOperations(ABC):
             ),
         )
 
+    async def get_memories_without_embeddings(self, *, count: int = 500) -> list[Memory]:
+        """Return up to ``count`` of the agent's memories with text but no vector, newest first."""
+        return cast(
+            "list[Memory]",
+            await self.call(OPERATIONS["get_memories_without_embeddings"], {"count": count}),
+        )
+
     async def delete_memory(self, memory_id: str) -> None:
         """Delete one memory and its vector."""
         await self.call(OPERATIONS["delete_memory"], {"memory_id": memory_id})

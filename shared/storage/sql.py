@@ -37,6 +37,7 @@ from contracts.records import (
     World,
     now_ms,
 )
+from contracts.storage import StorageOperations
 from contracts.turn import Connection, TurnCommit, TurnContext
 from shared.database import create_engine
 from shared.errors import BadRequest, Conflict, NotFound
@@ -56,6 +57,7 @@ from shared.storage.tables import (
     TaskRow,
     WorldRow,
 )
+from shared.storage.validation import at_the_edge, check_id
 from shared.storage.vectors import (
     check_dimension,
     check_size,
@@ -67,6 +69,10 @@ from shared.storage.vectors import (
 
 _MESSAGES = "messages"
 _FACTS = "facts"
+_KEY_LENGTH = 255
+"""The longest cache key (the column's size)."""
+_TABLE_LENGTH = 64
+"""The longest memory table name (the column's size)."""
 
 
 class SqlAdapter:
@@ -81,7 +87,7 @@ class SqlAdapter:
         write_lock: asyncio.Lock | None = None,
     ) -> None:
         self.engine = engine
-        self.agent_id = agent_id
+        self.agent_id = check_id(agent_id, "agent_id")
         self._sessions = sessions or async_sessionmaker(engine, expire_on_commit=False)
         # SQLite has one writer at a time: this process's writers queue here, in
         # order, instead of each holding a connection while SQLite's busy handler
@@ -172,6 +178,7 @@ class SqlAdapter:
 
     async def update_agent(self, agent_id: str, agent: Agent) -> bool:
         """Replace the stored agent's fields; False if there is none."""
+        _check_sizes(AgentRow, {"name": agent.name, "username": agent.username})
         async with self._tx() as s:
             done = await s.execute(
                 update(AgentRow)
@@ -257,6 +264,12 @@ class SqlAdapter:
         by_id = {m.id: (m, table) for m, table in memories}
         if not by_id:
             return set()
+        for _, table in by_id.values():
+            if not 0 < len(table) <= _TABLE_LENGTH:
+                raise BadRequest(
+                    f"table_name must have 1 to {_TABLE_LENGTH} characters; got {len(table)}",
+                    details={"field": "table_name", "rule": f"length 1 to {_TABLE_LENGTH}"},
+                )
         rows = [
             _values(
                 MemoryRow,
@@ -300,7 +313,9 @@ class SqlAdapter:
         include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return the memories that exist among ``memory_ids``, in the order asked."""
-        query = select(MemoryRow).where(MemoryRow.id.in_(memory_ids))
+        query = select(MemoryRow).where(
+            MemoryRow.agent_id == self.agent_id, MemoryRow.id.in_(memory_ids)
+        )
         if table_name is not None:
             query = query.where(MemoryRow.type == table_name)
         found = {m.id: m for m in await self._memories(query, include_embeddings)}
@@ -494,15 +509,33 @@ class SqlAdapter:
         )
         return await self._memories(found, include_embeddings)
 
+    async def get_memories_without_embeddings(self, *, count: int = 500) -> list[Memory]:
+        """Return up to ``count`` of this agent's memories with text but no vector, newest first."""
+        text = MemoryRow.content["text"].as_string()
+        query = (
+            select(MemoryRow)
+            .outerjoin(EmbeddingRow, EmbeddingRow.memory_id == MemoryRow.id)
+            .where(
+                MemoryRow.agent_id == self.agent_id,
+                EmbeddingRow.memory_id.is_(None),
+                text.is_not(None),
+                text != "",
+            )
+            .order_by(MemoryRow.created_at.desc(), MemoryRow.id)
+            .limit(count)
+        )
+        return await self._memories(query, include_embeddings=False)
+
     async def delete_memory(self, memory_id: str) -> None:
         """Delete one memory and its vector."""
+        mine = (MemoryRow.id == memory_id, MemoryRow.agent_id == self.agent_id)
         async with self._tx() as s:
-            await s.execute(delete(EmbeddingRow).where(EmbeddingRow.memory_id == memory_id))
             await s.execute(
-                delete(MemoryRow).where(
-                    MemoryRow.id == memory_id, MemoryRow.agent_id == self.agent_id
+                delete(EmbeddingRow).where(
+                    EmbeddingRow.memory_id.in_(select(MemoryRow.id).where(*mine))
                 )
             )
+            await s.execute(delete(MemoryRow).where(*mine))
 
     async def delete_all_memories(self, room_id: str, table_name: str) -> None:
         """Delete a room's memories of one table, with their vectors."""
@@ -688,7 +721,7 @@ class SqlAdapter:
     async def get_world(self, world_id: str) -> World | None:
         """Return the world, or None."""
         async with self._tx(write=False) as s:
-            row = await s.get(WorldRow, world_id)
+            row = await s.get(WorldRow, (world_id, self.agent_id))
             return _record(World, row) if row else None
 
     async def get_all_worlds(self) -> list[World]:
@@ -702,16 +735,19 @@ class SqlAdapter:
     async def update_world(self, world: World) -> None:
         """Replace a stored world's name and metadata, or raise ``NotFound``."""
         async with self._tx() as s:
-            row = await s.get(WorldRow, world.id)
+            row = await s.get(WorldRow, (world.id, self.agent_id))
             if row is None:
                 raise NotFound(f"world {world.id} does not exist")
+            _values(WorldRow, world)  # refuses a text longer than its column
             row.name = world.name
             row.message_server_id = world.message_server_id
             row.metadata_ = world.metadata
 
     async def remove_world(self, world_id: str) -> None:
         """Delete a world and its rooms (with their participants and memories)."""
-        rooms = select(RoomRow.id).where(RoomRow.world_id == world_id)
+        rooms = select(RoomRow.id).where(
+            RoomRow.world_id == world_id, RoomRow.agent_id == self.agent_id
+        )
         async with self._tx() as s:
             await self._delete_rooms(s, rooms)
             await s.execute(
@@ -726,31 +762,46 @@ class SqlAdapter:
 
     async def get_rooms_by_ids(self, room_ids: Sequence[str]) -> list[Room]:
         """Return the rooms that exist among ``room_ids``."""
-        return await self._rooms(select(RoomRow).where(RoomRow.id.in_(room_ids)))
+        return await self._rooms(
+            select(RoomRow).where(RoomRow.agent_id == self.agent_id, RoomRow.id.in_(room_ids))
+        )
 
     async def get_rooms_by_world(self, world_id: str) -> list[Room]:
         """Return a world's rooms."""
-        return await self._rooms(select(RoomRow).where(RoomRow.world_id == world_id))
+        return await self._rooms(
+            select(RoomRow).where(RoomRow.agent_id == self.agent_id, RoomRow.world_id == world_id)
+        )
 
     async def update_room(self, room: Room) -> None:
         """Replace a stored room's fields, or raise ``NotFound``."""
         async with self._tx() as s:
-            row = await s.get(RoomRow, room.id)
+            row = await s.get(RoomRow, (room.id, self.agent_id))
             if row is None:
                 raise NotFound(f"room {room.id} does not exist")
-            await s.merge(_row(RoomRow, room, agent_id=row.agent_id))
+            await s.merge(_row(RoomRow, room, agent_id=self.agent_id))
 
     async def delete_room(self, room_id: str) -> None:
         """Delete a room, its participants and its memories."""
         async with self._tx() as s:
-            await self._delete_rooms(s, select(RoomRow.id).where(RoomRow.id == room_id))
+            await self._delete_rooms(
+                s,
+                select(RoomRow.id).where(RoomRow.id == room_id, RoomRow.agent_id == self.agent_id),
+            )
 
     async def _delete_rooms(self, s: AsyncSession, room_ids: Any) -> None:
-        memories = select(MemoryRow.id).where(MemoryRow.room_id.in_(room_ids))
+        """Delete this agent's rooms among ``room_ids`` with its participants and memories there."""
+        mine = MemoryRow.agent_id == self.agent_id
+        memories = select(MemoryRow.id).where(mine, MemoryRow.room_id.in_(room_ids))
         await s.execute(delete(EmbeddingRow).where(EmbeddingRow.memory_id.in_(memories)))
-        await s.execute(delete(MemoryRow).where(MemoryRow.room_id.in_(room_ids)))
-        await s.execute(delete(ParticipantRow).where(ParticipantRow.room_id.in_(room_ids)))
-        await s.execute(delete(RoomRow).where(RoomRow.id.in_(room_ids)))
+        await s.execute(delete(MemoryRow).where(mine, MemoryRow.room_id.in_(room_ids)))
+        await s.execute(
+            delete(ParticipantRow).where(
+                ParticipantRow.agent_id == self.agent_id, ParticipantRow.room_id.in_(room_ids)
+            )
+        )
+        await s.execute(
+            delete(RoomRow).where(RoomRow.agent_id == self.agent_id, RoomRow.id.in_(room_ids))
+        )
 
     async def get_rooms_for_participant(self, entity_id: str) -> list[str]:
         """Return the ids of the rooms an entity takes part in."""
@@ -774,6 +825,8 @@ class SqlAdapter:
 
     async def add_participants_room(self, entity_ids: Sequence[str], room_id: str) -> bool:
         """Add entities to a room; those already in it are left as they are."""
+        room_id = check_id(room_id, "room_id")
+        entity_ids = [check_id(e, "entity_ids") for e in entity_ids]
         async with self._tx() as s:
             present = set(
                 await s.scalars(
@@ -1012,6 +1065,11 @@ class SqlAdapter:
 
     async def set_cache(self, key: str, value: Any, expires_at: int | None = None) -> bool:
         """Store a JSON value under ``key``, replacing any previous one."""
+        if not 0 < len(key) <= _KEY_LENGTH:
+            raise BadRequest(
+                f"key must have 1 to {_KEY_LENGTH} characters; got {len(key)}",
+                details={"field": "key", "rule": f"length 1 to {_KEY_LENGTH}"},
+            )
         async with self._tx() as s:
             await s.merge(
                 CacheRow(key=key, agent_id=self.agent_id, value=value, expires_at=expires_at)
@@ -1213,8 +1271,11 @@ class SqlAdapter:
         found = (
             await s.execute(
                 select(RoomRow, WorldRow)
-                .outerjoin(WorldRow, WorldRow.id == RoomRow.world_id)
-                .where(RoomRow.id == room_id)
+                .outerjoin(
+                    WorldRow,
+                    (WorldRow.id == RoomRow.world_id) & (WorldRow.agent_id == RoomRow.agent_id),
+                )
+                .where(RoomRow.id == room_id, RoomRow.agent_id == self.agent_id)
             )
         ).first()
         return (found[0], found[1]) if found is not None else None
@@ -1303,7 +1364,9 @@ def _row(row_type: type[RowT], record: msgspec.Struct, **columns: Any) -> RowT:
     mapped = set(row_type.__mapper__.attrs.keys())
     values = msgspec.to_builtins(msgspec.structs.asdict(record))
     fields = {_COLUMN_OF.get(k, k): v for k, v in values.items()}
-    return row_type(**{k: v for k, v in {**fields, **columns}.items() if k in mapped})
+    kept = {k: v for k, v in {**fields, **columns}.items() if k in mapped}
+    _check_sizes(row_type, kept)
+    return row_type(**kept)
 
 
 def _record(record_type: type[RecordT], row: Base, **fields: Any) -> RecordT:
@@ -1329,8 +1392,33 @@ def _values(row_type: type[Base], record: msgspec.Struct, **columns: Any) -> dic
         if _COLUMN_OF.get(name, name) in key_of
     }
     values: dict[str, Any] = msgspec.to_builtins({**fields, **columns})
+    _check_sizes(row_type, values)
     return {key_of[name]: value for name, value in values.items() if name in key_of}
+
+
+def _check_sizes(row_type: type[Base], values: dict[str, Any]) -> None:
+    """Refuse a text longer than its column, by attribute name (Postgres refuses it, SQLite not).
+
+    Raises:
+        BadRequest: naming the field and its limit; nothing is written.
+    """
+    for attribute in row_type.__mapper__.column_attrs:
+        size = getattr(attribute.columns[0].type, "length", None)
+        value = values.get(attribute.key)
+        if size is not None and isinstance(value, str) and len(value) > size:
+            field = next((k for k, v in _COLUMN_OF.items() if v == attribute.key), attribute.key)
+            raise BadRequest(
+                f"{field} must have at most {size} characters; got {len(value)}",
+                details={"field": field, "rule": f"length <= {size}"},
+            )
 
 
 def _embedding_row(memory_id: str, vector: Sequence[float]) -> EmbeddingRow:
     return EmbeddingRow(memory_id=memory_id, dim=len(vector), vector=to_bytes(vector))
+
+
+# Every operation takes ``uuid.UUID`` ids and checks its records before use
+# (``shared.storage.validation``): what is stored is always readable.
+for _name, _operation in vars(StorageOperations).items():
+    if not _name.startswith("_") and callable(_operation):
+        setattr(SqlAdapter, _name, at_the_edge(getattr(SqlAdapter, _name)))

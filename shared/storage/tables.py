@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     LargeBinary,
     String,
@@ -94,25 +95,29 @@ class EntityRow(Base):
 
 
 class WorldRow(Base):
-    """A server or workspace."""
+    """A server or workspace, as one agent knows it (two agents may use the same id)."""
 
     __tablename__ = "worlds"
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
     name: Mapped[str | None] = mapped_column(String(255))
     message_server_id: Mapped[str | None] = mapped_column(String(255))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
 
 
 class RoomRow(Base):
-    """A channel, DM or thread."""
+    """A channel, DM or thread, as one agent knows it (two agents may use the same id)."""
 
     __tablename__ = "rooms"
     __table_args__ = (Index("ix_rooms_world", "world_id"),)
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
     name: Mapped[str | None] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(64))
     type: Mapped[str] = mapped_column(String(32))
@@ -126,11 +131,19 @@ class ParticipantRow(Base):
     """An entity taking part in a room, and the agent's FOLLOWED/MUTED state there."""
 
     __tablename__ = "participants"
-    __table_args__ = (UniqueConstraint("entity_id", "room_id", "agent_id"),)
+    __table_args__ = (
+        UniqueConstraint("entity_id", "room_id", "agent_id"),
+        ForeignKeyConstraint(
+            ["room_id", "agent_id"],
+            ["rooms.id", "rooms.agent_id"],
+            name="fk_participants_room",
+            ondelete="CASCADE",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     entity_id: Mapped[str] = mapped_column(ID)
-    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    room_id: Mapped[str] = mapped_column(ID)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     room_state: Mapped[str | None] = mapped_column(String(16))
 

@@ -649,7 +649,7 @@ def test_the_websocket_streams_replies_and_survives_a_bad_frame(stack: Stack) ->
 
 
 def test_one_message_is_one_trace_from_the_gateway_through_every_service(stack: Stack) -> None:
-    message_id = uuid.uuid4().hex
+    message_id = str(uuid.uuid4())  # a UUID is kept as it is (other ids are mapped per room)
     reply = stack.post("follow me through", room="room-trace", message_id=message_id)
     assert reply.status_code == 200
     spans = stack.spans
@@ -667,8 +667,18 @@ def test_one_message_is_one_trace_from_the_gateway_through_every_service(stack: 
         return current is not None and any(s.name == name for s in spans.trace(current.trace_id))
 
     wanted = {f"elizamesh-{n}" for n in ("gateway", "runtime", "memory", "embedding", "evaluator")}
+
+    def rooted() -> bool:  # the HTTP request's span ends (and is exported) last
+        current = turn()
+        return current is not None and any(not s.parent_id for s in spans.trace(current.trace_id))
+
     spans.wait_until(
-        lambda: wanted <= services() and finished("evaluate") and finished("embedding store"),
+        lambda: (
+            wanted <= services()
+            and finished("evaluate")
+            and finished("embedding store")
+            and rooted()
+        ),
         timeout=30,
     )
     the_turn = turn()

@@ -52,7 +52,9 @@ def test_each_elizamesh_service_is_built_from_one_image_and_checks_its_own_healt
         service = compose["services"][name]
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
         assert service["command"] == ["python", "-m", f"services.{name}"]
-        assert service["environment"]["NATS_URL"] == "nats://nats:4222"
+        # Each service connects as its own NATS user (deploy/nats-accounts.conf).
+        assert service["environment"]["NATS_URL"].startswith(f"nats://eliza-{name}:")
+        assert service["environment"]["NATS_URL"].endswith("@nats:4222")
         assert service["environment"]["ELIZAMESH_SERVICE"] == name
     gateway_check = compose["services"]["gateway"]["healthcheck"]["test"]
     assert any("/v1/ready" in part for part in gateway_check)

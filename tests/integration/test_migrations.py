@@ -100,6 +100,53 @@ async def test_four_processes_migrating_at_once_leave_one_good_schema(empty_data
         assert await table_names(engine) == TABLES
         async with engine.connect() as conn:
             rows = (await conn.execute(text("select version_num from alembic_version"))).all()
-        assert [v for (v,) in rows] == ["0003"]
+        assert [v for (v,) in rows] == ["0004"]
+    finally:
+        await engine.dispose()
+
+
+SHARED_ROOM = [
+    "insert into agents (id, name, enabled, character, created_at, updated_at) values "
+    "('agent-a', 'A', true, '{}', 0, 0), ('agent-b', 'B', true, '{}', 0, 0)",
+    "insert into worlds (id, agent_id, name, metadata) values ('w', 'agent-a', 'W', '{}')",
+    "insert into rooms (id, agent_id, name, source, type, world_id, metadata) values "
+    "('general', 'agent-a', 'general', 'discord', 'GROUP', 'w', '{}')",
+    "insert into participants (entity_id, room_id, agent_id) values "
+    "('u', 'general', 'agent-a'), ('u', 'general', 'agent-b')",
+    "insert into memories (id, type, agent_id, entity_id, room_id, content, metadata, "
+    '"unique", created_at) values '
+    "('m-a', 'messages', 'agent-a', 'u', 'general', '{}', '{}', true, 1), "
+    "('m-b', 'messages', 'agent-b', 'u', 'general', '{}', '{}', true, 2)",
+]
+
+
+async def test_a_room_two_agents_shared_becomes_one_per_agent_and_back(
+    empty_database: str,
+) -> None:
+    engine = create_engine(empty_database)
+    try:
+        await upgrade(engine, "0003")
+        async with engine.begin() as conn:
+            for statement in SHARED_ROOM:
+                await conn.execute(text(statement))
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            rooms = (await conn.execute(text("select id, agent_id, type from rooms"))).all()
+            worlds = (await conn.execute(text("select id, agent_id from worlds"))).all()
+            members = (await conn.execute(text("select agent_id from participants"))).all()
+        assert sorted(rooms) == [("general", "agent-a", "GROUP"), ("general", "agent-b", "GROUP")]
+        assert sorted(worlds) == [("w", "agent-a"), ("w", "agent-b")]
+        assert sorted(a for (a,) in members) == ["agent-a", "agent-b"]
+
+        await downgrade(engine, "0003")
+        async with engine.connect() as conn:
+            rooms = (await conn.execute(text("select id, agent_id from rooms"))).all()
+            count = (await conn.execute(text("select count(*) from participants"))).scalar_one()
+        assert rooms == [("general", "agent-a")]
+        assert count == 2  # the participants stay, under the one room left
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            rooms = (await conn.execute(text("select id, agent_id from rooms"))).all()
+        assert sorted(rooms) == [("general", "agent-a"), ("general", "agent-b")]
     finally:
         await engine.dispose()

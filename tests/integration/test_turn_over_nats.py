@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 from contracts import Content, HandleMessage, HandleMessageResult, Subjects
 from contracts.events import AgentEventOccurred, RunEnded
 from services.gateway.main import create_app
+from services.gateway.server import server_config
 from services.memory.main import create_broker_for as memory_broker
 from services.runtime.main import attach
 from shared.agent.character import Character
@@ -322,7 +323,10 @@ async def gateway(wire: Wire, nats_url: str) -> AsyncIterator[str]:
     """The gateway in front of the wired runtime, served in this test's event loop."""
     settings = Settings(nats_url=nats_url, eliza_ns=wire.subjects.namespace, request_timeout=20)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_level="warning"))
+    config = server_config(
+        create_app(settings), host="127.0.0.1", port=port, read_timeout=10, log_level="warning"
+    )
+    server = uvicorn.Server(config)  # as services.gateway serves it
     serving = asyncio.create_task(server.serve())
     await asyncio.to_thread(wait_for_port, "127.0.0.1", port, timeout=10)
     try:
@@ -362,3 +366,20 @@ async def test_a_failing_step_is_failed_over_http_server_sent_events_and_the_web
             frames.append(json.loads(await asyncio.wait_for(socket.recv(), 20)))
     assert frames[-1]["event"] == "failed"
     assert frames[-1]["data"]["status"] == "failed"
+
+
+async def test_one_message_id_in_two_chats_is_two_turns_each_with_its_own_reply(
+    wire: Wire,
+) -> None:
+    wire.model.large.extend([plan("reply number 1"), plan("reply number 2")])
+    chat_a = await wire.send("the door code is 7788", "tg-chat-A", message_id="42")
+    chat_b = await wire.send("what's the weather like?", "tg-chat-B", message_id="42")
+    assert chat_a.response_content is not None
+    assert chat_b.response_content is not None
+    assert (chat_a.response_content.text, chat_b.response_content.text) == (
+        "reply number 1",
+        "reply number 2",
+    )
+    assert len(wire.model.prompts["TEXT_LARGE"]) == 2
+    stored = await wire.runtime.adapter.get_memories(table_name="messages", room_id="tg-chat-B")
+    assert [m.content.text for m in stored] == ["reply number 2", "what's the weather like?"]

@@ -103,9 +103,15 @@ def test_streams_are_kept_on_the_three_nodes_of_the_nats_cluster() -> None:
 def test_nats_server_accepts_the_cluster_config() -> None:
     checked = subprocess.run(
         [str(nats_server_binary()), "-t", "-c", str(K8S / "nats" / "nats.conf")],
-        env={**os.environ, "POD_NAME": "nats-0"},
+        # accounts.conf reads each user's password from the environment (the nats-passwords secret).
+        env={**os.environ, "POD_NAME": "nats-0", **_nats_passwords()},
         capture_output=True,
         text=True,
         check=False,
     )
     assert checked.returncode == 0, checked.stderr + checked.stdout
+
+
+def _nats_passwords() -> dict[str, str]:
+    [secret] = [r for r in resources(K8S / "nats") if r["kind"] == "Secret"]
+    return cast(dict[str, str], secret["stringData"])

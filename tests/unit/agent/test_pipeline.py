@@ -105,9 +105,7 @@ async def test_a_muted_room_is_silent_unless_the_agent_is_named(
 async def test_malformed_plans_are_retried_until_one_parses(
     runtime: AgentRuntime, model: ScriptedModel
 ) -> None:
-    model.large.extend(
-        ["I refuse to write XML", "<response><text>no actions</text>", plan("third time")]
-    )
+    model.large.extend(["", "<response><thought>no text, no actions</thought>", plan("third time")])
     result = await handle(runtime, said("hi"))
     assert result.response_content.text == "third time"
     assert len(model.prompts["TEXT_LARGE"]) == 3
@@ -164,10 +162,11 @@ async def test_a_failing_action_is_a_failed_step_and_the_run_ends_failed(
     async def explode(*_: Any) -> ActionResult:
         raise RuntimeError("the API is down")
 
-    never: list[str] = []
+    after_saw: list[list[tuple[str, bool]]] = []
 
-    async def after(*_: Any) -> ActionResult:
-        never.append("ran")
+    async def after(*args: Any) -> ActionResult:
+        options: HandlerOptions = args[3]
+        after_saw.append([(r.action, r.success) for r in options.action_context])
         return ActionResult()
 
     runtime.register_action(Action("EXPLODE", explode))
@@ -176,9 +175,12 @@ async def test_a_failing_action_is_a_failed_step_and_the_run_ends_failed(
     model.large.append(plan("", actions="EXPLODE,AFTER"))
     result = await handle(runtime, said("do it"))
     assert result.status == "failed"
-    assert [(r.action, r.success) for r in result.action_results] == [("EXPLODE", False)]
+    assert [(r.action, r.success) for r in result.action_results] == [
+        ("EXPLODE", False),
+        ("AFTER", True),
+    ]
     assert "RuntimeError: the API is down" in (result.action_results[0].error or "")
-    assert never == []
+    assert after_saw == [[("EXPLODE", False)]]  # the next step runs, and sees the failure
     assert ended[-1][1]["status"] == "failed"
     assert "the API is down" in ended[-1][1]["error"]
     stored = await runtime.adapter.get_memories(table_name="messages", room_id="dm-1")
@@ -213,7 +215,7 @@ async def test_streaming_passes_on_only_the_reply_text_in_order(
     assert result.response_content.text == "Streaming works fine."
 
 
-async def test_a_newer_message_in_the_room_supersedes_an_older_one(
+async def test_two_messages_at_once_in_a_room_are_both_answered_one_after_the_other(
     runtime: AgentRuntime, model: ScriptedModel
 ) -> None:
     model.gate = asyncio.Event()
@@ -221,7 +223,31 @@ async def test_a_newer_message_in_the_room_supersedes_an_older_one(
     first = asyncio.create_task(handle(runtime, said("first")))
     await model.wait_for_prompts("TEXT_LARGE", 1)
     second = asyncio.create_task(handle(runtime, said("second")))
-    await model.wait_for_prompts("TEXT_LARGE", 2)
+    await asyncio.sleep(0.2)
+    assert len(model.prompts["TEXT_LARGE"]) == 1  # the room's second turn waits for the first
+    model.gate.set()
+    old, new = await first, await second
+    assert (old.status, new.status) == ("completed", "completed")
+    assert "answer to the first" in model.prompts["TEXT_LARGE"][1]  # it saw the first answer
+    stored = await runtime.adapter.get_memories(table_name="messages", room_id="dm-1")
+    assert [m.content.text for m in stored if m.entity_id == runtime.agent_id] == [
+        "answer to the second",
+        "answer to the first",
+    ]
+
+
+async def test_with_superseding_on_a_newer_message_takes_over_from_an_older_one(
+    runtime: AgentRuntime, model: ScriptedModel
+) -> None:
+    assert runtime.message_service is not None
+    model.gate = asyncio.Event()
+    model.large.extend([plan("answer to the first"), plan("answer to the second")])
+    message = said("first")
+    first = asyncio.create_task(handle(runtime, message, supersede=True))
+    await model.wait_for_prompts("TEXT_LARGE", 1)
+    second = asyncio.create_task(handle(runtime, said("second"), supersede=True))
+    await asyncio.sleep(0.2)
+    assert not runtime.message_service.is_latest(runtime, "dm-1", message.id)
     model.gate.set()
     old, new = await first, await second
     assert old.status == "superseded"

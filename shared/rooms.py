@@ -1,0 +1,355 @@
+"""Rooms: each room's messages are handled one at a time, in arrival order, across replicas.
+
+The design, and what it guarantees:
+
+- **An owner per busy room.** A replica that has messages for a room takes
+  the room's lease: a key ``<agent>.<room>`` in the KV bucket
+  ``<NS>_ROOM_LEASES`` holding the replica's id, created only if absent. While
+  it holds the lease, the room's messages wait in a FIFO inside that replica
+  and run one after another, each turn once the previous one has ended.
+- **Arrival order.** The runtime's subscription hands messages over one at a
+  time in the order NATS delivered them, and each goes to the back of its
+  room's FIFO at once (no await in between), so a replica keeps the order it
+  received. A replica that receives a message for a room another replica owns
+  hands it to the owner (``<ns>.runtime.<replica>.room``, acknowledged), which
+  queues it behind the room's earlier messages; so the room's messages run in
+  the order the replicas received them, give or take that one hop (~1 ms):
+  two messages of one room sent less than a hop apart to two replicas may
+  swap. Nobody polls a live room: a busy room costs its waiting messages no
+  NATS traffic, and the lease is freed when the owner's FIFO is empty.
+- **A live turn keeps its room; a dead replica frees it in seconds.** The
+  lease expires ``ROOM_LEASE_SECONDS`` (default 10) after its last write and
+  the owner renews every lease it holds every ``min(ttl / 3, 2)`` seconds, so
+  a turn longer than the lease keeps its room, and a killed replica's rooms
+  are free again at most ``ROOM_LEASE_SECONDS`` later. Until then, the
+  messages other replicas received for such a room wait where they arrived
+  (re-asking every half second); their order among themselves is not kept.
+- **Waiting costs no worker.** Only a turn that runs takes one of the
+  replica's ``turns_in_parallel`` slots (streamed or not); a room that waits
+  holds nothing another room needs.
+- **What it does not do.** A message that was queued or running in a replica
+  that dies is not redelivered by the server: its caller gets no reply and
+  re-sends it with the same message id (the turn is idempotent per room and
+  message id, so a message whose outcome was stored is answered from it). A
+  replica cut off from NATS for longer than the lease may finish the turn it
+  runs while another replica starts the room's next one.
+
+A lease, rather than a JetStream consumer per room, keeps any replica free to
+take any room and needs no rebalancing when replicas come and go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from contracts import HandleMessage, Subjects
+from shared.bus import jetstream_replicas
+
+logger = logging.getLogger("elizamesh.rooms")
+
+LEASE_SECONDS = 10.0
+"""How long a dead replica keeps its rooms, by default (``ROOM_LEASE_SECONDS``)."""
+
+MAX_HOPS = 3
+"""How often a message may be handed from replica to replica before it waits where it is."""
+
+RETRY_SECONDS = 0.5
+"""How often a message for a room whose owner does not answer asks again."""
+
+
+@dataclass
+class Arrival:
+    """One message waiting for its room.
+
+    ``reply_to``: the NATS inbox of the caller waiting for the outcome ("" when
+    nobody waits: the run subjects carry it). ``done``: an in-process caller's
+    future instead. ``context``: the ``contextvars`` (trace) of its arrival,
+    which its turn runs in.
+    """
+
+    agent_id: str
+    request: HandleMessage
+    reply_to: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    correlation_id: str = ""
+    hops: int = 0
+    done: asyncio.Future[object] | None = None
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+
+    @property
+    def room(self) -> str:
+        """The lease key of its room: ``<agent>.<room>``."""
+        return f"{self.agent_id}.{self.request.room_id}"
+
+
+class Handover(msgspec.Struct, kw_only=True, frozen=True):
+    """A message passed to the replica that owns its room (runtime to runtime, not public)."""
+
+    agent_id: str
+    request: HandleMessage
+    reply_to: str = ""
+    correlation_id: str = ""
+    hops: int = 0
+
+
+_HANDOVER = msgspec.json.Decoder(Handover)
+
+
+async def ensure_lease_bucket(broker: NatsBroker, subjects: Subjects, ttl: float) -> KeyValue:
+    """Return the room-lease bucket, created with ``ttl`` seconds or brought to it.
+
+    The one declaration of the bucket. One that exists with another TTL (the
+    setting changed, or another replica says otherwise) is updated in place,
+    never refused: the last replica to start sets the TTL.
+
+    Raises:
+        nats.errors.Error: JetStream did not answer.
+    """
+    js = broker.config.connection_state.stream
+    bucket = f"{subjects.namespace.upper()}_ROOM_LEASES"
+    try:
+        info = await js.stream_info(f"KV_{bucket}")
+    except nats.js.errors.NotFoundError:
+        config = KeyValueConfig(
+            bucket=bucket, ttl=ttl, replicas=jetstream_replicas(), storage=StorageType.FILE
+        )
+        with contextlib.suppress(nats.js.errors.BadRequestError):  # another replica won the race
+            created: KeyValue = await js.create_key_value(config)
+            return created
+        info = await js.stream_info(f"KV_{bucket}")
+    if info.config.max_age != ttl:
+        try:
+            window = min(info.config.duplicate_window or ttl, ttl)  # may not exceed max_age
+            await js.update_stream(info.config.evolve(max_age=ttl, duplicate_window=window))
+            logger.info("room leases now expire after %gs (were %ss)", ttl, info.config.max_age)
+        except nats.js.errors.Error as exc:  # keep serving on the bucket as it is
+            logger.warning("could not set the room lease TTL to %gs: %s", ttl, exc)
+    existing: KeyValue = await js.key_value(bucket)
+    return existing
+
+
+Serve = Callable[[Arrival], Coroutine[Any, Any, None]]
+"""Runs one message's turn and answers its caller; never raises."""
+
+
+@dataclass
+class _Room:
+    key: str
+    queue: deque[Arrival] = field(default_factory=deque)
+    revision: int | None = None
+    """The lease's revision while this replica holds it."""
+    task: asyncio.Task[None] | None = None
+
+
+class RoomScheduler:
+    """The rooms of one runtime replica: FIFOs, leases, hand-over and the turn bound."""
+
+    def __init__(
+        self,
+        broker: NatsBroker,
+        subjects: Subjects,
+        serve: Serve,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        turns_in_parallel: int = 16,
+    ) -> None:
+        self.broker = broker
+        self.subjects = subjects
+        self.serve = serve
+        self.lease_seconds = lease_seconds
+        self.renew_every = min(lease_seconds / 3, 2.0)
+        self.replica_id = uuid.uuid4().hex
+        self.slots = asyncio.Semaphore(turns_in_parallel)
+        self.kv: KeyValue | None = None
+        self._rooms: dict[str, _Room] = {}
+        self._opened: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
+
+    def submit(self, arrival: Arrival) -> None:
+        """Queue ``arrival`` behind its room's earlier messages (synchronous: keeps the order)."""
+        if self._opened is None:
+            self._opened = asyncio.create_task(self._open())
+        room = self._rooms.get(arrival.room)
+        if room is None:
+            room = self._rooms[arrival.room] = _Room(arrival.room)
+        room.queue.append(arrival)
+        if room.task is None:
+            room.task = asyncio.create_task(self._drain(room))
+
+    async def open(self) -> None:
+        """Declare the lease bucket and take hand-overs (also done on the first message).
+
+        Raises:
+            nats.errors.Error: NATS or JetStream did not answer.
+        """
+        if self._opened is None:
+            self._opened = asyncio.create_task(self._open())
+        await asyncio.shield(self._opened)
+
+    async def _open(self) -> None:
+        self.kv = await ensure_lease_bucket(self.broker, self.subjects, self.lease_seconds)
+        connection = self.broker.config.connection_state.connection
+        self._subscription = await connection.subscribe(
+            self.subjects.room_handover(self.replica_id), cb=self._take_handover
+        )
+        self._heartbeat = asyncio.create_task(self._renew_forever())
+
+    async def close(self) -> None:
+        """Stop taking hand-overs, finish every queued turn, then free the leases."""
+        if self._subscription is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._subscription.unsubscribe()
+        while tasks := [r.task for r in self._rooms.values() if r.task is not None]:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+
+    def waiting(self) -> int:
+        """How many messages wait here for their turn (the turns running not counted)."""
+        return sum(len(r.queue) for r in self._rooms.values())
+
+    def held(self) -> list[str]:
+        """The rooms (``<agent>.<room>``) whose lease this replica holds now."""
+        return [r.key for r in self._rooms.values() if r.revision is not None]
+
+    async def _drain(self, room: _Room) -> None:
+        try:
+            while True:
+                while room.queue:
+                    if room.revision is None and not await self._take(room):
+                        continue
+                    arrival = room.queue.popleft()
+                    async with self.slots:
+                        # Each turn runs in its own arrival's context (its trace).
+                        await asyncio.create_task(self.serve(arrival), context=arrival.context)
+                await self._release(room)
+                if not room.queue:  # no await since the check: nothing can slip in between
+                    del self._rooms[room.key]
+                    return
+        except Exception:
+            logger.exception("room %s: its queue broke off", room.key)
+            self._rooms.pop(room.key, None)
+            raise
+
+    async def _take(self, room: _Room) -> bool:  # noqa: PLR0911 - one exit per way it ends
+        """Take the room's lease; else hand its queue to the owner or wait. True once held."""
+        await self.open()
+        kv = self.kv
+        assert kv is not None  # noqa: S101 - open() set it
+        try:
+            room.revision = await kv.create(room.key, self.replica_id.encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass
+        except (nats.errors.Error, TimeoutError) as exc:
+            logger.warning("room %s: no lease (%s); retrying", room.key, exc)
+            await asyncio.sleep(RETRY_SECONDS)
+            return False
+        else:
+            return True
+        try:
+            entry = await kv.get(room.key)
+        except nats.js.errors.KeyNotFoundError:
+            return False  # freed meanwhile: take it on the next try
+        except (nats.errors.Error, TimeoutError):
+            await asyncio.sleep(RETRY_SECONDS)
+            return False
+        owner = (entry.value or b"").decode()
+        if owner == self.replica_id:  # ours still (a renewal that failed in a NATS outage)
+            room.revision = entry.revision
+            return True
+        # An in-process caller (``done``) waits here: the owner could not answer it.
+        while room.queue and room.queue[0].hops < MAX_HOPS and room.queue[0].done is None:
+            if not await self._hand_over(owner, room.queue[0]):
+                await asyncio.sleep(RETRY_SECONDS)  # the owner is gone: its lease expires
+                return False
+            room.queue.popleft()
+        if room.queue:
+            await asyncio.sleep(RETRY_SECONDS)
+        return False
+
+    async def _hand_over(self, owner: str, arrival: Arrival) -> bool:
+        connection = self.broker.config.connection_state.connection
+        handover = Handover(
+            agent_id=arrival.agent_id,
+            request=arrival.request,
+            reply_to=arrival.reply_to,
+            correlation_id=arrival.correlation_id,
+            hops=arrival.hops + 1,
+        )
+        try:
+            await connection.request(
+                self.subjects.room_handover(owner),
+                msgspec.json.encode(handover),
+                timeout=5,
+                headers=arrival.headers or None,
+            )
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError):
+            return False
+        return True
+
+    async def _take_handover(self, msg: Msg) -> None:
+        try:
+            handover = _HANDOVER.decode(msg.data)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            logger.warning("an unreadable hand-over on %s was dropped", msg.subject)
+            return
+        self.submit(
+            Arrival(
+                agent_id=handover.agent_id,
+                request=handover.request,
+                reply_to=handover.reply_to,
+                headers=dict(msg.headers or {}),
+                correlation_id=handover.correlation_id,
+                hops=handover.hops,
+            )
+        )
+        await msg.respond(b"")
+
+    async def _release(self, room: _Room) -> None:
+        revision, room.revision = room.revision, None
+        if revision is None or self.kv is None:
+            return
+        with contextlib.suppress(nats.errors.Error, TimeoutError):  # it expires anyway
+            await self.kv.delete(room.key, last=revision)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_every)
+            for room in list(self._rooms.values()):
+                revision = room.revision
+                if revision is None or self.kv is None:
+                    continue
+                # The room may be released or taken anew while the update is
+                # under way: only the revision it was renewed from is replaced.
+                try:
+                    renewed = await self.kv.update(
+                        room.key, self.replica_id.encode(), last=revision
+                    )
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    if room.revision == revision:
+                        logger.warning("room %s: lease lost (it expired)", room.key)
+                        room.revision = None
+                except (nats.errors.Error, TimeoutError) as exc:
+                    logger.warning("room %s: lease not renewed (%s); retrying", room.key, exc)
+                else:
+                    if room.revision == revision:
+                        room.revision = renewed

@@ -1,0 +1,265 @@
+"""Rooms across runtime replicas, on a real nats-server: order, leases, hand-over, limits.
+
+Two replicas (each an ``AgentHost`` on its own connection, in the queue group)
+share one memory service. The model takes a while, so messages of one room
+wait for each other; the tests check what ``shared.rooms`` promises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+from faststream.nats import NatsBroker
+
+from contracts import Content, Error, HandleMessage, HandleMessageResult, Subjects
+from services.memory.main import create_broker_for as memory_broker
+from services.runtime.main import attach
+from shared.agent.character import Character
+from shared.agent.runtime import AgentRuntime
+from shared.agent.types import ModelType, Plugin
+from shared.bus import create_broker, request, start_serving
+from shared.config import Settings
+from shared.hosting import AgentHost, HostedAgents
+from shared.rooms import ensure_lease_bucket
+from shared.storage.sql import SqlAdapter
+from tests.scripted import plan
+
+AGENT = "eliza-rooms"
+
+
+@dataclass
+class SlowModel:
+    """A planner that takes ``delay`` seconds and records how many calls overlap, per room."""
+
+    delay: float = 0.2
+    running: dict[str, int] = field(default_factory=dict)
+    most: dict[str, int] = field(default_factory=dict)
+    calls: int = 0
+    gate: asyncio.Event | None = None
+    called: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def plugin(self) -> Plugin:
+        async def answer(runtime: AgentRuntime, params: dict[str, Any]) -> str:
+            del runtime
+            room = ([*re.findall(r"room:([\w-]+)", str(params.get("prompt"))), "?"])[0]
+            self.calls += 1
+            self.called.set()
+            self.running[room] = self.running.get(room, 0) + 1
+            self.most[room] = max(self.most.get(room, 0), self.running[room])
+            try:
+                if self.gate is not None:
+                    await self.gate.wait()
+                await asyncio.sleep(self.delay)
+            finally:
+                self.running[room] -= 1
+            return plan("noted")
+
+        return Plugin(
+            name="slow", models={ModelType.TEXT_LARGE: answer, ModelType.TEXT_SMALL: answer}
+        )
+
+
+@dataclass
+class Replicas:
+    subjects: Subjects
+    caller: NatsBroker
+    hosts: list[AgentHost]
+    brokers: list[NatsBroker]
+    model: SlowModel
+
+    async def send(self, text: str, room: str, *, timeout: float = 30) -> HandleMessageResult:
+        message = HandleMessage(
+            entity_id=f"user-{room}", room_id=room, content=Content(text=f"{text} room:{room}")
+        )
+        return await request(
+            self.caller,
+            self.subjects.message_handle(AGENT),
+            message,
+            HandleMessageResult,
+            timeout=timeout,
+        )
+
+
+async def _replica(
+    nats_url: str, subjects: Subjects, model: SlowModel, *, lease: float, turns: int
+) -> tuple[NatsBroker, AgentHost]:
+    broker = create_broker(nats_url, name="runtime-under-test")
+    await broker.start()
+    host = AgentHost(
+        broker,
+        subjects,
+        HostedAgents(plugins=()),
+        lease_seconds=lease,
+        turns_in_parallel=turns,
+    )
+    await host.open()
+    await host.add(
+        Character(name="Eliza", id=AGENT, bio=["A helpful agent."]),
+        [model.plugin()],
+        {"TASK_TICK_SECONDS": "3600"},
+    )
+    await host.rooms.open()
+    for subscriber in attach(broker, subjects, host).values():
+        await subscriber.start()
+    return broker, host
+
+
+@pytest.fixture
+async def replicas(
+    nats_url: str, subjects: Subjects, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Replicas]:
+    options: dict[str, Any] = getattr(request, "param", {})
+    database_url = f"sqlite:///{tmp_path / 'memory.db'}"
+    storage = SqlAdapter.from_url(database_url, "elizamesh-memory")
+    await storage.init()
+    settings = Settings(nats_url=nats_url, eliza_ns=subjects.namespace, database_url=database_url)
+    memory = memory_broker(settings, storage)
+    caller = create_broker(nats_url, name="caller")
+    model = SlowModel(delay=options.get("delay", 0.2))
+    brokers: list[NatsBroker] = []
+    hosts: list[AgentHost] = []
+    try:
+        async with memory, caller:
+            await start_serving(memory)
+            await caller.start()
+            for _ in range(options.get("count", 2)):
+                broker, host = await _replica(
+                    nats_url,
+                    subjects,
+                    model,
+                    lease=options.get("lease", 10.0),
+                    turns=options.get("turns", 16),
+                )
+                brokers.append(broker)
+                hosts.append(host)
+            await caller.config.connection_state.connection.flush()
+            yield Replicas(subjects, caller, hosts, brokers, model)
+            if model.gate is not None:
+                model.gate.set()
+            for host, broker in zip(hosts, brokers, strict=True):
+                if broker.config.connection_state.connection.is_closed:
+                    continue  # the replica that "died": nothing left to stop
+                await host.stop()
+                await broker.stop()
+            js = caller.config.connection_state.stream
+            for info in await js.streams_info():
+                name = info.config.name or ""
+                if subjects.namespace.upper() in name:
+                    await js.delete_stream(name)
+    finally:
+        await storage.close()
+
+
+async def test_messages_of_one_room_are_answered_in_the_order_they_were_sent(
+    replicas: Replicas,
+) -> None:
+    done: list[int] = []
+
+    async def send(i: int) -> None:
+        result = await replicas.send(f"message number {i}", "room-order")
+        assert result.status == "completed", result.error
+        done.append(i)
+
+    sends = []
+    for i in range(8):  # 20 ms apart, all in flight together, over both replicas
+        sends.append(asyncio.create_task(send(i)))
+        await asyncio.sleep(0.02)
+    await asyncio.gather(*sends)
+    assert done == list(range(8))
+    assert replicas.model.most["room-order"] == 1
+
+
+@pytest.mark.parametrize("replicas", [{"count": 1, "turns": 2, "delay": 0.3}], indirect=True)
+async def test_a_busy_room_holds_no_worker_another_room_needs(replicas: Replicas) -> None:
+    busy = [asyncio.create_task(replicas.send(f"m{i}", "room-busy")) for i in range(10)]
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    other = await replicas.send("hello", "room-free")
+    took = time.monotonic() - started
+    assert other.status == "completed"
+    # Its own turn: two model calls of 0.3 s, not the ten turns queued in the busy room.
+    assert took < 2.0, took
+    await asyncio.gather(*busy)
+
+
+@pytest.mark.parametrize("replicas", [{"count": 2, "lease": 1.5, "delay": 2.5}], indirect=True)
+async def test_a_turn_longer_than_the_lease_keeps_its_room(replicas: Replicas) -> None:
+    first = asyncio.create_task(replicas.send("long one", "room-long"))
+    await asyncio.sleep(0.2)
+    second = asyncio.create_task(replicas.send("long two", "room-long"))
+    results = await asyncio.gather(first, second)
+    assert [r.status for r in results] == ["completed", "completed"]
+    assert replicas.model.most["room-long"] == 1
+
+
+@pytest.mark.parametrize("replicas", [{"count": 2, "lease": 2.0, "delay": 0.05}], indirect=True)
+async def test_the_rooms_of_a_replica_that_vanished_are_free_again_within_the_lease(
+    replicas: Replicas,
+) -> None:
+    replicas.model.gate = asyncio.Event()
+    stuck = asyncio.create_task(replicas.send("stuck", "room-dead", timeout=60))
+    await asyncio.wait_for(replicas.model.called.wait(), timeout=20)
+    owner = next(i for i, h in enumerate(replicas.hosts) if h.rooms.held())
+    # The owner's connection goes away mid-turn, as when its process is killed.
+    await replicas.brokers[owner].config.connection_state.connection.close()
+    replicas.model.gate.set()
+    started = time.monotonic()
+    result = await replicas.send("after the crash", "room-dead")
+    recovered = time.monotonic() - started
+    assert result.status == "completed"
+    assert recovered < 2.0 + 1.5, recovered
+    stuck.cancel()
+
+
+async def test_the_lease_bucket_takes_a_new_ttl_instead_of_refusing_it(
+    replicas: Replicas,
+) -> None:
+    await ensure_lease_bucket(replicas.caller, replicas.subjects, 7.0)
+    js = replicas.caller.config.connection_state.stream
+    info = await js.stream_info(f"KV_{replicas.subjects.namespace.upper()}_ROOM_LEASES")
+    assert info.config.max_age == pytest.approx(7.0)
+    await ensure_lease_bucket(replicas.caller, replicas.subjects, 10.0)
+    info = await js.stream_info(f"KV_{replicas.subjects.namespace.upper()}_ROOM_LEASES")
+    assert info.config.max_age == pytest.approx(10.0)
+    assert (await replicas.send("still serving", "room-ttl")).status == "completed"
+
+
+async def test_bad_bodies_are_typed_bad_requests_with_short_headers(
+    replicas: Replicas, nats_url: str
+) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        subject = replicas.subjects.message_handle(AGENT)
+        huge = b'{"message_id": "' + b"x" * 300_000 + b'", "entity_id": "u", "room_id": "r"}'
+        for body in (b'{"entity_id": "\xff\xfe"}', b"[" * 100_000 + b"]" * 100_000, huge):
+            reply = await nc.request(subject, body, timeout=10)
+            error = msgspec.json.decode(reply.data, type=Error)
+            assert error.code == "bad_request", error
+            assert len(error.message) <= 1024
+            assert reply.headers is not None
+            assert len(reply.headers["Nats-Service-Error"]) <= 256
+        # Every replica still serves.
+        results = await asyncio.gather(
+            *(replicas.send("after the bad input", f"room-after-{i}") for i in range(4))
+        )
+        assert all(r.status == "completed" for r in results)
+    finally:
+        await nc.close()
+
+
+async def test_a_burst_to_one_room_over_two_replicas_runs_one_turn_at_a_time(
+    replicas: Replicas,
+) -> None:
+    for _ in range(3):
+        results = await asyncio.gather(*(replicas.send(f"n{i}", "room-burst") for i in range(4)))
+        assert all(r.status == "completed" for r in results)
+    assert replicas.model.most["room-burst"] == 1
