@@ -277,12 +277,19 @@ def validate_owner(value: str) -> str:
     return value
 
 
+def run_owner(run_id: str) -> str | None:
+    """The owner of an owned run id (``<owner>__<id>``: ``Subjects.owned_run_id``), else None."""
+    owner, separator, rest = run_id.partition(RUN_OWNER_SEPARATOR)
+    if separator and rest and _OWNER.fullmatch(owner):
+        return owner
+    return None
+
+
 def _run_tokens(run_id: str) -> str:
     """``<owner>.<id>`` for an owned run id (``<owner>__<id>``), else the run id itself."""
     validate_id(run_id, what="run_id")
-    owner, separator, rest = run_id.partition(RUN_OWNER_SEPARATOR)
-    if separator and rest and _OWNER.fullmatch(owner):
-        return f"{owner}.{rest}"
+    if (owner := run_owner(run_id)) is not None:
+        return f"{owner}.{run_id[len(owner) + len(RUN_OWNER_SEPARATOR) :]}"
     return run_id
 
 
@@ -465,7 +472,7 @@ def permissions(subjects: Subjects, role: str) -> Permissions:
         case "gateway":
             return Permissions(
                 publish=_management(s),
-                subscribe=(s.runs_of("gateway"), s.health, INBOX),
+                subscribe=(s.runs_of("gateway"), s.health, f"{inbox_of('gateway')}.>"),
                 allow_responses=True,
             )
         case "admin":
@@ -488,8 +495,12 @@ def permissions(subjects: Subjects, role: str) -> Permissions:
             raise InvalidIdError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
 
 
-def connector_inbox(name: str) -> str:
-    """The reply-subject prefix a connector connects with (nats-py's ``inbox_prefix``)."""
+def inbox_of(name: str) -> str:
+    """The reply-subject prefix the NATS user ``name`` connects with (nats-py's ``inbox_prefix``).
+
+    A connector's, or the gateway's: that user may read the replies to its
+    own requests and nobody else's (``_INBOX.>`` would be everyone's).
+    """
     return f"_INBOX.{validate_owner(name)}"
 
 
@@ -500,10 +511,19 @@ def connector_permissions(
 
     It may send messages to agents; follow the runs it owns
     (``Subjects.owned_run_id(name)``); read replies on its own inbox
-    (``connector_inbox(name)``); and drain its platforms' outbound messages
-    through their durable consumers. Nothing else: no memory, no agent
-    commands, no events, no other run, no reply on a subject it did not request.
+    (``inbox_of(name)``); see its platforms' outbound messages live
+    and drain them through their durable consumers (the stream exists: the
+    runtime declares it). Nothing else: no memory, no agent commands, no
+    events, no other run, no health probes, and no reply to what it
+    receives (no ``allow_responses``: an outbound message it sees carries the
+    runtime's reply subject for the stream's acknowledgement).
+
+    Raises:
+        InvalidIdError: ``name`` is not a valid owner, or is a service role's
+            (it would share that service's user, inbox or runs).
     """
+    if name in ROLES:
+        raise InvalidIdError(f"a connector cannot be named {name!r}: a service role has it")
     s = subjects
     outbound = tuple(
         p
@@ -516,5 +536,9 @@ def connector_permissions(
     )
     return Permissions(
         publish=publish,
-        subscribe=(s.runs_of(name), f"{connector_inbox(name)}.>"),
+        subscribe=(
+            s.runs_of(name),
+            f"{inbox_of(name)}.>",
+            *(s.outbound(source) for source in sources),
+        ),
     )

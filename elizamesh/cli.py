@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from contracts.schema import asyncapi, catalogue
+from contracts.subjects import InvalidIdError, validate_owner
 from shared.agent.character import Character
 from shared.agent.embedding_queue import EmbeddingQueue
 from shared.config import Settings
@@ -153,17 +154,37 @@ def _wait_for_agent(url: str, agent_id: str, *, timeout: float = 60) -> None:
     raise typer.Exit(1)
 
 
+def _connector_name(name: str | None) -> str | None:
+    """Refuse, as a bad option, a connector name no NATS user or run could have."""
+    try:
+        return None if name is None else validate_owner(name)
+    except InvalidIdError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command()
 def chat(
     agent: Annotated[str, typer.Option(help="The agent to talk to (its id).")] = "eliza",
     user: Annotated[str, typer.Option(help="Your user id.")] = "cli-user",
+    connector: Annotated[
+        str,
+        typer.Option(
+            envvar="ELIZA_CONNECTOR",
+            callback=_connector_name,
+            help="The connector it is (its NATS user in NATS_URL, with the cli platform).",
+        ),
+    ] = "chat",
 ) -> None:
     """Talk to an agent of a running stack from the terminal (NATS_URL; Ctrl-D to leave)."""
     from elizamesh.connectors import terminal_chat  # noqa: PLC0415
 
     settings = Settings.from_env()
     try:
-        asyncio.run(terminal_chat(settings.nats_url, settings.subjects, agent, user=user))
+        asyncio.run(
+            terminal_chat(
+                settings.nats_url, settings.subjects, agent, user=user, connector=connector
+            )
+        )
     except KeyboardInterrupt:
         console.print()
     except ServiceError as exc:
@@ -177,13 +198,23 @@ def webhook(
     source: Annotated[
         str, typer.Option(help="The platform whose messages to deliver.")
     ] = "webhook",
+    connector: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ELIZA_CONNECTOR",
+            callback=_connector_name,
+            help="Run as this connector (its NATS user in NATS_URL): no stream creation, "
+            "no health probes. Without it, a trusted service that does both.",
+        ),
+    ] = None,
 ) -> None:
     """Deliver the agents' outbound messages of one source to a URL (NATS_URL; Ctrl-C stops)."""
     from elizamesh.connectors import webhook_connector  # noqa: PLC0415
 
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    asyncio.run(webhook_connector(settings, source=source, url=url).run())
+    app = webhook_connector(settings, source=source, url=url, connector=connector)
+    asyncio.run(app.run())
 
 
 @app.command(name="nats-config")

@@ -28,6 +28,7 @@ from faststream.message import StreamMessage
 from faststream.middlewares import BaseMiddleware, ExceptionMiddleware
 from faststream.nats import NatsBroker, NatsMessage, NatsResponse
 from faststream.response import PublishCommand, PublishType
+from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NATSClient
 from nats.js.api import RetentionPolicy
 
@@ -226,6 +227,7 @@ def create_broker(
     *,
     name: str,
     middlewares: Sequence[BrokerMiddleware[Any, Any]] = (),
+    inbox_prefix: str | None = None,
 ) -> NatsBroker:
     """Return a broker that speaks msgspec JSON and answers failures with ``Error``.
 
@@ -234,10 +236,14 @@ def create_broker(
         name: The connection name shown in NATS monitoring (the service name).
         middlewares: Extra middlewares, such as telemetry; the error mapping
             is always the innermost one.
+        inbox_prefix: Where replies to this connection's requests (JetStream
+            API calls included) arrive, instead of ``_INBOX``: a connector's
+            NATS user may read only its own (``contracts.subjects.inbox_of``).
     """
     return NatsBroker(
         nats_url.split(","),
         name=name,
+        inbox_prefix=inbox_prefix or DEFAULT_INBOX_PREFIX,
         codec=JsonCodec(),
         serializer=MsgSpecSerializer(),
         middlewares=[*middlewares, _BoundedReplies, _error_middleware()],

@@ -6,6 +6,10 @@ The same method names as the in-process ``ElizaOS`` (``add_agents``,
 agents live in the runtime service and every call is a typed request on a
 subject of ``contracts.Subjects``. Lifecycle events come from the events
 stream as an async iterator.
+
+A program with a connector's NATS user (``elizamesh nats-config --connector
+NAME``) passes ``connector=NAME``: replies then come on its own inbox and
+its runs are its own, the only ones it may follow.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from contracts.events import (
     RunEnded,
     RunResponse,
 )
+from contracts.subjects import inbox_of
 from shared.agent.character import Character
 from shared.bus import create_broker, request
 from shared.config import DEFAULT_NATS_URL
@@ -71,10 +76,23 @@ class ElizaOSClient:
         namespace: str = "eliza",
         timeout: float = 30.0,
         name: str = "elizamesh-client",
+        connector: str | None = None,
     ) -> None:
+        """Prepare the connection (``connect`` or ``async with`` opens it).
+
+        Args:
+            nats_url: Comma-separated NATS server URLs (credentials included).
+            namespace: The stack's ``ELIZA_NS``.
+            timeout: Seconds each request, and each wait for a run's next event, may take.
+            name: The connection name shown in NATS monitoring.
+            connector: The connector this client is, when its NATS user is one:
+                its inbox and the owner of the runs it starts.
+        """
         self.subjects = Subjects(namespace)
         self.timeout = timeout
-        self.broker: NatsBroker = create_broker(nats_url, name=name)
+        self.connector = connector
+        inbox = inbox_of(connector) if connector is not None else None
+        self.broker: NatsBroker = create_broker(nats_url, name=name, inbox_prefix=inbox)
         self._background: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> Self:
@@ -199,7 +217,14 @@ class ElizaOSClient:
                 HandleMessageResult,
                 timeout=self.timeout,
             )
-        run = await start_run(self.broker, self.subjects, agent_id, message, timeout=self.timeout)
+        run = await start_run(
+            self.broker,
+            self.subjects,
+            agent_id,
+            message,
+            timeout=self.timeout,
+            owner=self.connector,
+        )
 
         async def follow() -> None:
             failure: BaseException | None = None

@@ -1,10 +1,11 @@
 """Vectors through the embedding service: the runtime's side (a queue) and the worker's.
 
 The runtime publishes ``EmbeddingRequested`` on a JetStream work queue, one
-subject per priority. Embedding-service replicas share durable pull
-consumers: each takes a batch from the highest priority that has work, embeds
-the texts in one model call, writes the batch's vectors through the memory
-service (one ``set_embeddings`` request per agent), and acknowledges. A
+subject per priority. Embedding-service replicas share durable consumers, one
+per priority, pulled by FastStream subscribers with a long poll: the messages
+of one pull are embedded in one model call once no higher priority has
+work, their vectors written through the memory service (one
+``set_embeddings`` request per agent), and each message acknowledged. A
 failure is retried with backoff (nak with delay, by ``EMBEDDING_RETRY``, the
 policy of the in-process queue too); after its last try,
 or at once for a body that cannot be read or a vector the memory service
@@ -13,15 +14,16 @@ refuses, the request goes to the dead-letter subject and leaves the queue.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
+import hashlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import msgspec
-from faststream.nats import NatsBroker
-from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig
+from faststream.nats import NatsBroker, NatsMessage
 
 from contracts import Subjects
 from contracts.embedding import PRIORITIES, EmbeddingRequested, Priority
@@ -30,15 +32,17 @@ from shared.agent.embedding_queue import EMBEDDING_RETRY, RetryPolicy
 from shared.agent.runtime import AgentRuntime
 from shared.agent.types import ModelType
 from shared.bus import ensure_stream
+from shared.consumer import QUEUE_WAIT, QueueConsumers, pull_consumer
 from shared.errors import BadRequest
 from shared.storage.client import memory_client
 from shared.storage.vectors import to_bytes
 from shared.telemetry import consumed
-from shared.workers import PullWorker
 
 logger = logging.getLogger("elizamesh.embedding")
 
 _DECODER = msgspec.json.Decoder(EmbeddingRequested)
+_MAX_YIELD = 2.0
+"""Seconds a batch waits at most for higher priorities (a retrying one holds no one longer)."""
 
 
 class JetStreamEmbeddingQueue:
@@ -50,12 +54,21 @@ class JetStreamEmbeddingQueue:
         self.agent_id = agent_id
 
     async def put(self, memory: Memory, priority: Priority = "normal") -> None:
-        """Queue ``memory`` for the embedding service."""
+        """Queue ``memory`` for the embedding service.
+
+        The same memory with the same text is queued once within the stream's
+        duplicate window (``Nats-Msg-Id``), whichever replica or priority
+        queues it: replicas that start together each scan the same backlog.
+        """
         request = EmbeddingRequested(
             agent_id=self.agent_id, memory_id=memory.id, text=memory.content.text
         )
+        text = hashlib.sha256((memory.content.text or "").encode()).hexdigest()[:16]
         await self.broker.publish(
-            request, self.subjects.embedding_queue(priority), stream=self.subjects.embedding_stream
+            request,
+            self.subjects.embedding_queue(priority),
+            headers={"Nats-Msg-Id": f"{self.agent_id}:{memory.id}:{text}"},
+            stream=self.subjects.embedding_stream,
         )
 
     def start(self) -> None:
@@ -72,8 +85,8 @@ async def ensure_embedding_stream(broker: NatsBroker, subjects: Subjects) -> Non
     )
 
 
-class EmbeddingWorker(PullWorker):
-    """Drains the embedding queue in batches, high priority first."""
+class EmbeddingWorker(QueueConsumers):
+    """Embeds from the embedding queue in batches, high priority first."""
 
     def __init__(
         self,
@@ -83,108 +96,178 @@ class EmbeddingWorker(PullWorker):
         *,
         batch_size: int = 16,
         retry: RetryPolicy = EMBEDDING_RETRY,
+        wait: float = QUEUE_WAIT,
     ) -> None:
+        super().__init__(broker)
         self.subjects = subjects
         self.models = models
         self.batch_size = batch_size
         self.retry = retry
-        self._by_priority: dict[Priority, Any] = {}
-        super().__init__(broker)
+        self.wait = wait
+        self._joining: dict[Priority, list[_Taken]] = {p: [] for p in PRIORITIES}
+        self._in_hand: dict[Priority, int] = dict.fromkeys(PRIORITIES, 0)
+        self._delayed: dict[Priority, set[int]] = {p: set() for p in PRIORITIES}
+        """Stream sequences this worker nakked with a delay, not delivered again yet."""
+        self._batch_done = asyncio.Event()
 
-    async def open(self) -> None:
-        """Declare the stream and one durable pull consumer per priority."""
+    async def declare(self) -> None:
+        """Declare the stream and subscribe to one durable consumer per priority."""
         await ensure_embedding_stream(self.broker, self.subjects)
-        js = self.broker.config.connection_state.stream
         for priority in PRIORITIES:
-            self._by_priority[priority] = await js.pull_subscribe(
-                self.subjects.embedding_queue(priority),
-                durable=f"embedding-{priority}",
-                stream=self.subjects.embedding_stream,
-                config=ConsumerConfig(ack_wait=60, max_deliver=self.retry.tries + 1),
-            )
-        self.subscriptions = list(self._by_priority.values())
-        self.durables = [(self.subjects.embedding_stream, f"embedding-{p}") for p in PRIORITIES]
-
-    async def drain_once(self) -> int:
-        """Process one batch from the highest priority that has work; return its size."""
-        for priority in PRIORITIES:
-            try:
-                batch: list[Msg] = await self._by_priority[priority].fetch(
-                    self.batch_size, timeout=0.05
+            self.durables.append(
+                pull_consumer(
+                    self.broker,
+                    self.subjects.embedding_queue(priority),
+                    functools.partial(self._take, priority),
+                    stream=self.subjects.embedding_stream,
+                    durable=_durable(priority),
+                    max_deliver=self.retry.tries + 1,
+                    batch_size=self.batch_size,
+                    wait=self.wait,
+                    description=self._take.__doc__,
                 )
-            except TimeoutError:
-                continue
-            if batch:
-                await self._process(batch)
-                return len(batch)
-        return 0
+            )
 
-    async def _process(self, batch: list[Msg]) -> None:
-        readable: list[tuple[Msg, EmbeddingRequested]] = []
-        for msg in batch:
+    async def _take(self, priority: Priority, message: NatsMessage) -> None:
+        """Embed one requested vector, in one model call with the others of its pull."""
+        self._delayed[priority].discard(message.raw_message.metadata.sequence.stream)
+        self._in_hand[priority] += 1
+        try:
             try:
-                readable.append((msg, _DECODER.decode(msg.data)))
+                request = _DECODER.decode(message.body)
             except msgspec.DecodeError as exc:
-                await self._dead(msg, f"unreadable request: {exc}")
-        if not readable:
-            return
+                await self._dead(message, f"unreadable request: {exc}")
+                return
+            taken = _Taken(message, request, asyncio.get_running_loop().create_future())
+            joining = self._joining[priority]
+            joining.append(taken)
+            if len(joining) > 1:  # the first one's handler embeds the batch
+                await taken.settled
+                return
+            # The messages of one pull are handled side by side: let them join.
+            joined = 0
+            while joined != len(joining):
+                joined = len(joining)
+                await asyncio.sleep(0)
+            batch = joining.copy()
+            joining.clear()
+            try:
+                await self._yield_to_higher(priority)
+                await self._process(priority, batch)
+            finally:
+                for other in batch:
+                    if not other.settled.done():
+                        other.settled.set_result(None)
+        finally:
+            self._in_hand[priority] -= 1
+            self._batch_done.set()
+
+    async def _yield_to_higher(self, priority: Priority) -> None:
+        """Wait while a higher priority has work (at most ``_MAX_YIELD`` seconds)."""
+        higher = PRIORITIES[: PRIORITIES.index(priority)]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _MAX_YIELD
+        while higher and loop.time() < deadline and await self._busy(higher):
+            self._batch_done.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._batch_done.wait()
+
+    async def _busy(self, priorities: Sequence[Priority]) -> bool:
+        """Whether any of ``priorities`` has messages waiting or in a replica's hands.
+
+        A message nakked here with a delay waits for its retry: it holds no one up.
+        """
+        js = self.broker.config.connection_state.stream
+        for priority in priorities:
+            if self._in_hand[priority]:
+                return True
+            info = await js.consumer_info(self.subjects.embedding_stream, _durable(priority))
+            if not info.num_ack_pending:  # those nakked here were taken, or given up
+                self._delayed[priority].clear()
+            delivered = (info.num_ack_pending or 0) - len(self._delayed[priority])
+            if info.num_pending or delivered > 0:
+                return True
+        return False
+
+    async def _process(self, priority: Priority, batch: list[_Taken]) -> None:
         # One model call for the batch, traced in the first request's trace.
         try:
-            with consumed("embedding batch", readable[0][0].headers, size=len(readable)):
+            with consumed("embedding batch", batch[0].message.headers, size=len(batch)):
                 vectors = await self.models.use_model(
-                    ModelType.TEXT_EMBEDDING, {"texts": [r.text for _, r in readable]}
+                    ModelType.TEXT_EMBEDDING, {"texts": [t.request.text for t in batch]}
                 )
         except Exception as exc:
-            for msg, _ in readable:
-                await self._retry(msg, f"model failed: {exc}")
+            for taken in batch:
+                await self._retry(priority, taken.message, f"model failed: {exc}")
             return
-        by_agent: dict[str, list[tuple[Msg, EmbeddingRequested, bytes]]] = {}
-        for (msg, request), vector in zip(readable, vectors, strict=True):
-            by_agent.setdefault(request.agent_id, []).append((msg, request, to_bytes(vector)))
+        by_agent: dict[str, list[tuple[_Taken, bytes]]] = {}
+        for taken, vector in zip(batch, vectors, strict=True):
+            by_agent.setdefault(taken.request.agent_id, []).append((taken, to_bytes(vector)))
         for agent_id, items in by_agent.items():
-            await self._store(agent_id, items)
+            await self._store(priority, agent_id, items)
 
     async def _store(
-        self, agent_id: str, items: Sequence[tuple[Msg, EmbeddingRequested, bytes]]
+        self, priority: Priority, agent_id: str, items: Sequence[tuple[_Taken, bytes]]
     ) -> None:
         """Write one agent's vectors in one request, then settle each message."""
         adapter = memory_client(self.broker, agent_id=agent_id, subjects=self.subjects)
-        ids = [request.memory_id for _, request, _ in items]
+        ids = [taken.request.memory_id for taken, _ in items]
+        headers = items[0][0].message.headers
         missing: set[str] = set()
         try:
-            with consumed("embedding write", items[0][0].headers, agent_id=agent_id, size=len(ids)):
-                stored = await adapter.set_embeddings(ids, [blob for _, _, blob in items])
+            with consumed("embedding write", headers, agent_id=agent_id, size=len(ids)):
+                stored = await adapter.set_embeddings(ids, [blob for _, blob in items])
                 if stored < len(set(ids)):  # some memories are gone: which ones?
                     missing = set(ids) - {m.id for m in await adapter.get_memories_by_ids(ids)}
         except BadRequest as exc:  # such as another vector size: no retry will do better
-            for msg, _, _ in items:
-                await self._dead(msg, f"the vector was refused: {exc}")
+            for taken, _ in items:
+                await self._dead(taken.message, f"the vector was refused: {exc}")
             return
         except Exception as exc:
-            for msg, _, _ in items:
-                await self._retry(msg, f"could not store the vector: {exc}")
+            for taken, _ in items:
+                await self._retry(priority, taken.message, f"could not store the vector: {exc}")
             return
-        for msg, request, _ in items:
-            with consumed("embedding store", msg.headers, memory_id=request.memory_id):
-                if request.memory_id in missing:
-                    await self._dead(msg, f"memory {request.memory_id} does not exist")
+        for taken, _ in items:
+            memory_id = taken.request.memory_id
+            with consumed("embedding store", taken.message.headers, memory_id=memory_id):
+                if memory_id in missing:
+                    await self._dead(taken.message, f"memory {memory_id} does not exist")
                 else:
-                    await msg.ack()
+                    await taken.message.ack()
 
-    async def _retry(self, msg: Msg, reason: str) -> None:
-        delivered = msg.metadata.num_delivered
+    async def _retry(self, priority: Priority, message: NatsMessage, reason: str) -> None:
+        metadata = message.raw_message.metadata
+        delivered = metadata.num_delivered
         if delivered >= self.retry.tries:
-            await self._dead(msg, f"{reason} (after {delivered} tries)")
+            await self._dead(message, f"{reason} (after {delivered} tries)")
             return
         logger.warning("embedding retry %d: %s", delivered, reason)
-        await msg.nak(delay=self.retry.delay(delivered))
+        self._delayed[priority].add(metadata.sequence.stream)
+        await message.nack(delay=self.retry.delay(delivered))
 
-    async def _dead(self, msg: Msg, reason: str) -> None:
+    async def _dead(self, message: NatsMessage, reason: str) -> None:
         logger.error("embedding request dead-lettered: %s", reason)
         with contextlib.suppress(Exception):
             await self.broker.publish(
-                msg.data,
+                message.body,
                 self.subjects.embedding_dead,
-                headers={"Elizamesh-Dead-Reason": reason[:200], "Elizamesh-Subject": msg.subject},
+                headers={
+                    "Elizamesh-Dead-Reason": reason[:200],
+                    "Elizamesh-Subject": message.raw_message.subject,
+                },
             )
-        await msg.term()
+        await message.reject()
+
+
+@dataclass
+class _Taken:
+    """A request taken from the queue, settled by the handler that embeds its batch."""
+
+    message: NatsMessage
+    request: EmbeddingRequested
+    settled: asyncio.Future[None]
+
+
+def _durable(priority: Priority) -> str:
+    return f"embedding-{priority}"

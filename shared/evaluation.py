@@ -3,8 +3,9 @@
 With ``EVALUATORS=remote`` the runtime does not run evaluators itself: its
 message service hands each ended turn to ``JetStreamEvaluation``, which
 queues an ``EvaluateTurn`` (the message, the replies, and the context the
-turn read) on a JetStream work queue. ``EvaluationWorker``, a durable pull
-consumer shared by the evaluator replicas, runs ``evaluate_turn`` on it: the
+turn read) on a JetStream work queue. ``EvaluationWorker``, a FastStream
+pull subscriber of a durable consumer shared by the evaluator replicas, runs
+``evaluate_turn`` on each job, one at a time: the
 same code and the same inputs as in one process, so evaluating costs no
 storage reads, and its writes are one commit. Delivery is at least once; the
 commit is all or nothing, so a retried job never leaves half its facts. A
@@ -17,17 +18,15 @@ import logging
 from typing import TYPE_CHECKING
 
 import msgspec
-from faststream.nats import NatsBroker
-from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig
+from faststream.nats import NatsBroker, NatsMessage
 
 from contracts import Subjects
 from contracts.evaluation import EvaluateTurn
 from shared.agent.message_service import evaluate_turn
 from shared.bus import ensure_stream
+from shared.consumer import QUEUE_WAIT, QueueConsumers, pull_consumer
 from shared.errors import NotFound
 from shared.telemetry import consumed
-from shared.workers import PullWorker
 
 if TYPE_CHECKING:
     from shared.agent.runtime import AgentRuntime
@@ -65,8 +64,8 @@ class JetStreamEvaluation:
             logger.exception("could not queue the evaluation of message %s", job.message.id)
 
 
-class EvaluationWorker(PullWorker):
-    """Runs evaluators for every turn that ended, from the evaluation queue."""
+class EvaluationWorker(QueueConsumers):
+    """Runs evaluators for every turn that ended, from the evaluation queue, one at a time."""
 
     def __init__(
         self,
@@ -74,62 +73,57 @@ class EvaluationWorker(PullWorker):
         subjects: Subjects,
         host: AgentHost,
         *,
-        batch_size: int = 8,
         max_deliver: int = 4,
         backoff: float = 1.0,
+        wait: float = QUEUE_WAIT,
     ) -> None:
+        super().__init__(broker)
         self.subjects = subjects
         self.host = host
-        self.batch_size = batch_size
         self.max_deliver = max_deliver
         self.backoff = backoff
-        super().__init__(broker)
+        self.wait = wait
 
-    async def open(self) -> None:
-        """Declare the evaluation queue and join its durable consumer."""
+    async def declare(self) -> None:
+        """Declare the evaluation queue and subscribe to its durable consumer."""
         await ensure_evaluation_stream(self.broker, self.subjects)
-        js = self.broker.config.connection_state.stream
-        subscription = await js.pull_subscribe(
-            self.subjects.turn_evaluate_template,
-            durable="evaluator",
-            stream=self.subjects.evaluation_stream,
-            config=ConsumerConfig(ack_wait=300, max_deliver=self.max_deliver + 1),
+        self.durables.append(
+            pull_consumer(
+                self.broker,
+                self.subjects.turn_evaluate_template,
+                self._one,
+                stream=self.subjects.evaluation_stream,
+                durable="evaluator",
+                max_deliver=self.max_deliver + 1,
+                ack_wait=300,
+                wait=self.wait,
+            )
         )
-        self.subscriptions = [subscription]
-        self.durables = [(self.subjects.evaluation_stream, "evaluator")]
 
-    async def drain_once(self) -> int:
-        """Evaluate one batch of ended turns; return how many were taken."""
+    async def _one(self, message: NatsMessage) -> None:
+        """Run the evaluators of one ended turn (an ``EvaluateTurn``)."""
+        subject = message.raw_message.subject
         try:
-            batch: list[Msg] = await self.subscriptions[0].fetch(self.batch_size, timeout=0.1)
-        except TimeoutError:
-            return 0
-        for msg in batch:
-            await self._one(msg)
-        return len(batch)
-
-    async def _one(self, msg: Msg) -> None:
-        try:
-            job = _DECODER.decode(msg.data)
+            job = _DECODER.decode(message.body)
         except msgspec.DecodeError:
-            logger.exception("unreadable evaluation job on %s; dropped", msg.subject)
-            await msg.term()
+            logger.exception("unreadable evaluation job on %s; dropped", subject)
+            await message.reject()
             return
         try:
-            with consumed("evaluate", msg.headers, message_id=job.message.id):
+            with consumed("evaluate", message.headers, message_id=job.message.id):
                 await self.evaluate(job)
         except Exception:
-            delivered = msg.metadata.num_delivered
+            delivered = message.raw_message.metadata.num_delivered
             if delivered >= self.max_deliver:
                 logger.exception(
                     "evaluation of %s given up after %d tries", job.message.id, delivered
                 )
-                await msg.term()
+                await message.reject()
             else:
                 logger.warning("evaluation of %s failed; retrying", job.message.id, exc_info=True)
-                await msg.nak(delay=self.backoff * 2 ** (delivered - 1))
+                await message.nack(delay=self.backoff * 2 ** (delivered - 1))
             return
-        await msg.ack()
+        await message.ack()
 
     async def evaluate(self, job: EvaluateTurn) -> bool:
         """Run the evaluators for one ended turn; False when its agent is gone."""

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from faststream.nats import NatsBroker
 from contracts import Content, Error, HandleMessage, HandleMessageResult, Subjects, new_id
 from contracts.control import AddAgent, AgentChanged, AgentHealth, AgentStatus, OutboundMessage
 from contracts.events import AgentEventOccurred, AgentInfo, RunChunk, RunEnded, RunResponse
-from contracts.records import Memory
+from contracts.records import Agent, Memory
 from shared.agent.character import Character
 from shared.agent.message_service import MessageOptions
 from shared.agent.plugin import resolve_plugins
@@ -46,6 +46,7 @@ from shared.events import EventPublisher
 from shared.outbound import ensure_outbound_stream
 from shared.remote import remote_action, remote_provider
 from shared.rooms import LEASE_SECONDS, Arrival, RoomScheduler
+from shared.secrets import SECRETS_CACHE_KEY, SecretBox, secret_key_from
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.client import memory_client
 
@@ -61,7 +62,9 @@ class HostedAgents:
     else ``local``. ``REMOTE_PROVIDERS``: names of providers served over NATS
     (``<ns>.provider.<name>.get``), asked with ``PROVIDER_TIMEOUT`` seconds
     (default 2) each. ``REMOTE_ACTIONS``: names of actions served over NATS
-    (``<ns>.action.<name>.invoke``).
+    (``<ns>.action.<name>.invoke``). ``ELIZAMESH_SECRET_KEY`` (else
+    ``SECRET_SALT``): the key the secrets of agents added over the API are
+    encrypted with (``shared.secrets``); the same on every replica.
     """
 
     characters: tuple[Path, ...] = ()
@@ -69,6 +72,7 @@ class HostedAgents:
     remote_providers: tuple[str, ...] = ()
     provider_timeout: float = 2.0
     remote_actions: tuple[str, ...] = ()
+    secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HostedAgents:
@@ -88,6 +92,7 @@ class HostedAgents:
             remote_providers=remote,
             provider_timeout=timeout,
             remote_actions=actions,
+            secret_key=secret_key_from(env),
         )
 
 
@@ -118,6 +123,7 @@ class AgentHost:
         self.remote_embeddings = remote_embeddings
         self.remote_evaluators = remote_evaluators
         self.runtimes: dict[str, AgentRuntime] = {}
+        self.secrets = SecretBox(self.agents.secret_key)
         self._started_at: dict[str, float] = {}
         self.rooms = RoomScheduler(
             broker,
@@ -230,26 +236,54 @@ class AgentHost:
                 state = "stopped" if stored is not None else "unknown"
                 raise NotFound(f"agent {agent_id} is {state}")
             logger.info("starting stored agent %s (%s) here", stored.name, agent_id)
-            return await self.add(Character.parse({**stored.character, "id": agent_id}))
+            character = Character.parse({**stored.character, "id": agent_id})
+            storage = memory_client(self.broker, agent_id=agent_id, subjects=self.subjects)
+            if (sealed := await storage.get_cache(SECRETS_CACHE_KEY)) is not None:
+                character = self.secrets.open_into(character, sealed)
+            return await self.add(character)
 
     # -- agents over NATS -------------------------------------------------------
 
     async def create(self, request: AddAgent) -> AgentStatus:
         """Store and start a new agent (``<ns>.agents.add``).
 
+        Its ``secrets`` and ``settings.secrets`` are stored encrypted, apart
+        from the character (``shared.secrets``), so that every replica, and
+        this one after a restart, starts it with them.
+
         Raises:
             BadRequest: the character or a plugin is invalid.
+            SecretKeyMissingError: it has secrets, and no ``ELIZAMESH_SECRET_KEY`` is set.
             Conflict: an agent with this id exists (start, stop or delete it instead).
         """
         character = Character.parse(request.character)
         if request.plugins:
             character = msgspec.structs.replace(character, plugins=list(request.plugins))
         resolve_plugins(character.plugins or self.agents.plugins)  # a bad name is a 400, not a 500
-        if await self.storage.get_agent(character.agent_id) is not None:
-            raise Conflict(f"agent {character.agent_id} exists; start, stop or delete it")
-        await self.add(character)
-        await self._announce(character.agent_id)
-        return AgentStatus(id=character.agent_id, name=character.name, enabled=True)
+        sealed = self.secrets.seal(character)
+        agent_id = character.agent_id
+        storage = memory_client(self.broker, agent_id=agent_id, subjects=self.subjects)
+        # Stored stopped until its secrets are: no replica may start it without
+        # them. Starting it here (``add``) enables it.
+        stopped = Agent(
+            id=agent_id,
+            name=character.name,
+            username=character.username,
+            enabled=False,
+            character=character.public(),
+        )
+        if not await storage.create_agent(stopped):
+            raise Conflict(f"agent {agent_id} exists; start, stop or delete it")
+        try:
+            if sealed is not None:
+                await storage.set_cache(SECRETS_CACHE_KEY, sealed)
+            await self.add(character)
+        except Exception:
+            logger.warning("agent %s did not start; removing what was stored of it", agent_id)
+            await storage.delete_agent(agent_id)
+            raise
+        await self._announce(agent_id)
+        return AgentStatus(id=agent_id, name=character.name, enabled=True)
 
     async def command(self, agent_id: str, command: str) -> AgentStatus:
         """``start``, ``stop`` or ``delete`` a stored agent, here and (announced) everywhere.

@@ -4,6 +4,10 @@ Used by the gateway (server-sent events, WebSocket), the ``ElizaOSClient``
 and connectors such as ``elizamesh chat``: subscribe to
 ``<ns>.run.<run_id>.>`` first, send the message with that ``run_id`` and
 ``reply_at_once``, then read chunks, responses and the end, in order.
+
+A follower with an ``owner`` (the gateway, a connector) runs on owned run ids
+(``Subjects.owned_run_id``), whose subjects its NATS user may read
+(``Subjects.runs_of``) while nobody else's are.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from nats.aio.subscription import Subscription
 
 from contracts import HandleMessage, HandleMessageResult, Subjects, new_id
 from contracts.events import RunChunk, RunEnded, RunResponse
+from contracts.subjects import run_owner
 from shared.bus import request
 from shared.errors import Unavailable
 
@@ -69,12 +74,16 @@ async def start_run(
     message: HandleMessage,
     *,
     timeout: float,
+    owner: str | None = None,
 ) -> Run:
     """Send ``message`` to ``agent_id`` in async mode; return the accepted run.
 
-    Errors of the request itself (unknown agent, bad input, nobody listening)
-    are raised here, before any event.
+    With ``owner``, the run is one ``owner`` owns (see ``owned``). Errors of
+    the request itself (unknown agent, bad input, nobody listening) are
+    raised here, before any event.
     """
+    if owner is not None:
+        message = owned(message, subjects, owner)
     run_id = message.run_id or new_id()
     queue: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -103,8 +112,23 @@ async def follow_run(
     message: HandleMessage,
     *,
     timeout: float,
+    owner: str | None = None,
 ) -> AsyncIterator[tuple[RunEvent, bytes]]:
-    """Send ``message`` to ``agent_id``; yield the run's events (and their raw JSON) to the end."""
-    run = await start_run(broker, subjects, agent_id, message, timeout=timeout)
+    """Send ``message`` to ``agent_id``; yield the run's events (and their raw JSON) to the end.
+
+    With ``owner``, the run is one ``owner`` owns (see ``owned``).
+    """
+    run = await start_run(broker, subjects, agent_id, message, timeout=timeout, owner=owner)
     async for event in run.events():
         yield event
+
+
+def owned(message: HandleMessage, subjects: Subjects, owner: str) -> HandleMessage:
+    """``message`` on a run ``owner`` owns: its NATS user may follow no other run.
+
+    A run id the caller chose is replaced unless ``owner`` owns it; the
+    events carry the run id used.
+    """
+    if message.run_id and run_owner(message.run_id) == owner:
+        return message
+    return msgspec.structs.replace(message, run_id=subjects.owned_run_id(owner))

@@ -11,9 +11,9 @@ from shared.agent.plugin import resolve_plugins
 from shared.agent.runtime import AgentRuntime
 from shared.bus import create_broker, service_app
 from shared.config import Settings, default_model_plugin
+from shared.consumer import serve_consumers
 from shared.embedding import EmbeddingWorker
 from shared.telemetry import bus_telemetry, setup_telemetry
-from shared.workers import serve_worker
 
 SERVICE = "elizamesh-embedding"
 
@@ -32,7 +32,7 @@ async def model_runtime(plugin: str) -> AgentRuntime:
 
 
 def create_app(settings: Settings) -> FastStream:
-    """Return the embedding service: one worker loop per replica, sharing durable consumers."""
+    """Return the embedding service: each replica pulls from the durable consumers they share."""
     broker = create_broker(
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
     )
@@ -42,5 +42,5 @@ def create_app(settings: Settings) -> FastStream:
         models = await model_runtime(model_plugin_name())
         return EmbeddingWorker(broker, settings.subjects, models)
 
-    serve_worker(app, make_worker, name="embedding", subjects=settings.subjects)
+    serve_consumers(app, make_worker, name="embedding", subjects=settings.subjects)
     return app

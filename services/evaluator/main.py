@@ -6,10 +6,10 @@ from faststream import FastStream
 
 from shared.bus import create_broker, service_app
 from shared.config import Settings
+from shared.consumer import serve_consumers
 from shared.evaluation import EvaluationWorker
 from shared.hosting import AgentHost, HostedAgents
 from shared.telemetry import bus_telemetry, setup_telemetry
-from shared.workers import serve_worker
 
 SERVICE = "elizamesh-evaluator"
 
@@ -27,6 +27,6 @@ def create_app(settings: Settings, agents: HostedAgents | None = None) -> FastSt
         await host.host_characters()
         return EvaluationWorker(broker, settings.subjects, host)
 
-    serve_worker(app, make_worker, name="evaluator", subjects=settings.subjects)
+    serve_consumers(app, make_worker, name="evaluator", subjects=settings.subjects)
     app.after_shutdown(host.stop)
     return app

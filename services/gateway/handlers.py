@@ -42,7 +42,6 @@ from contracts import (
 )
 from contracts.control import AddAgent, AgentCommand, AgentStatus, ServiceHealth
 from contracts.events import AgentList, ListAgents, RunChunk, RunEnded
-from contracts.subjects import RUN_OWNER_SEPARATOR
 from shared.bus import request
 from shared.config import Settings
 from shared.errors import BadRequest, ServiceError, Unauthorized
@@ -51,7 +50,7 @@ from shared.runs import follow_run
 
 READY_NEEDS = ("runtime", "memory")
 RUN_OWNER = "gateway"
-"""The gateway's runs are ``<ns>.run.gateway.<id>.*`` (its NATS user reads only those)."""
+"""Its runs are ``<ns>.run.gateway.<id>.*``, its inbox ``_INBOX.gateway``: all its user reads."""
 
 
 class StackReadiness(msgspec.Struct, kw_only=True, frozen=True):
@@ -96,8 +95,14 @@ async def stream_message(
     message the agent sent), then ``completed`` or ``failed`` (the end, with
     the turn's result). Each event's data is the wire message as JSON.
     """
-    data = _owned_run(data, settings)
-    events = follow_run(broker, settings.subjects, agent_id, data, timeout=settings.request_timeout)
+    events = follow_run(
+        broker,
+        settings.subjects,
+        agent_id,
+        data,
+        timeout=settings.request_timeout,
+        owner=RUN_OWNER,
+    )
     first = await anext(events)  # errors (unknown agent, ...) become an HTTP error, not a stream
 
     async def messages() -> AsyncIterator[ServerSentEventMessage]:
@@ -138,25 +143,15 @@ async def chat_socket(
                 broker,
                 settings.subjects,
                 agent_id,
-                _owned_run(message, settings),
+                message,
                 timeout=settings.request_timeout,
+                owner=RUN_OWNER,
             )
             async for event, raw in events:
                 await socket.send_text(f'{{"event":"{_sse_name(event)}","data":{raw.decode()}}}')
         except ServiceError as exc:
             error = msgspec.json.encode(exc.to_error()).decode()
             await socket.send_text(f'{{"event":"error","data":{error}}}')
-
-
-def _owned_run(message: HandleMessage, settings: Settings) -> HandleMessage:
-    """``message`` on a run the gateway owns: its NATS user may follow no other run.
-
-    A run id the caller chose is replaced unless the gateway owns it; the
-    events carry the run id used.
-    """
-    if message.run_id and message.run_id.startswith(f"{RUN_OWNER}{RUN_OWNER_SEPARATOR}"):
-        return message
-    return msgspec.structs.replace(message, run_id=settings.subjects.owned_run_id(RUN_OWNER))
 
 
 def _sse_name(event: object) -> str:

@@ -11,6 +11,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
+from contracts.subjects import inbox_of
 from services.gateway import handlers
 from shared.bus import create_broker
 from shared.config import Settings
@@ -24,7 +25,13 @@ SERVICE = "elizamesh-gateway"
 def create_app(settings: Settings) -> Litestar:
     """Return the gateway as an ASGI application; it connects to NATS on start-up."""
     traces = setup_telemetry(SERVICE)
-    broker = create_broker(settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(traces)])
+    broker = create_broker(
+        settings.nats_url,
+        name=SERVICE,
+        middlewares=[bus_telemetry(traces)],
+        # Its NATS user reads the replies on its own inbox and nobody else's.
+        inbox_prefix=inbox_of(handlers.RUN_OWNER),
+    )
     serve_health(broker, settings.subjects, "gateway", no_consumers)
 
     @asynccontextmanager

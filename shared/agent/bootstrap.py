@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from contracts import Content
 from contracts.records import Entity, Memory, ParticipantState, Relationship
 from contracts.turn import CacheEntry
+from shared.agent.character import MessageExample
+from shared.agent.knowledge import knowledge_provider
 from shared.agent.prompts import compose_prompt
 from shared.agent.tasks import TaskService
 from shared.agent.turn import current_turn, reflection_key
@@ -43,7 +45,12 @@ if TYPE_CHECKING:
 async def character_provider(
     runtime: AgentRuntime, message: Memory, state: State
 ) -> ProviderResult:
-    """Who the agent is: name, system prompt, bio, topics, adjectives and style."""
+    """Who the agent is: system prompt, bio, topics, adjectives, style and examples.
+
+    As elizaOS's CHARACTER provider: the example conversations
+    (``messageExamples``, ``{{name1}}``/``{{user1}}`` standing for the other
+    speakers) and posts (``postExamples``) show how the agent writes.
+    """
     del message, state
     c = runtime.character
     lines = [f"# About {c.name}", *c.bio_lines]
@@ -56,10 +63,47 @@ async def character_provider(
         lines.append("Style:\n" + "\n".join(f"- {s}" for s in style))
     if c.system:
         lines.insert(0, c.system)
+    conversations = _example_conversations(c.message_examples[:EXAMPLES_SHOWN])
+    if conversations:
+        lines.append(f"# Example conversations for {c.name}\n{conversations}")
+    posts = "\n".join(f"- {p}" for p in c.post_examples[:EXAMPLES_SHOWN])
+    if posts:
+        lines.append(f"# Example posts for {c.name}\n{posts}")
     return ProviderResult(
         text="\n".join(lines),
-        values={"agentName": c.name, "bio": " ".join(c.bio_lines), "system": c.system or ""},
+        values={
+            "agentName": c.name,
+            "bio": " ".join(c.bio_lines),
+            "system": c.system or "",
+            "topics": ", ".join(c.topics),
+            "adjectives": ", ".join(c.adjectives),
+            "characterMessageExamples": conversations,
+            "characterPostExamples": posts,
+        },
     )
+
+
+EXAMPLES_SHOWN = 5
+"""How many example conversations, and example posts, the CHARACTER provider shows."""
+
+_SPEAKER = re.compile(r"\{\{(?:name|user)(\d+)\}\}")
+
+
+def _example_conversations(conversations: Sequence[Sequence[MessageExample]]) -> str:
+    shown = []
+    for conversation in conversations:
+        said = []
+        for line in conversation:
+            text = line.content.get("text")
+            if not isinstance(text, str) or not text:
+                continue
+            speaker = _SPEAKER.sub(lambda m: f"User{m.group(1)}", line.name)
+            actions = line.content.get("actions")
+            done = f" (actions: {', '.join(map(str, actions))})" if actions else ""
+            said.append(f"{speaker}: {_SPEAKER.sub(lambda m: f'User{m.group(1)}', text)}{done}")
+        if said:
+            shown.append("\n".join(said))
+    return "\n\n".join(shown)
 
 
 async def recent_messages_provider(
@@ -494,6 +538,7 @@ bootstrap_plugin = Plugin(
             "ACTION_STATE", action_state_provider, "Results of this turn's actions", position=150
         ),
         Provider("ENTITIES", entities_provider, "People in the room", dynamic=True),
+        Provider("KNOWLEDGE", knowledge_provider, "What the agent knows about the question"),
         Provider("FACTS", facts_provider, "Facts learned about the people", dynamic=True),
         Provider("RELATIONSHIPS", relationships_provider, "Who knows whom", dynamic=True),
         Provider("EVALUATORS", evaluators_provider, "Evaluators", private=True),

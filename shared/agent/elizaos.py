@@ -102,14 +102,24 @@ class ElizaOS:
     ) -> list[str] | list[AgentRuntime]:
         """Create a runtime per agent; register it unless ``ephemeral``; start it if asked.
 
+        A ``database_adapter`` made for another agent id is used through
+        ``adapter.for_agent(agent_id)``: the same connections, this agent's data.
+
         Returns the agents' ids, or the runtimes with ``return_runtimes``.
+
+        Raises:
+            BadRequest: an adapter cannot be bound to its agent's id, or an id
+                is already registered.
+            SchemaNotMigratedError: ``skip_migrations`` on a database whose
+                schema is not migrated; run the migrations first.
         """
         runtimes: list[AgentRuntime] = []
         for spec in agents:
+            character = copy.deepcopy(spec.character)
             runtime = AgentRuntime(
-                character=copy.deepcopy(spec.character),
+                character=character,
                 plugins=spec.plugins,
-                adapter=spec.database_adapter,
+                adapter=_bound(spec.database_adapter, plain_id(character.agent_id)),
                 settings=spec.settings,
             )
             runtime.elizaos = self
@@ -373,6 +383,27 @@ class ElizaOS:
             return bool(str(answer).strip())
 
         return dict(zip(ids, await asyncio.gather(*(check(i) for i in ids)), strict=True))
+
+
+def _bound(adapter: DatabaseAdapter | None, agent_id: str) -> DatabaseAdapter | None:
+    """Return ``adapter`` for ``agent_id``: every storage call is scoped by its ``agent_id``."""
+    if adapter is None or adapter.agent_id == agent_id:
+        return adapter
+    for_agent = getattr(adapter, "for_agent", None)
+    if not callable(for_agent):
+        raise BadRequest(
+            f"the database_adapter of agent {agent_id} was made for agent {adapter.agent_id} "
+            "and has no for_agent() to bind it; give each agent an adapter for its own id",
+            details={"field": "database_adapter"},
+        )
+    bound: DatabaseAdapter = for_agent(agent_id)
+    if bound.agent_id != agent_id:
+        raise BadRequest(
+            f"database_adapter.for_agent({agent_id!r}) returned an adapter for agent "
+            f"{bound.agent_id}; give each agent an adapter for its own id",
+            details={"field": "database_adapter"},
+        )
+    return bound
 
 
 def _ids(agent_ids: Iterable[str | uuid.UUID]) -> list[str]:

@@ -871,7 +871,7 @@ class _Pipeline:
         text = str(parsed.get("text") or "")
         if "IGNORE" in actions and len(actions) > 1:
             actions = ["IGNORE"] if not text else [a for a in actions if a != "IGNORE"]
-        simple = actions == ["REPLY"] and not providers
+        simple = _says_only(actions) and not providers
         return Content(
             thought=str(parsed.get("thought") or ""),
             actions=actions,
@@ -882,14 +882,17 @@ class _Pipeline:
         )
 
 
+def _says_only(actions: Sequence[str]) -> bool:
+    """The plan only speaks: REPLY, or NONE ("respond but perform no additional action",
+    elizaOS's bootstrap), so its ``<text>`` is the answer."""
+    names = {a.upper() for a in actions}
+    return bool(names) and names <= {"REPLY", "NONE"}
+
+
 def _plain_reply(raw: str) -> bool:
     parsed = parse_key_value_xml(raw.split("<text>", 1)[0]) or {}
     actions = parsed.get("actions")
-    return (
-        isinstance(actions, list)
-        and [a.upper() for a in actions] == ["REPLY"]
-        and not parsed.get("providers")
-    )
+    return isinstance(actions, list) and _says_only(actions) and not parsed.get("providers")
 
 
 def _names(value: Any) -> list[str]:

@@ -28,6 +28,7 @@ from contracts.records import Agent, ChannelType, Entity, Log, Memory, Room, Wor
 from shared.agent.character import Character
 from shared.agent.edge import fitted, inbound
 from shared.agent.embedding_queue import EmbeddingQueue, EmbeddingSink
+from shared.agent.knowledge import ingest_knowledge
 from shared.agent.plugin import normalize_plugin_name, resolve_plugins
 from shared.agent.prompts import TEMPLATES
 from shared.agent.tasks import TaskWorker
@@ -162,6 +163,8 @@ class AgentRuntime(StorageDelegation):
         self._action_results = _BoundedCache(state_cache_size)
         self._background: set[asyncio.Task[Any]] = set()
         self._initialized = False
+        self.has_knowledge = False
+        """Whether the agent has knowledge memories (set by ``initialize``): KNOWLEDGE searches."""
         # Replaceable before initialize(): the runtime service sends vectors to the
         # embedding service's queue instead.
         self.embedding_queue: EmbeddingSink = EmbeddingQueue(self)
@@ -197,17 +200,20 @@ class AgentRuntime(StorageDelegation):
     async def initialize(self, *, skip_migrations: bool = False) -> None:
         """Load plugins, open storage, make sure the agent exists, then start services.
 
-        Plugins load in dependency and priority order; the bootstrap plugin is
-        added unless ``IGNORE_BOOTSTRAP`` is set. With no adapter given, storage
-        is ``DATABASE_URL`` (SQLite under ``./.elizamesh/`` by default).
+        Plugins (those given, else the character's ``plugins``, elizaOS names
+        mapped: ``shared.agent.plugin``) load in dependency and priority
+        order; the bootstrap plugin is added unless ``IGNORE_BOOTSTRAP`` is
+        set. With no adapter given, storage is ``DATABASE_URL`` (SQLite under
+        ``./.elizamesh/`` by default). The character's ``knowledge`` not yet
+        stored is stored, with vectors (``shared.agent.knowledge``).
         """
         from shared.agent.bootstrap import bootstrap_plugin  # noqa: PLC0415 - it imports us
         from shared.agent.message_service import DefaultMessageService  # noqa: PLC0415
 
-        wanted = list(self._requested_plugins)
+        wanted = list(self._requested_plugins or self.character.plugins)
         if not self.get_setting("IGNORE_BOOTSTRAP"):
             wanted.append(bootstrap_plugin)
-        for plugin in resolve_plugins(wanted):
+        for plugin in resolve_plugins(wanted, optional=self.character.plugins):
             await self.register_plugin(plugin)
         if self._adapter is None:
             url = str(self.get_setting("DATABASE_URL") or DEFAULT_DATABASE_URL)
@@ -215,6 +221,7 @@ class AgentRuntime(StorageDelegation):
         await self._adapter.init(migrate=not skip_migrations)
         self.message_service = DefaultMessageService()
         await self._ensure_agent()
+        await ingest_knowledge(self)
         self._initialized = True
         for service_type in self._pending_services:
             await self._start_service(service_type)

@@ -16,11 +16,19 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.errors import Internal
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x656C697A616D  # "elizam": one advisory lock for the elizamesh schema
+
+
+class SchemaNotMigratedError(Internal):
+    """The database's schema is not the one this code needs, and migrations were skipped."""
 
 
 def _config(connection: Connection) -> Config:
@@ -70,3 +78,29 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
     """Take the schema down to ``revision`` (default: empty)."""
     await _locked(engine, "downgrade", revision)
+
+
+def _revisions(connection: Connection) -> tuple[set[str], set[str]]:
+    """The revisions the database is at, and the newest ones this code has."""
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    heads = set(ScriptDirectory.from_config(_config(connection)).get_heads())
+    return current, heads
+
+
+async def check(engine: AsyncEngine) -> None:
+    """Make sure the schema is at the newest revision, without changing it.
+
+    Raises:
+        SchemaNotMigratedError: it is not (an empty database, or an older or
+            newer schema); the message says to run the migrations.
+    """
+    async with engine.connect() as conn:
+        current, heads = await conn.run_sync(_revisions)
+    if current != heads:
+        found = ", ".join(sorted(current)) or "no schema (never migrated)"
+        raise SchemaNotMigratedError(
+            f"the database has {found}, and this code needs revision {', '.join(sorted(heads))}: "
+            "run the migrations first (start once without skip_migrations, or await "
+            "shared.storage.migrate.upgrade(engine))",
+            details={"revision": ", ".join(sorted(current)), "needed": ", ".join(sorted(heads))},
+        )

@@ -1,7 +1,10 @@
 """``SqlAdapter``: the ``DatabaseAdapter`` on SQLAlchemy 2 async (SQLite or Postgres).
 
 One short transaction per call (``AsyncSession`` with ``expire_on_commit``
-off); rows are turned into the ``contracts.records`` Structs at the edge.
+off); rows are turned into the ``contracts.records`` Structs at the edge. A
+turn's read and write (``begin_turn``, ``commit_turn``), and the writes made on
+every turn, run on SQLAlchemy Core over one connection: the ORM's unit of work
+was most of a turn's CPU.
 Vectors are read only when a call asks for them (``include_embeddings``).
 "Create if absent" is ``INSERT ... ON CONFLICT DO NOTHING`` (Postgres and
 SQLite alike), so two replicas creating the same row never fail a transaction.
@@ -12,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import cache
 from typing import Any, Self, TypeVar
 
 import msgspec
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Label, bindparam, delete, func, select, update
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.schema import Table
 
 from contracts import Content
 from contracts.records import (
@@ -41,6 +47,7 @@ from contracts.storage import StorageOperations
 from contracts.turn import Connection, TurnCommit, TurnContext
 from shared.database import create_engine
 from shared.errors import BadRequest, Conflict, NotFound
+from shared.storage.migrate import check as check_schema
 from shared.storage.migrate import upgrade as upgrade_schema
 from shared.storage.tables import (
     AgentRow,
@@ -74,6 +81,122 @@ _KEY_LENGTH = 255
 _TABLE_LENGTH = 64
 """The longest memory table name (the column's size)."""
 
+_AGENTS = Base.metadata.tables["agents"]
+_CACHE = Base.metadata.tables["cache"]
+_EMBEDDINGS = Base.metadata.tables["embeddings"]
+_ENTITIES = Base.metadata.tables["entities"]
+_LOGS = Base.metadata.tables["logs"]
+_MEMORIES = Base.metadata.tables["memories"]
+_PARTICIPANTS = Base.metadata.tables["participants"]
+_RELATIONSHIPS = Base.metadata.tables["relationships"]
+_ROOMS = Base.metadata.tables["rooms"]
+_TASKS = Base.metadata.tables["tasks"]
+_WORLDS = Base.metadata.tables["worlds"]
+
+
+def _labelled(table: Table) -> list[Label[Any]]:
+    """``table``'s columns, each labelled ``<table>_<column>`` so that a join keeps both ids."""
+    return [column.label(f"{table.name}_{column.key}") for column in table.c]
+
+
+def _part(row: Mapping[Any, Any], table: Table) -> dict[str, Any] | None:
+    """``table``'s columns of a joined row (by column key), or None when the join found none."""
+    values = {column.key: row[f"{table.name}_{column.key}"] for column in table.c}
+    return values if values["id"] is not None else None
+
+
+# The statements of a turn, built once; ``agent_id`` and the rest are bound per call.
+_AGENT = select(_AGENTS).where(_AGENTS.c.id == bindparam("agent_id"))
+_MEMBERS = (
+    select(_PARTICIPANTS.c.entity_id, _PARTICIPANTS.c.room_state, *_labelled(_ENTITIES))
+    .outerjoin(
+        _ENTITIES,
+        (_ENTITIES.c.id == _PARTICIPANTS.c.entity_id)
+        & (_ENTITIES.c.agent_id == _PARTICIPANTS.c.agent_id),
+    )
+    .where(
+        _PARTICIPANTS.c.room_id == bindparam("room_id"),
+        _PARTICIPANTS.c.agent_id == bindparam("agent_id"),
+    )
+    .order_by(_PARTICIPANTS.c.id)
+)
+_ENTITIES_BY_IDS = select(_ENTITIES).where(
+    _ENTITIES.c.agent_id == bindparam("agent_id"),
+    _ENTITIES.c.id.in_(bindparam("ids", expanding=True)),
+)
+_ROOM_AND_WORLD = (
+    select(*_labelled(_ROOMS), *_labelled(_WORLDS))
+    .outerjoin(
+        _WORLDS,
+        (_WORLDS.c.id == _ROOMS.c.world_id) & (_WORLDS.c.agent_id == _ROOMS.c.agent_id),
+    )
+    .where(_ROOMS.c.id == bindparam("room_id"), _ROOMS.c.agent_id == bindparam("agent_id"))
+)
+_RECENT_MESSAGES = (
+    select(_MEMORIES)
+    .where(
+        _MEMORIES.c.agent_id == bindparam("agent_id"),
+        _MEMORIES.c.type == _MESSAGES,
+        _MEMORIES.c.room_id == bindparam("room_id"),
+    )
+    .order_by(_MEMORIES.c.created_at.desc(), _MEMORIES.c.id)
+    .limit(bindparam("count"))
+)
+_CACHED = select(_CACHE.c.key, _CACHE.c.value, _CACHE.c.expires_at).where(
+    _CACHE.c.agent_id == bindparam("agent_id"), _CACHE.c.key.in_(bindparam("keys", expanding=True))
+)
+_ROOM_TASKS = (
+    select(_TASKS)
+    .where(_TASKS.c.agent_id == bindparam("agent_id"), _TASKS.c.room_id == bindparam("room_id"))
+    .order_by(_TASKS.c.created_at, _TASKS.c.id)
+)
+
+
+@dataclass(frozen=True)
+class _Writes:
+    """The INSERTs of every turn, built once per dialect (the upserts are the dialect's own)."""
+
+    memories: Any
+    """New memories (ids that exist are skipped), returning the ids inserted."""
+    embeddings: Any
+    """The vectors of new memories."""
+    vectors: Any
+    """Vectors, replacing a memory's previous one."""
+    logs: Any
+    """Audit rows; an id that exists is kept."""
+    cache: Any
+    """Cache values, replacing those under the same key."""
+    relationships: Any
+    """Links, replacing the tags and metadata of the one between the same two entities."""
+
+
+@cache
+def _writes(dialect: str) -> _Writes:
+    """The turn's INSERTs for ``dialect`` (an engine's ``dialect.name``)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values, link, vector = insert(_CACHE), insert(_RELATIONSHIPS), insert(_EMBEDDINGS)
+    return _Writes(
+        memories=insert(_MEMORIES).on_conflict_do_nothing().returning(_MEMORIES.c.id),
+        embeddings=vector,
+        vectors=vector.on_conflict_do_update(
+            index_elements=[_EMBEDDINGS.c.memory_id],
+            set_={"dim": vector.excluded.dim, "vector": vector.excluded.vector},
+        ),
+        logs=insert(_LOGS).on_conflict_do_nothing(),
+        cache=values.on_conflict_do_update(
+            index_elements=[_CACHE.c.key, _CACHE.c.agent_id],
+            set_={"value": values.excluded.value, "expires_at": values.excluded.expires_at},
+        ),
+        relationships=link.on_conflict_do_update(
+            index_elements=[
+                _RELATIONSHIPS.c.source_entity_id,
+                _RELATIONSHIPS.c.target_entity_id,
+                _RELATIONSHIPS.c.agent_id,
+            ],
+            set_={"tags": link.excluded.tags, "metadata": link.excluded["metadata"]},
+        ),
+    )
+
 
 class SqlAdapter:
     """Storage for one agent on a SQL database, shared pool across agents."""
@@ -95,6 +218,7 @@ class SqlAdapter:
         if write_lock is None and engine.dialect.name == "sqlite":
             write_lock = asyncio.Lock()
         self._write_lock = write_lock
+        self._writes = _writes(engine.dialect.name)
 
     @classmethod
     def from_url(cls, url: str, agent_id: str, *, pool_size: int | None = None) -> Self:
@@ -112,9 +236,15 @@ class SqlAdapter:
         )
 
     async def init(self, *, migrate: bool = True) -> None:
-        """Bring the schema up to date (unless ``migrate`` is False)."""
+        """Bring the schema up to date, or with ``migrate=False`` check that it is.
+
+        Raises:
+            SchemaNotMigratedError: ``migrate=False`` and the schema is not the newest.
+        """
         if migrate:
             await upgrade_schema(self.engine)
+        else:
+            await check_schema(self.engine)
 
     async def ping(self) -> float:
         """Run ``SELECT 1``; return how long the database took, in milliseconds."""
@@ -143,10 +273,17 @@ class SqlAdapter:
             ):
                 yield session
         except IntegrityError as exc:
-            raise Conflict(
-                "the change conflicts with stored data: a duplicate id, or a reference "
-                "to an agent, room or memory that does not exist"
-            ) from exc
+            raise _conflict() from exc
+
+    @asynccontextmanager
+    async def _connection(self, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
+        """One transaction on a Core connection, as ``_tx`` (the lock, ``Conflict``), no ORM."""
+        lock = self._write_lock if write else None
+        try:
+            async with lock or contextlib.nullcontext(), self.engine.begin() as connection:
+                yield connection
+        except IntegrityError as exc:
+            raise _conflict() from exc
 
     def _insert(self, row_type: type[Base]) -> Any:
         """Return an INSERT into ``row_type``'s table that can say ``on_conflict_do_nothing``."""
@@ -216,23 +353,27 @@ class SqlAdapter:
 
     async def ensure_embedding_dimension(self, dimension: int) -> None:
         """Fix this agent's vector size, or raise ``DimensionMismatch`` if another is fixed."""
-        async with self._tx() as s:
-            await self._fix_dimension(s, [dimension])
+        async with self._connection() as c:
+            await self._fix_dimension(c, [dimension])
 
-    async def _fix_dimension(self, s: AsyncSession, sizes: Iterable[int]) -> None:
+    async def _fix_dimension(self, c: AsyncConnection, sizes: Iterable[int]) -> None:
         """Fix the agent's vector size to the first of ``sizes``; each must match it."""
-        agent = await s.get(AgentRow, self.agent_id)
-        if agent is None:
+        size_of = select(_AGENTS.c.embedding_dim).where(_AGENTS.c.id == self.agent_id)
+        found = (await c.execute(size_of)).first()
+        if found is None:
             raise NotFound(f"agent {self.agent_id} does not exist; create it first")
-        if agent.embedding_dim is None:
+        fixed: int | None = found.embedding_dim
+        if fixed is None:
             # Once fixed, the size never changes; fixing it takes the row lock so
             # that two first writers cannot fix two sizes.
-            await s.refresh(agent, with_for_update=True)
+            fixed = await c.scalar(size_of.with_for_update())
+        dimension = fixed
         for size in sizes:
-            if agent.embedding_dim is None:
-                agent.embedding_dim = check_size(None, size)
-            else:
-                check_size(agent.embedding_dim, size)
+            dimension = check_size(dimension, size)
+        if fixed is None and dimension is not None:
+            await c.execute(
+                update(_AGENTS).where(_AGENTS.c.id == self.agent_id).values(embedding_dim=dimension)
+            )
 
     # -- memories -------------------------------------------------------------
 
@@ -249,12 +390,12 @@ class SqlAdapter:
         Every vector must have the agent's dimension: one that does not fails
         the whole batch with ``DimensionMismatch`` and nothing is stored.
         """
-        async with self._tx() as s:
-            await self._store_memories(s, [(m, table_name) for m in memories], unique=unique)
+        async with self._connection() as c:
+            await self._store_memories(c, [(m, table_name) for m in memories], unique=unique)
         return [m.id for m in memories]
 
     async def _store_memories(
-        self, s: AsyncSession, memories: Sequence[tuple[Memory, str]], *, unique: bool = True
+        self, c: AsyncConnection, memories: Sequence[tuple[Memory, str]], *, unique: bool = True
     ) -> set[str]:
         """Insert the memories (each with its table) whose ids are new; return the ids inserted.
 
@@ -280,17 +421,16 @@ class SqlAdapter:
             )
             for m, table in by_id.values()
         ]
-        insert = self._insert(MemoryRow).on_conflict_do_nothing()
-        inserted = set(await s.scalars(insert.returning(MemoryRow.__table__.c.id), rows))
+        inserted = set((await c.execute(self._writes.memories, rows)).scalars())
         vectors = {
             i: m.embedding
             for i, (m, _) in by_id.items()
             if i in inserted and m.embedding is not None
         }
         if vectors:
-            await self._fix_dimension(s, dict.fromkeys(len(v) for v in vectors.values()))
-            await s.execute(
-                self._insert(EmbeddingRow),
+            await self._fix_dimension(c, dict.fromkeys(len(v) for v in vectors.values()))
+            await c.execute(
+                self._writes.embeddings,
                 [
                     {"memory_id": i, "dim": len(v), "vector": to_bytes(v)}
                     for i, v in vectors.items()
@@ -313,8 +453,8 @@ class SqlAdapter:
         include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return the memories that exist among ``memory_ids``, in the order asked."""
-        query = select(MemoryRow).where(
-            MemoryRow.agent_id == self.agent_id, MemoryRow.id.in_(memory_ids)
+        query = select(_MEMORIES).where(
+            _MEMORIES.c.agent_id == self.agent_id, _MEMORIES.c.id.in_(memory_ids)
         )
         if table_name is not None:
             query = query.where(MemoryRow.type == table_name)
@@ -437,7 +577,7 @@ class SqlAdapter:
             if unique is not None:
                 row.unique = unique
             if embedding is not None:
-                await self._fix_dimension(s, [len(embedding)])
+                await self._fix_dimension(await s.connection(), [len(embedding)])
                 await s.merge(_embedding_row(memory_id, embedding))
         return True
 
@@ -465,23 +605,19 @@ class SqlAdapter:
         sizes = {memory_id: dimensions_of(blob) for memory_id, blob in batch.items()}
         if not batch:
             return 0
-        async with self._tx() as s:
+        async with self._connection() as c:
             owned = set(
-                await s.scalars(
-                    select(MemoryRow.id).where(
-                        MemoryRow.id.in_(batch), MemoryRow.agent_id == self.agent_id
+                await c.scalars(
+                    select(_MEMORIES.c.id).where(
+                        _MEMORIES.c.id.in_(batch), _MEMORIES.c.agent_id == self.agent_id
                     )
                 )
             )
             if not owned:
                 return 0
-            await self._fix_dimension(s, dict.fromkeys(sizes[i] for i in batch if i in owned))
-            upsert = self._insert(EmbeddingRow)
-            await s.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[EmbeddingRow.__table__.c.memory_id],
-                    set_={"dim": upsert.excluded.dim, "vector": upsert.excluded.vector},
-                ),
+            await self._fix_dimension(c, dict.fromkeys(sizes[i] for i in batch if i in owned))
+            await c.execute(
+                self._writes.vectors,
                 [
                     {"memory_id": i, "dim": sizes[i], "vector": blob}
                     for i, blob in batch.items()
@@ -513,7 +649,7 @@ class SqlAdapter:
         """Return up to ``count`` of this agent's memories with text but no vector, newest first."""
         text = MemoryRow.content["text"].as_string()
         query = (
-            select(MemoryRow)
+            select(_MEMORIES)
             .outerjoin(EmbeddingRow, EmbeddingRow.memory_id == MemoryRow.id)
             .where(
                 MemoryRow.agent_id == self.agent_id,
@@ -569,8 +705,8 @@ class SqlAdapter:
         world_id: str | None = None,
         unique: bool = False,
     ) -> Any:
-        query = select(MemoryRow).where(
-            MemoryRow.agent_id == self.agent_id, MemoryRow.type == table_name
+        query = select(_MEMORIES).where(
+            _MEMORIES.c.agent_id == self.agent_id, _MEMORIES.c.type == table_name
         )
         if room_id is not None:
             query = query.where(MemoryRow.room_id == room_id)
@@ -583,17 +719,18 @@ class SqlAdapter:
         return query
 
     async def _memories(self, query: Any, include_embeddings: bool) -> list[Memory]:
-        async with self._tx(write=False) as s:
-            rows = list(await s.scalars(query))
+        """The memories ``query`` (a Core select of the memories table) finds."""
+        async with self._connection(write=False) as c:
+            rows = (await c.execute(query)).mappings().all()
             vectors: dict[str, list[float]] = {}
             if include_embeddings and rows:
-                found = await s.execute(
+                found = await c.execute(
                     select(EmbeddingRow.memory_id, EmbeddingRow.vector).where(
-                        EmbeddingRow.memory_id.in_([r.id for r in rows])
+                        EmbeddingRow.memory_id.in_([r["id"] for r in rows])
                     )
                 )
                 vectors = {e.memory_id: from_bytes(e.vector) for e in found}
-        return [_record(Memory, r, embedding=vectors.get(r.id)) for r in rows]
+        return [_from_row(Memory, r, embedding=vectors.get(r["id"])) for r in rows]
 
     # -- entities -------------------------------------------------------------
 
@@ -1022,8 +1159,8 @@ class SqlAdapter:
 
     async def log(self, entry: Log) -> None:
         """Append an audit row."""
-        async with self._tx() as s:
-            s.add(_row(LogRow, entry, agent_id=self.agent_id))
+        async with self._connection() as c:
+            await c.execute(_LOGS.insert(), _values(LogRow, entry, agent_id=self.agent_id))
 
     async def get_logs(
         self,
@@ -1114,35 +1251,24 @@ class SqlAdapter:
         """
         room_id, sender = message.room_id, message.entity_id
         keys = [*([outcome_key] if outcome_key is not None else []), *(cache_keys or ())]
-        async with self._tx() as s:
-            agent = await s.get(AgentRow, self.agent_id)
+        bound = {"agent_id": self.agent_id, "room_id": room_id}
+        async with self._connection() as c:
+            agent = (await c.execute(_AGENT, bound)).mappings().first()
             if agent is None:
                 raise NotFound(f"agent {self.agent_id} does not exist; create it first")
-            members = (
-                await s.execute(
-                    select(ParticipantRow.entity_id, ParticipantRow.room_state, EntityRow)
-                    .outerjoin(
-                        EntityRow,
-                        (EntityRow.id == ParticipantRow.entity_id)
-                        & (EntityRow.agent_id == ParticipantRow.agent_id),
-                    )
-                    .where(
-                        ParticipantRow.room_id == room_id,
-                        ParticipantRow.agent_id == self.agent_id,
-                    )
-                    .order_by(ParticipantRow.id)
-                )
-            ).all()
-            participants = [m.entity_id for m in members]
-            state = next((m.room_state for m in members if m.entity_id == self.agent_id), None)
-            known = {m.EntityRow.id: m.EntityRow for m in members if m.EntityRow is not None}
-            entities = {i: _record(Entity, row) for i, row in known.items()}
-            entities[sender] = await self._ensure_sender(s, sender, connection, known.get(sender))
-            room_row, world_row = await self._ensure_room(s, message, connection)
+            members = (await c.execute(_MEMBERS, bound)).mappings().all()
+            participants = [m["entity_id"] for m in members]
+            state = next(
+                (m["room_state"] for m in members if m["entity_id"] == self.agent_id), None
+            )
+            known = {e["id"]: e for m in members if (e := _part(m, _ENTITIES)) is not None}
+            entities = {i: _from_row(Entity, row) for i, row in known.items()}
+            entities[sender] = await self._ensure_sender(c, sender, connection, known.get(sender))
+            room, world = await self._ensure_room(c, message, connection)
             if missing := [
                 e for e in dict.fromkeys([sender, self.agent_id]) if e not in participants
             ]:
-                await s.execute(
+                await c.execute(
                     self._insert(ParticipantRow)
                     .values(
                         [
@@ -1153,33 +1279,23 @@ class SqlAdapter:
                     .on_conflict_do_nothing()
                 )
                 participants += missing
-            stored = await self._store_memories(s, [(message, _MESSAGES)])
+            stored = await self._store_memories(c, [(message, _MESSAGES)])
             recent = [
-                _record(Memory, row)
-                for row in await s.scalars(
-                    self._memory_filter(_MESSAGES, room_id=room_id)
-                    .order_by(MemoryRow.created_at.desc(), MemoryRow.id)
-                    .limit(recent_count)
-                )
+                _from_row(Memory, row)
+                for row in (
+                    await c.execute(_RECENT_MESSAGES, {**bound, "count": recent_count})
+                ).mappings()
             ]
             wanted = list(dict.fromkeys([*participants, *(m.entity_id for m in recent)]))
             if lacking := [i for i in wanted if i not in entities]:
-                found = await s.scalars(
-                    select(EntityRow).where(
-                        EntityRow.agent_id == self.agent_id, EntityRow.id.in_(lacking)
-                    )
-                )
-                entities.update((row.id, _record(Entity, row)) for row in found)
-            cached = await self._cached(s, keys) if keys else {}
-            tasks = await s.scalars(
-                select(TaskRow)
-                .where(TaskRow.agent_id == self.agent_id, TaskRow.room_id == room_id)
-                .order_by(TaskRow.created_at, TaskRow.id)
-            )
+                found = await c.execute(_ENTITIES_BY_IDS, {**bound, "ids": lacking})
+                entities.update((row["id"], _from_row(Entity, row)) for row in found.mappings())
+            cached = await self._cached(c, keys) if keys else {}
+            tasks = (await c.execute(_ROOM_TASKS, bound)).mappings()
             return TurnContext(
-                agent=_record(Agent, agent),
-                room=_record(Room, room_row),
-                world=_record(World, world_row) if world_row is not None else None,
+                agent=_from_row(Agent, agent),
+                room=_from_row(Room, room),
+                world=_from_row(World, world) if world is not None else None,
                 participants=participants,
                 entities=[entities[i] for i in wanted if i in entities],
                 recent_messages=recent,
@@ -1187,15 +1303,20 @@ class SqlAdapter:
                 message_stored=message.id in stored,
                 outcome=cached.get(outcome_key) if outcome_key is not None else None,
                 cache={k: cached[k] for k in cache_keys or () if k in cached},
-                tasks=[_record(Task, row) for row in tasks],
+                tasks=[_from_row(Task, row) for row in tasks],
             )
 
     async def _ensure_sender(
-        self, s: AsyncSession, entity_id: str, connection: Connection, row: EntityRow | None
+        self,
+        c: AsyncConnection,
+        entity_id: str,
+        connection: Connection,
+        row: Mapping[Any, Any] | None,
     ) -> Entity:
         """Create the sender, or add the connection's new names and metadata to it."""
+        bound = {"agent_id": self.agent_id, "ids": [entity_id]}
         if row is None:
-            row = await s.get(EntityRow, (entity_id, self.agent_id))
+            row = (await c.execute(_ENTITIES_BY_IDS, bound)).mappings().first()
         if row is None:
             entity = Entity(
                 id=entity_id,
@@ -1203,19 +1324,20 @@ class SqlAdapter:
                 agent_id=self.agent_id,
                 metadata={connection.source: dict(connection.entity_metadata)},
             )
-            created = await s.scalar(
+            created = await c.scalar(
                 self._insert(EntityRow)
                 .values(_values(EntityRow, entity))
                 .on_conflict_do_nothing()
-                .returning(EntityRow.__table__.c.id)
+                .returning(_ENTITIES.c.id)
             )
             if created is not None:
                 return entity
-            row = await s.get(EntityRow, (entity_id, self.agent_id))  # a replica was first
+            # A replica was first.
+            row = (await c.execute(_ENTITIES_BY_IDS, bound)).mappings().first()
             if row is None:
                 raise Conflict(f"entity {entity_id} was deleted while being created; retry")
-        names = list(dict.fromkeys([*row.names, *connection.entity_names]))
-        metadata = row.metadata_
+        names = list(dict.fromkeys([*row["names"], *connection.entity_names]))
+        metadata = row["metadata"]
         if connection.entity_metadata:
             platform = metadata.get(connection.source)
             merged = {
@@ -1223,24 +1345,28 @@ class SqlAdapter:
                 **connection.entity_metadata,
             }
             metadata = {**metadata, connection.source: merged}
-        if names != row.names or metadata != row.metadata_:
-            row.names, row.metadata_ = names, metadata
-        return _record(Entity, row)
+        if names != row["names"] or metadata != row["metadata"]:
+            await c.execute(
+                update(_ENTITIES)
+                .where(_ENTITIES.c.id == entity_id, _ENTITIES.c.agent_id == self.agent_id)
+                .values(names=names, metadata=metadata)
+            )
+        return _from_row(Entity, row, names=names, metadata=metadata)
 
     async def _ensure_room(
-        self, s: AsyncSession, message: Memory, connection: Connection
-    ) -> tuple[RoomRow, WorldRow | None]:
+        self, c: AsyncConnection, message: Memory, connection: Connection
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Create the message's world and room if missing; return the room and its world."""
         world_id = message.world_id or message.room_id
-        place = await self._room_and_world(s, message.room_id)
-        if place is not None and place[1] is not None and place[1].id == world_id:
+        place = await self._room_and_world(c, message.room_id)
+        if place is not None and place[1] is not None and place[1]["id"] == world_id:
             return place
         world = World(
             id=world_id,
             name=connection.world_name or world_id,
             message_server_id=connection.message_server_id,
         )
-        await s.execute(
+        await c.execute(
             self._insert(WorldRow)
             .values(_values(WorldRow, world, agent_id=self.agent_id))
             .on_conflict_do_nothing()
@@ -1255,37 +1381,31 @@ class SqlAdapter:
                 message_server_id=connection.message_server_id,
                 world_id=world_id,
             )
-            await s.execute(
+            await c.execute(
                 self._insert(RoomRow)
                 .values(_values(RoomRow, room, agent_id=self.agent_id))
                 .on_conflict_do_nothing()
             )
-        place = await self._room_and_world(s, message.room_id)
+        place = await self._room_and_world(c, message.room_id)
         if place is None:
             raise Conflict(f"room {message.room_id} was deleted while being created; retry")
         return place
 
     async def _room_and_world(
-        self, s: AsyncSession, room_id: str
-    ) -> tuple[RoomRow, WorldRow | None] | None:
+        self, c: AsyncConnection, room_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
         found = (
-            await s.execute(
-                select(RoomRow, WorldRow)
-                .outerjoin(
-                    WorldRow,
-                    (WorldRow.id == RoomRow.world_id) & (WorldRow.agent_id == RoomRow.agent_id),
-                )
-                .where(RoomRow.id == room_id, RoomRow.agent_id == self.agent_id)
-            )
-        ).first()
-        return (found[0], found[1]) if found is not None else None
+            (await c.execute(_ROOM_AND_WORLD, {"agent_id": self.agent_id, "room_id": room_id}))
+            .mappings()
+            .first()
+        )
+        room = _part(found, _ROOMS) if found is not None else None
+        return (room, _part(found, _WORLDS)) if found is not None and room is not None else None
 
-    async def _cached(self, s: AsyncSession, keys: Sequence[str]) -> dict[str, Any]:
+    async def _cached(self, c: AsyncConnection, keys: Sequence[str]) -> dict[str, Any]:
         """Return the values under ``keys`` that exist and have not expired."""
         now = now_ms()
-        rows = await s.scalars(
-            select(CacheRow).where(CacheRow.agent_id == self.agent_id, CacheRow.key.in_(keys))
-        )
+        rows = await c.execute(_CACHED, {"agent_id": self.agent_id, "keys": list(keys)})
         return {r.key: r.value for r in rows if r.expires_at is None or r.expires_at > now}
 
     async def commit_turn(self, commit: TurnCommit) -> None:
@@ -1301,29 +1421,22 @@ class SqlAdapter:
             DimensionMismatch: a vector of another size than the agent's.
             Conflict: a memory of an agent that does not exist.
         """
-        async with self._tx() as s:
+        async with self._connection() as c:
             await self._store_memories(
-                s,
+                c,
                 [
                     *((m, _MESSAGES) for m in commit.memories),
                     *((m, _FACTS) for m in commit.facts),
                 ],
             )
             if commit.logs:
-                await s.execute(
-                    self._insert(LogRow).on_conflict_do_nothing(),
+                await c.execute(
+                    self._writes.logs,
                     [_values(LogRow, entry, agent_id=self.agent_id) for entry in commit.logs],
                 )
             if commit.cache:
-                cache = self._insert(CacheRow)
-                await s.execute(
-                    cache.on_conflict_do_update(
-                        index_elements=[CacheRow.__table__.c.key, CacheRow.__table__.c.agent_id],
-                        set_={
-                            "value": cache.excluded.value,
-                            "expires_at": cache.excluded.expires_at,
-                        },
-                    ),
+                await c.execute(
+                    self._writes.cache,
                     [
                         {
                             "key": e.key,
@@ -1336,17 +1449,8 @@ class SqlAdapter:
                 )
             if commit.relationships:
                 links = {(r.source_entity_id, r.target_entity_id): r for r in commit.relationships}
-                link = self._insert(RelationshipRow)
-                columns = RelationshipRow.__table__.c
-                await s.execute(
-                    link.on_conflict_do_update(
-                        index_elements=[
-                            columns.source_entity_id,
-                            columns.target_entity_id,
-                            columns.agent_id,
-                        ],
-                        set_={"tags": link.excluded.tags, "metadata": link.excluded["metadata"]},
-                    ),
+                await c.execute(
+                    self._writes.relationships,
                     [_values(RelationshipRow, r, agent_id=self.agent_id) for r in links.values()],
                 )
 
@@ -1380,12 +1484,34 @@ def _record(record_type: type[RecordT], row: Base, **fields: Any) -> RecordT:
     return msgspec.convert({**values, **fields}, record_type)
 
 
+def _from_row(record_type: type[RecordT], row: Mapping[Any, Any], **fields: Any) -> RecordT:
+    """Return a Core row (by column key) as a validated ``record_type``; ``fields`` add to it."""
+    values = {name: row[name] for name in record_type.__struct_fields__ if name in row}
+    return msgspec.convert({**values, **fields}, record_type)
+
+
+@cache
+def _column_keys(row_type: type[Base]) -> dict[str, str]:
+    """The column key of each of ``row_type``'s attributes (``metadata_``: ``metadata``)."""
+    return {a.key: a.columns[0].key for a in row_type.__mapper__.column_attrs}
+
+
+@cache
+def _sizes(row_type: type[Base]) -> tuple[tuple[str, int], ...]:
+    """The attributes of ``row_type`` holding a text of limited size, and the size."""
+    return tuple(
+        (attribute.key, size)
+        for attribute in row_type.__mapper__.column_attrs
+        if (size := getattr(attribute.columns[0].type, "length", None)) is not None
+    )
+
+
 def _values(row_type: type[Base], record: msgspec.Struct, **columns: Any) -> dict[str, Any]:
     """Return ``record``'s fields (as JSON-able values) plus ``columns``, by column key.
 
     The parameters of a Core ``INSERT`` into ``row_type``'s table.
     """
-    key_of = {a.key: a.columns[0].key for a in row_type.__mapper__.column_attrs}
+    key_of = _column_keys(row_type)
     fields = {
         _COLUMN_OF.get(name, name): value
         for name, value in msgspec.structs.asdict(record).items()
@@ -1402,15 +1528,22 @@ def _check_sizes(row_type: type[Base], values: dict[str, Any]) -> None:
     Raises:
         BadRequest: naming the field and its limit; nothing is written.
     """
-    for attribute in row_type.__mapper__.column_attrs:
-        size = getattr(attribute.columns[0].type, "length", None)
-        value = values.get(attribute.key)
-        if size is not None and isinstance(value, str) and len(value) > size:
-            field = next((k for k, v in _COLUMN_OF.items() if v == attribute.key), attribute.key)
+    for key, size in _sizes(row_type):
+        value = values.get(key)
+        if isinstance(value, str) and len(value) > size:
+            field = next((k for k, v in _COLUMN_OF.items() if v == key), key)
             raise BadRequest(
                 f"{field} must have at most {size} characters; got {len(value)}",
                 details={"field": field, "rule": f"length <= {size}"},
             )
+
+
+def _conflict() -> Conflict:
+    """The error of a transaction that broke a constraint (never the SQL text)."""
+    return Conflict(
+        "the change conflicts with stored data: a duplicate id, or a reference "
+        "to an agent, room or memory that does not exist"
+    )
 
 
 def _embedding_row(memory_id: str, vector: Sequence[float]) -> EmbeddingRow:

@@ -4,14 +4,19 @@ Two tenants (``acme`` and ``globex``), each a NATS account with a user per
 service, an admin and connectors. Acme's memory service and runtime run as
 processes with their own credentials and answer a connector. Every attack an
 ordinary connector's credentials allowed before is tried and refused by the
-server (a permission violation), while the connector's own flow works.
+server (a permission violation), while the connector's own flow works,
+also with our own connectors (``elizamesh chat``, ``elizamesh webhook``, the
+``ElizaOSClient``) running under connector users.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -30,11 +35,13 @@ from nats.js.api import ConsumerConfig
 
 from contracts import Content, HandleMessage, HandleMessageResult, Subjects
 from contracts.control import OutboundMessage
-from contracts.subjects import ROLES, connector_inbox, outbound_consumer
+from contracts.subjects import ROLES, inbox_of, outbound_consumer, run_owner
+from shared.client import ElizaOSClient
 from shared.natsconfig import Connector, Tenant, accounts_config, password_variable, user_name
 from shared.natsserver import free_port, nats_server_binary, wait_for_port
 from shared.processes import service_process
 from tests.fake_openai import fake_openai_server
+from tests.inbox import webhook_inbox
 from tests.scripted import plan
 
 pytestmark = pytest.mark.e2e
@@ -42,9 +49,16 @@ pytestmark = pytest.mark.e2e
 AGENT = "eliza"
 ACME = Subjects("acme")
 GLOBEX = Subjects("globex")
-CONNECTORS = (Connector("discord", ("discord",)), Connector("webchat", ("webchat",)))
+CONNECTORS = (
+    Connector("discord", ("discord",)),
+    Connector("webchat", ("webchat",)),
+    Connector("chat", ("cli",)),  # elizamesh chat
+    Connector("hook", ("webhook",)),  # elizamesh webhook
+)
 PERMISSION = "permissions violation"
 SERVICES = ("memory", "embedding", "evaluator", "runtime", "gateway")
+INTRUDER = "intruder"
+"""The connection name of a test posing as a compromised service (its violations are expected)."""
 
 
 @dataclass
@@ -60,6 +74,9 @@ class Secured:
 
     def violations(self) -> list[str]:
         return [line for line in self.log.read_text().splitlines() if "Violation" in line]
+
+    def violations_of(self, namespace: str, role: str) -> list[str]:
+        return [v for v in self.violations() if f'user:{user_name(namespace, role)}"' in v]
 
 
 def _passwords() -> dict[str, str]:
@@ -152,7 +169,7 @@ async def connect(
     """Connect as ``role``; a connector uses its own inbox prefix, as its permissions require."""
     options: dict[str, Any] = {}
     if role in {c.name for c in CONNECTORS}:
-        options["inbox_prefix"] = connector_inbox(role)
+        options["inbox_prefix"] = inbox_of(role)
     if errors is not None:
         options["error_cb"] = errors.record
     return await nats.connect(secured.url_of(namespace, role), **options)
@@ -356,7 +373,7 @@ def test_every_service_works_with_its_own_credentials_and_is_refused_nothing(
     from_services = [
         line
         for line in secured.violations()
-        if any(f'user:acme-{role}"' in line for role in SERVICES)
+        if any(f'user:acme-{role}"' in line for role in SERVICES) and INTRUDER not in line
     ]
     assert from_services == []
 
@@ -377,3 +394,141 @@ async def _until_queues_drain(secured: Secured) -> None:
         raise TimeoutError(f"queues never drained: {waiting}")
     finally:
         await nc.close()
+
+
+def test_our_chat_connector_streams_its_own_run_with_connector_credentials(
+    secured: Secured,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "elizamesh", "chat", "--agent", AGENT, "--connector", "chat"],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NATS_URL": secured.url_of("acme", "chat"), "ELIZA_NS": "acme"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{AGENT}> Hello from the model!" in done.stdout
+    assert secured.violations_of("acme", "chat") == []
+
+
+async def test_the_client_as_a_connector_follows_its_run_and_sees_its_platforms_outbound(
+    secured: Secured,
+) -> None:
+    client = ElizaOSClient(
+        secured.url_of("acme", "chat"), namespace="acme", timeout=20, connector="chat"
+    )
+    live = await connect(secured, "acme", "chat")
+    runtime = await nats.connect(secured.url_of("acme", "runtime"))
+    seen: list[OutboundMessage] = []
+
+    async def show(msg: Any) -> None:
+        seen.append(msgspec.json.decode(msg.data, type=OutboundMessage))
+
+    try:
+        await live.subscribe(ACME.outbound("cli"), cb=show)
+        await settle(live)
+        async with client:
+            replies: list[str] = []
+            ended = asyncio.Event()
+
+            async def on_response(content: Content) -> None:
+                replies.append(content.text or "")
+
+            async def on_complete() -> None:
+                ended.set()
+
+            chosen = msgspec.structs.replace(_message("hi"), run_id="not-mine")
+            ack = await client.handle_message(
+                AGENT, chosen, on_response=on_response, on_complete=on_complete
+            )
+            await asyncio.wait_for(ended.wait(), 20)
+            answered = await client.handle_message(AGENT, _message("and again"))
+        assert ack.run_id is not None
+        assert run_owner(ack.run_id) == "chat"  # its own run, whatever id the caller chose
+        assert replies == ["Hello from the model!"]
+        assert answered.did_respond  # a plain request: the reply came on its inbox
+
+        sent = OutboundMessage(
+            agent_id=AGENT, source="cli", room_id="cli-u", content=Content(text="ping")
+        )
+        await runtime.jetstream().publish(ACME.outbound("cli"), msgspec.json.encode(sent))
+        for _ in range(50):
+            if seen:
+                break
+            await asyncio.sleep(0.1)
+        assert [m.content.text for m in seen] == ["ping"]
+    finally:
+        await live.close()
+        await runtime.close()
+    assert secured.violations_of("acme", "chat") == []
+
+
+def test_our_webhook_connector_waits_for_the_stream_then_delivers_with_connector_credentials(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """Globex runs no runtime: the connector waits for its stream, never creates it."""
+    env = {"NATS_URL": secured.url_of("globex", "hook"), "ELIZA_NS": "globex"}
+    with webhook_inbox() as inbox:
+        args = ["webhook", "--source", "webhook", "--url", inbox.url, "--connector", "hook"]
+        with service_process("webhook", env, log_dir=tmp_path, module="elizamesh", args=args):
+            log = tmp_path / "webhook.log"
+            _until(lambda: GLOBEX.outbound_stream in log.read_text(), timeout=20)
+            asyncio.run(_declare_and_send(secured, "delivered by the connector"))
+            [delivered] = inbox.wait_for(1, timeout=20)
+    assert delivered["content"]["text"] == "delivered by the connector"
+    assert secured.violations_of("globex", "hook") == []
+
+
+async def _declare_and_send(secured: Secured, text: str) -> None:
+    """As globex's runtime would: declare the outbound stream and send on the webhook platform."""
+    nc = await nats.connect(secured.url_of("globex", "runtime"))
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name=GLOBEX.outbound_stream, subjects=[GLOBEX.outbound_template])
+        sent = OutboundMessage(
+            agent_id=AGENT, source="webhook", room_id="room-1", content=Content(text=text)
+        )
+        await js.publish(GLOBEX.outbound("webhook"), msgspec.json.encode(sent))
+    finally:
+        await nc.close()
+
+
+def _until(condition: Any, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the condition never held")
+        time.sleep(0.1)
+
+
+async def test_the_gateways_user_cannot_overhear_other_clients_replies(secured: Secured) -> None:
+    errors = Errors()
+    gateway = await nats.connect(
+        secured.url_of("acme", "gateway"),
+        name=INTRUDER,
+        inbox_prefix=inbox_of("gateway"),
+        error_cb=errors.record,
+    )
+    chat = await connect(secured, "acme", "chat")
+    try:
+        got: list[str] = []
+
+        async def overheard(msg: Any) -> None:
+            got.append(msg.subject)
+
+        await gateway.subscribe("_INBOX.>", cb=overheard)
+        await gateway.subscribe(f"{inbox_of('chat')}.>", cb=overheard)
+        await settle(gateway)
+        reply = await chat.request(
+            ACME.message_handle(AGENT), msgspec.json.encode(_message("hi")), timeout=20
+        )
+        assert msgspec.json.decode(reply.data, type=HandleMessageResult).did_respond
+        await settle(gateway)
+        assert got == []
+        assert errors.refused('subscription to "_INBOX.>"')
+        assert errors.refused(f'subscription to "{inbox_of("chat")}.>"')
+    finally:
+        await gateway.close()
+        await chat.close()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from shared.agent.runtime import AgentRuntime
 from shared.agent.types import ModelType, Plugin
 from shared.bus import create_broker, start_serving, subscriptions_registered
 from shared.config import Settings
-from shared.embedding import EmbeddingWorker, JetStreamEmbeddingQueue
+from shared.embedding import EmbeddingWorker, JetStreamEmbeddingQueue, ensure_embedding_stream
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.client import memory_client
 from shared.storage.sql import SqlAdapter
@@ -82,6 +83,7 @@ async def rig(nats_url: str, subjects: Subjects, tmp_path: Path) -> AsyncIterato
         await broker.connect()
         db = memory_client(broker, agent_id=AGENT, subjects=subjects)
         await db.create_agent(Agent(id=AGENT, name="E"))
+        await ensure_embedding_stream(broker, subjects)  # requests may wait for a worker
         queue = JetStreamEmbeddingQueue(broker, subjects, AGENT)
         rig = Rig(broker, subjects, db, queue, models, calls, failures, [])
         yield rig
@@ -91,40 +93,42 @@ async def rig(nats_url: str, subjects: Subjects, tmp_path: Path) -> AsyncIterato
     await storage.close()
 
 
+async def until(check: Callable[[], Awaitable[bool]], *, timeout: float = 15) -> None:
+    async with asyncio.timeout(timeout):
+        for _ in itertools.count():
+            if await check():
+                return
+            await asyncio.sleep(0.02)
+
+
 async def test_high_priority_drains_first_and_vectors_are_written(rig: Rig) -> None:
-    worker = rig.worker()
-    await worker.open()
     lows = [await rig.stored(f"low {i}", "low") for i in range(3)]
     high = await rig.stored("urgent", "high")
-    assert await worker.drain_once() == 1
-    assert rig.calls == [["urgent"]]
-    assert await rig.vector(high) is not None
-    assert await rig.vector(lows[0]) is None
-    assert await worker.drain_once() == 3
-    assert rig.calls[1] == ["low 0", "low 1", "low 2"]  # one batch, one model call
-    assert all([await rig.vector(m) is not None for m in lows])
+    await rig.worker().open()
+
+    async def all_written() -> bool:
+        return all([await rig.vector(m) is not None for m in [high, *lows]])
+
+    await until(all_written)
+    # The high one first; the lows in one batch, one model call.
+    assert rig.calls == [["urgent"], ["low 0", "low 1", "low 2"]]
 
 
 async def test_a_failing_model_is_retried_with_backoff_then_succeeds(rig: Rig) -> None:
-    worker = rig.worker()
-    await worker.open()
     rig.failures.append("model down")
     memory = await rig.stored("retry me")
-    assert await worker.drain_once() == 1  # fails, nak with a delay
-    assert await rig.vector(memory) is None
-    for _ in range(50):
-        if await worker.drain_once():
-            break
-        await asyncio.sleep(0.02)
-    assert await rig.vector(memory) is not None
-    assert len(rig.calls) == 2
+    await rig.worker().open()
+
+    async def written() -> bool:
+        return await rig.vector(memory) is not None
+
+    await until(written)
+    assert rig.calls == [["retry me"], ["retry me"]]  # failed, nakked with a delay, tried again
 
 
 async def test_poison_and_hopeless_requests_go_to_the_dead_letter_subject(
     rig: Rig, nats_url: str
 ) -> None:
-    worker = rig.worker(tries=2)
-    await worker.open()
     nc = await nats.connect(nats_url)
     dead: list[tuple[bytes, str]] = []
 
@@ -134,6 +138,7 @@ async def test_poison_and_hopeless_requests_go_to_the_dead_letter_subject(
     await nc.subscribe(rig.subjects.embedding_dead, cb=on_dead)
     await subscriptions_registered(nc)
     try:
+        await rig.worker(tries=2).open()
         js = nc.jetstream()
         await js.publish(
             rig.subjects.embedding_queue("normal"),
@@ -142,14 +147,38 @@ async def test_poison_and_hopeless_requests_go_to_the_dead_letter_subject(
         )
         ghost = Memory(id="ghost", entity_id="u", room_id="r", content=Content(text="gone"))
         await rig.queue.put(ghost, "normal")
-        await worker.drain_once()
-        for _ in range(50):
-            if len(dead) == 2:
-                break
-            await asyncio.sleep(0.02)
+
+        async def both_dead() -> bool:
+            return len(dead) == 2
+
+        await until(both_dead)
+        info = await js.consumer_info(rig.subjects.embedding_stream, "embedding-normal")
     finally:
         await nc.close()
     reasons = sorted(reason for _, reason in dead)
     assert reasons[0].startswith("memory ghost does not exist")
     assert reasons[1].startswith("unreadable request")
-    assert await worker.drain_once() == 0  # neither comes back
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)  # neither comes back
+
+
+async def test_an_idle_worker_asks_the_server_once_per_long_poll(rig: Rig, nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    pulls: list[str] = []
+
+    async def on_pull(msg: Any) -> None:
+        pulls.append(msg.subject)
+
+    await nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{rig.subjects.embedding_stream}.*", cb=on_pull)
+    await subscriptions_registered(nc)
+    try:
+        worker = rig.worker()
+        await worker.open()
+        await asyncio.sleep(3)  # a window shorter than one long poll (QUEUE_WAIT)
+    finally:
+        await nc.close()
+    # One pull per priority, waiting on the server; a short poll would make dozens.
+    assert sorted(s.rsplit(".", 1)[-1] for s in pulls) == [
+        "embedding-high",
+        "embedding-low",
+        "embedding-normal",
+    ]

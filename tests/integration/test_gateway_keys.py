@@ -89,6 +89,10 @@ async def test_ready_without_a_key_says_only_whether_the_stack_is_ready(
         ({"authorization": "bearer k2"}, 200),
         ({"authorization": "BEARER   k1"}, 200),
         ({"x-api-key": "k2"}, 200),
+        ({"X-API-Key": "k1"}, 200),
+        ({"x-api-key": "k3"}, 401),
+        ({"x-api-key": ""}, 401),
+        ({"x-api-key": "k3", "authorization": "Bearer k1"}, 401),  # a wrong key is not rescued
         ({"authorization": "k1"}, 401),  # a bare key is refused, not guessed at
         ({"authorization": "Basic k1"}, 401),
         ({"authorization": "Bearer k3"}, 401),
@@ -136,9 +140,13 @@ def test_every_key_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch)
 
 async def test_a_websocket_without_a_valid_key_is_refused_with_401_as_http_is(port: int) -> None:
     url = f"ws://127.0.0.1:{port}/v1/agents/agent-1/ws"
-    for refused in (url, f"{url}?api_key=nope"):
+    for refused, headers in (
+        (url, None),
+        (f"{url}?api_key=nope", None),
+        (url, {"X-API-Key": "k3"}),
+    ):
         with pytest.raises(InvalidStatus) as caught:
-            async with connect(refused):
+            async with connect(refused, additional_headers=headers):
                 pass
         assert caught.value.response.status_code == 401
         assert b"unauthorized" in caught.value.response.body
@@ -150,8 +158,9 @@ async def test_a_websocket_without_a_valid_key_is_refused_with_401_as_http_is(po
         ("?api_key=k1", None, None),
         ("", ["elizamesh", "bearer.k2"], None),
         ("", None, {"Authorization": "Bearer k1"}),
+        ("", None, {"X-API-Key": "k2"}),
     ],
-    ids=["query", "subprotocol", "header"],
+    ids=["query", "subprotocol", "header", "x-api-key"],
 )
 async def test_a_browser_can_send_a_websocket_key_in_the_query_or_a_subprotocol(
     runtime: NatsBroker,

@@ -162,16 +162,11 @@ async def wire(
                 workers_broker, subjects, models, retry=RetryPolicy(backoff=0.05)
             )
             evaluation = EvaluationWorker(workers_broker, subjects, host, backoff=0.05)
-            tasks = []
             for worker in (embedding, evaluation):
                 await worker.open()
-                tasks.append(asyncio.create_task(worker.run_forever(idle=0.02)))
             try:
                 yield wired
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
                 for worker in (embedding, evaluation):
                     await worker.close()
                 await host.stop()

@@ -344,3 +344,14 @@ async def test_send_message_goes_through_the_send_handler_of_its_source(
     result = await handle(runtime, message)
     assert [r.success for r in result.action_results] == [True]
     assert delivered == [("telegram", "dm-1", "Meeting moved to 3pm")]
+
+
+async def test_a_plan_of_none_with_text_answers_with_that_text(
+    runtime: AgentRuntime, model: ScriptedModel
+) -> None:
+    # elizaOS's NONE: "respond but perform no additional action" (small models pick it).
+    model.large.append(plan("Just saying hi.", actions="NONE"))
+    result = await handle(runtime, said("hello"))
+    assert result.did_respond
+    assert result.response_content.text == "Just saying hi."
+    assert len(model.prompts["TEXT_LARGE"]) == 1  # no second call to write the reply
