@@ -883,8 +883,10 @@ class _Pipeline:
 
 
 def _says_only(actions: Sequence[str]) -> bool:
-    """The plan only speaks: REPLY, or NONE ("respond but perform no additional action",
-    elizaOS's bootstrap), so its ``<text>`` is the answer."""
+    """Say whether the plan only speaks, so its ``<text>`` is the answer.
+
+    REPLY, or NONE: "respond but perform no additional action" (elizaOS's bootstrap).
+    """
     names = {a.upper() for a in actions}
     return bool(names) and names <= {"REPLY", "NONE"}
 
