@@ -40,7 +40,7 @@ from shared.agent.types import EventType, ModelType, Plugin
 from shared.bus import as_service_error, bounded, ensure_stream, error_headers
 from shared.config import default_model_plugin
 from shared.embedding import JetStreamEmbeddingQueue, ensure_embedding_stream
-from shared.errors import Conflict, Internal, NotFound, Unavailable
+from shared.errors import BadRequest, Conflict, Internal, NotFound, Unavailable
 from shared.evaluation import JetStreamEvaluation, ensure_evaluation_stream
 from shared.events import EventPublisher
 from shared.outbound import ensure_outbound_stream
@@ -199,23 +199,47 @@ class AgentHost:
     async def host_characters(self, *, wait: float = 30) -> None:
         """Open the host and start an agent per character file (``AGENT_CHARACTERS``).
 
+        No character file can stop the service: one that cannot be read, parsed
+        or started (a bad path, ``CharacterError``, ``PluginError``, a plugin
+        that fails to start) is logged as an error naming the file and the
+        problem, and the other files' agents are hosted as usual.
+
         The memory service may start after this one: ``Unavailable`` is retried
         for up to ``wait`` seconds.
+
+        Raises:
+            Unavailable: the memory service is still unreachable after ``wait``.
         """
         await self.open()
         for path in self.agents.characters:
-            character = Character.from_file(path)
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    await self.add(character)
-                    break
-                except Unavailable:
-                    if time.monotonic() > deadline:
-                        raise
-                    logger.info("memory service not reachable yet; retrying")
-                    await asyncio.sleep(1)
-            logger.info("hosting agent %s (%s)", character.name, character.agent_id)
+            try:
+                character = Character.from_file(path)
+                await self._add_when_storage_is_up(character, wait=wait)
+            except Unavailable:
+                raise
+            except BadRequest as exc:
+                problem = str(exc)
+            except Exception:  # one agent must never stop the others
+                logger.exception("character file %s not hosted: its agent failed to start", path)
+                continue
+            else:
+                logger.info("hosting agent %s (%s)", character.name, character.agent_id)
+                continue
+            logger.error("character file %s not hosted: %s", path, problem)
+
+    async def _add_when_storage_is_up(self, character: Character, *, wait: float) -> None:
+        """``add(character)``, retrying ``Unavailable`` for up to ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                await self.add(character)
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                logger.info("memory service not reachable yet; retrying")
+                await asyncio.sleep(1)
+            else:
+                return
 
     async def runtime_for(self, agent_id: str) -> AgentRuntime:
         """The runtime of ``agent_id``, started here from its stored character if need be.

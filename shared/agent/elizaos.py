@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import resource
 import time
 import uuid
@@ -52,6 +53,64 @@ class BatchItemResult:
     agent_id: str
     result: HandleMessageResult | None = None
     error: BaseException | None = None
+
+
+BatchItem = tuple[str | uuid.UUID | AgentRuntime, Memory]
+"""One item of ``handle_messages`` in tuple form: the agent (id, name or runtime), the message."""
+
+
+def _batch_item(
+    index: int, item: BatchItem | Mapping[str, Any]
+) -> tuple[str | uuid.UUID | AgentRuntime, Memory, MessageOptions | None]:
+    """Read one ``handle_messages`` item, tuple or elizaOS dict, or raise ``BadRequest``."""
+    where = f"handle_messages: item {index}"
+    message: Any
+    if isinstance(item, tuple) and len(item) == 2:  # noqa: PLR2004 - (agent, message)
+        target, message = item
+        options: Any = None
+    elif isinstance(item, Mapping):
+        unknown = set(item) - {"agent_id", "agentId", "message", "options"}
+        if unknown:
+            raise BadRequest(f"{where}: unknown keys {sorted(unknown)}")
+        target = item.get("agent_id", item.get("agentId"))
+        message = item.get("message")
+        options = item.get("options")
+    else:
+        raise BadRequest(
+            f"{where}: expected (agent, message) or "
+            f'{{"agent_id": ..., "message": ...}}, got {type(item).__name__}'
+        )
+    if not isinstance(target, str | uuid.UUID | AgentRuntime):
+        raise BadRequest(f"{where}: agent_id must be an id, a name or a runtime")
+    if options is not None and not isinstance(options, MessageOptions):
+        raise BadRequest(f"{where}: options must be a MessageOptions")
+    return target, _message(where, message), options
+
+
+_MESSAGE_ALIASES = {"user_id": "entity_id"}
+"""elizaOS 0.x names a message's sender ``userId``."""
+
+
+def _message(where: str, message: Any) -> Memory:
+    """``message`` as a Memory: one already, or a dict with elizaOS's names or ours."""
+    if isinstance(message, Memory):
+        return message
+    if not isinstance(message, Mapping):
+        raise BadRequest(
+            f"{where}: message must be a Memory or a dict, got {type(message).__name__}"
+        )
+    data = {_MESSAGE_ALIASES.get(_snake(k), _snake(k)): v for k, v in message.items()}
+    if isinstance(content := data.get("content"), Mapping):
+        data["content"] = {_snake(k): v for k, v in content.items()}
+    data = {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in data.items()}
+    try:
+        return msgspec.convert(data, Memory)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"{where}: message: {exc}") from None
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
 class ElizaOS:
@@ -310,18 +369,32 @@ class ElizaOS:
         )
 
     async def handle_messages(
-        self, batch: Sequence[tuple[str | AgentRuntime, Memory]]
+        self, batch: Sequence[BatchItem | Mapping[str, Any]]
     ) -> list[BatchItemResult]:
-        """Handle several messages (for one or several agents) in parallel; errors per item."""
+        """Handle several messages (for one or several agents) in parallel; errors per item.
 
-        async def one(target: str | AgentRuntime, message: Memory) -> BatchItemResult:
-            agent_id = target.agent_id if isinstance(target, AgentRuntime) else target
+        An item is ``(agent, message)`` or, as elizaOS writes it,
+        ``{"agent_id": ..., "message": {...}, "options": MessageOptions(...)}``
+        (``agentId`` too); a message given as a dict takes elizaOS's names
+        (``entityId``, ``roomId``, ``content``...) or ours.
+
+        Raises:
+            BadRequest: an item is neither form, or its message is not a message;
+                nothing is handled then.
+        """
+        items = [_batch_item(index, item) for index, item in enumerate(batch)]
+
+        async def one(
+            target: str | uuid.UUID | AgentRuntime, message: Memory, options: MessageOptions | None
+        ) -> BatchItemResult:
+            agent_id = target.agent_id if isinstance(target, AgentRuntime) else str(target)
             try:
-                return BatchItemResult(agent_id, await self.handle_message(target, message))
+                result = await self.handle_message(target, message, options=options)
+                return BatchItemResult(agent_id, result)
             except Exception as exc:
                 return BatchItemResult(agent_id, error=exc)
 
-        results = await asyncio.gather(*(one(t, m) for t, m in batch))
+        results = await asyncio.gather(*(one(*item) for item in items))
         self._dispatch(
             "messages:sent", count=len(results), errors=sum(r.error is not None for r in results)
         )
@@ -332,7 +405,11 @@ class ElizaOS:
     async def health_check(
         self, agent_ids: Sequence[str] | None = None, *, timeout: float = 5.0
     ) -> dict[str, AgentHealth]:
-        """Probe each agent: its storage answers a query within ``timeout`` seconds."""
+        """Probe each agent: its storage answers a query within ``timeout`` seconds.
+
+        An agent that is not started (never, or stopped since) is ``alive=False``
+        and not probed.
+        """
         ids = _ids(agent_ids or self.runtimes)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -343,7 +420,11 @@ class ElizaOS:
                     agent_id=agent_id, alive=False, responsive=False, error="not registered"
                 )
             started = self._started_at.get(agent_id)
-            uptime = time.monotonic() - started if started is not None else 0.0
+            if started is None or not runtime.is_started():
+                return AgentHealth(
+                    agent_id=agent_id, alive=False, responsive=False, error="not started"
+                )
+            uptime = time.monotonic() - started
             try:
                 async with asyncio.timeout(timeout):
                     await runtime.adapter.get_agent(agent_id)
@@ -358,7 +439,7 @@ class ElizaOS:
                 )
             return AgentHealth(
                 agent_id=agent_id,
-                alive=started is not None,
+                alive=True,
                 responsive=True,
                 memory_usage=rss,
                 uptime=uptime,

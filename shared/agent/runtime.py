@@ -54,7 +54,7 @@ from shared.agent.types import (
     StreamChunk,
 )
 from shared.config import DEFAULT_DATABASE_URL
-from shared.errors import Conflict, NotFound
+from shared.errors import BadRequest, Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.delegation import StorageDelegation
 from shared.storage.sql import SqlAdapter
@@ -473,7 +473,7 @@ class AgentRuntime(StorageDelegation):
     async def use_model(
         self,
         model_type: ModelType | str,
-        params: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | str | None = None,
         *,
         provider: str | None = None,
         on_stream_chunk: StreamChunk | None = None,
@@ -486,7 +486,14 @@ class AgentRuntime(StorageDelegation):
         text model's chunks are passed on as they come and the full text is
         returned. Every call is logged (``useModel:<TYPE>``) and announced
         (``MODEL_USED``).
+
+        As in elizaOS, ``params`` may be a bare string:
+        ``use_model(ModelType.TEXT_EMBEDDING, "text")`` means ``{"text": "text"}``
+        (``{"prompt": ...}`` for a text generation model).
         """
+        if isinstance(params, str):
+            key = "prompt" if model_type in STREAMABLE_MODELS else "text"
+            params = {key: params}
         handler = self.get_model(model_type, provider)
         if handler is None:
             raise ModelError(
@@ -930,6 +937,70 @@ class AgentRuntime(StorageDelegation):
         return await self.adapter.search_memories(
             table_name="facts", embedding=list(vector), count=count, room_id=room_id
         )
+
+    # -- elizaOS's call forms -------------------------------------------------
+
+    async def create_memory(
+        self, memory: Memory, table_name: str = "messages", unique: bool = True
+    ) -> str:
+        """Store ``memory`` in ``table_name`` (``messages`` unless named, as elizaOS)."""
+        return await super().create_memory(memory, table_name, unique)
+
+    async def search_memories(
+        self,
+        query: str | None = None,
+        count: int = 10,
+        *,
+        table_name: str = "messages",
+        embedding: list[float] | None = None,
+        match_threshold: float = 0.0,
+        unique: bool = False,
+        room_id: str | None = None,
+        world_id: str | None = None,
+        entity_id: str | None = None,
+        include_embeddings: bool = False,
+    ) -> list[Memory]:
+        """Return the memories of ``table_name`` closest to ``query`` or ``embedding``.
+
+        ``search_memories("previous conversation", 10)`` embeds the text with
+        the TEXT_EMBEDDING model, then searches by vector; without an embedding
+        model it finds memories whose text contains ``query``, newest first.
+
+        Raises:
+            BadRequest: neither or both of ``query`` and ``embedding`` are given.
+        """
+        if (query is None) == (embedding is None):
+            raise BadRequest("search_memories: give either a text query or an embedding")
+        if embedding is None:
+            if self.get_model(ModelType.TEXT_EMBEDDING) is None:
+                return await self.adapter.search_memories_by_text(
+                    table_name=table_name,
+                    query=str(query),
+                    count=count,
+                    room_id=room_id,
+                    include_embeddings=include_embeddings,
+                )
+            embedding = list(await self.use_model(ModelType.TEXT_EMBEDDING, {"text": query}))
+        return await super().search_memories(
+            table_name=table_name,
+            embedding=embedding,
+            match_threshold=match_threshold,
+            count=count,
+            unique=unique,
+            room_id=room_id,
+            world_id=world_id,
+            entity_id=entity_id,
+            include_embeddings=include_embeddings,
+        )
+
+    async def create_entity(self, entity: Entity) -> bool:
+        """Store one entity; False (and nothing stored) if it already exists."""
+        return await self.create_entities([entity])
+
+    async def get_entity(self, entity_id: str | uuid.UUID) -> Entity | None:
+        """Return the entity ``entity_id``, or None if there is none."""
+        found = await self.get_entities_by_ids([str(entity_id)])
+        return found[0] if found else None
 
     # -- connections ----------------------------------------------------------
 

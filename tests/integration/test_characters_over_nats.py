@@ -175,3 +175,40 @@ async def test_a_knowledge_fact_is_found_over_nats_and_stored_once_by_two_replic
     assert "# Knowledge\nThe office wifi password is tangerine-42." in prompt
     for runtime in runtimes:
         assert "tangerine-42" in await best_knowledge(runtime, "What's the wifi password?")
+
+
+async def test_no_character_file_can_stop_the_runtime_service(
+    mesh: Mesh, fake: FakeOpenAI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.default = plan("Still here!")
+    missing = tmp_path / "missing.character.json"
+    broken = tmp_path / "broken.character.json"
+    broken.write_text('{"name": "Broken",')
+    misspelt = tmp_path / "misspelt.character.json"
+    misspelt.write_text('{"name": "Typo", "bio": ["x"], "styel": {"all": ["short"]}}')
+    unpluggable = tmp_path / "unpluggable.character.json"
+    unpluggable.write_text('{"name": "Bare", "bio": ["no plugins of its own"]}')
+    files = (missing, broken, misspelt, unpluggable, V1)
+    agents = HostedAgents.from_env(
+        {"AGENT_CHARACTERS": ",".join(map(str, files)), "AGENT_PLUGINS": "no-such-plugin"}
+    )
+    host = await mesh.replica(agents)
+
+    with caplog.at_level("ERROR", logger="elizamesh.hosting"):
+        await host.host_characters(wait=10)
+
+    eliza = Character.from_file(V1)
+    assert list(host.runtimes) == [eliza.agent_id]
+    result = await mesh.ask(eliza.agent_id, "Hi there!")
+    assert result.response_content is not None
+    assert result.response_content.text == "Still here!"
+    errors = {
+        record.args[0]: record.getMessage()
+        for record in caplog.records
+        if record.levelname == "ERROR" and isinstance(record.args, tuple)
+    }
+    assert set(errors) == {missing, broken, misspelt, unpluggable}
+    assert "cannot read character file" in errors[missing]
+    assert "not valid JSON" in errors[broken]
+    assert "$.styel" in errors[misspelt]
+    assert "no-such-plugin" in errors[unpluggable]
