@@ -304,7 +304,9 @@ def up(
     character: Annotated[
         list[Path] | None, typer.Option(help="Character JSON files (default: Eliza).")
     ] = None,
-    port: Annotated[int, typer.Option(help="Gateway HTTP port.")] = 3000,
+    port: Annotated[
+        int, typer.Option(envvar="API_PORT", help="Gateway HTTP port (API_PORT).")
+    ] = 3000,
 ) -> None:
     """Run the whole stack here: nats-server and the five services; Ctrl-C stops it all.
 

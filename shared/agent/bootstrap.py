@@ -25,6 +25,7 @@ from shared.agent.types import (
     ActionResult,
     Callback,
     Evaluator,
+    EvaluatorOutputError,
     HandlerOptions,
     ModelType,
     Plugin,
@@ -373,10 +374,6 @@ async def send_message(
 _FACT = re.compile(r"<fact>(.*?)</fact>", re.DOTALL)
 _RELATIONSHIP = re.compile(r"<relationship>(.*?)</relationship>", re.DOTALL)
 _REFLECTION_KEYS = frozenset({"thought", "facts", "relationships"})
-
-
-class EvaluatorOutputError(ValueError):
-    """An evaluator's model answer could not be read (the answer's start is in the message)."""
 
 
 def read_reflection(answer: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -24,7 +24,7 @@ import msgspec
 
 from contracts import Content
 from contracts.embedding import Priority
-from contracts.records import Agent, ChannelType, Entity, Log, Memory, Room, World
+from contracts.records import Agent, ChannelType, Entity, Log, Memory, Relationship, Room, World
 from shared.agent.character import Character
 from shared.agent.edge import fitted, inbound
 from shared.agent.embedding_queue import EmbeddingQueue, EmbeddingSink
@@ -39,6 +39,7 @@ from shared.agent.types import (
     ActionResult,
     Callback,
     Evaluator,
+    EvaluatorOutputError,
     EventHandler,
     EventType,
     HandlerOptions,
@@ -87,6 +88,37 @@ _RUN_ID: ContextVar[str | None] = ContextVar("elizamesh_run_id", default=None)
 """The run of the calling task outside a turn (``start_run`` / ``end_run``)."""
 
 SendHandler = Callable[["AgentRuntime", "TargetInfo", Content], Awaitable[None]]
+
+ALL_MEMORY_TABLES = ("memories", "messages", "facts", "documents")
+"""The tables elizaOS's ``getAllMemories`` reads."""
+
+ELIZAOS_EXCLUDED: dict[str, str] = {
+    "get_agent_run_summaries": "optional in elizaOS; elizamesh stores no run records to summarize",
+    "get_cached_embeddings": "a Postgres levenshtein cache in elizaOS; vectors come from the queue",
+    "get_connection": "no raw database connection: in the runtime service storage is remote",
+    "run_migrations": "optional in elizaOS; migrations run in initialize() or `make migrate`",
+    "run_plugin_migrations": "optional in elizaOS; plugins carry no database schemas",
+    "with_entity_context": "optional in elizaOS; there is no row-level security to scope",
+}
+"""Methods of elizaOS 1.7.2's ``IAgentRuntime`` / ``IDatabaseAdapter`` not here, and why."""
+
+ELIZAOS_RENAMED: dict[str, str] = {"hasElizaOS": "has_elizaos"}
+"""elizaOS names whose snake_case is not the mechanical one."""
+
+
+@dataclass(frozen=True)
+class Participant:
+    """As elizaOS ``Participant``: an entity's place in one room."""
+
+    room_id: str
+    entity: Entity
+
+
+@dataclass(frozen=True)
+class GenerateTextResult:
+    """As elizaOS ``GenerateTextResult``: ``generate_text``'s answer."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -865,6 +897,9 @@ class AgentRuntime(StorageDelegation):
             error: str | None = None
             try:
                 await evaluator.handler(self, message, state, callback, responses)
+            except EvaluatorOutputError as exc:  # the model's answer, not a bug: one line
+                logger.warning("evaluator %s could not read its answer: %s", evaluator.name, exc)
+                error = f"{type(exc).__name__}: {exc}"
             except Exception as exc:
                 logger.exception("evaluator %s failed", evaluator.name)
                 error = f"{type(exc).__name__}: {exc}"
@@ -1001,6 +1036,168 @@ class AgentRuntime(StorageDelegation):
         """Return the entity ``entity_id``, or None if there is none."""
         found = await self.get_entities_by_ids([str(entity_id)])
         return found[0] if found else None
+
+    # -- the rest of elizaOS's IAgentRuntime / IDatabaseAdapter ---------------
+    # One thin method per elizaOS name, over the storage operations above.
+    # Names elizamesh cannot honour are in ``ELIZAOS_EXCLUDED`` with the reason.
+
+    async def get_entity_by_id(self, entity_id: str | uuid.UUID) -> Entity | None:
+        """As elizaOS ``getEntityById``: the entity ``entity_id``, or None."""
+        return await self.get_entity(entity_id)
+
+    async def get_entities_for_room(self, room_id: str) -> list[Entity]:
+        """As elizaOS ``getEntitiesForRoom``: the entities taking part in ``room_id``.
+
+        Components are not attached (``Entity`` has no such field): read them
+        with ``get_components``.
+        """
+        return await self.get_entities_by_ids(await self.get_participants_for_room(room_id))
+
+    async def get_room(self, room_id: str) -> Room | None:
+        """As elizaOS ``getRoom``: the room ``room_id``, or None."""
+        found = await self.get_rooms_by_ids([room_id])
+        return found[0] if found else None
+
+    async def get_rooms(self, world_id: str) -> list[Room]:
+        """As elizaOS ``getRooms``: the rooms of the world ``world_id``."""
+        return await self.get_rooms_by_world(world_id)
+
+    async def create_room(self, room: Room) -> str:
+        """As elizaOS ``createRoom``: store one room and return its id."""
+        return (await self.create_rooms([room]))[0]
+
+    async def delete_rooms_by_world_id(self, world_id: str) -> None:
+        """As elizaOS ``deleteRoomsByWorldId``: delete every room of the world."""
+        for room in await self.get_rooms_by_world(world_id):
+            await self.delete_room(room.id)
+
+    async def get_rooms_for_participants(self, entity_ids: Sequence[str]) -> list[str]:
+        """As elizaOS ``getRoomsForParticipants``: ids of the rooms any of ``entity_ids`` is in."""
+        rooms: dict[str, None] = {}
+        for entity_id in entity_ids:
+            rooms.update(dict.fromkeys(await self.get_rooms_for_participant(entity_id)))
+        return list(rooms)
+
+    async def add_participant(self, entity_id: str, room_id: str) -> bool:
+        """As elizaOS ``addParticipant``: put ``entity_id`` in the room ``room_id``."""
+        return await self.add_participants_room([entity_id], room_id)
+
+    async def get_participants_for_entity(self, entity_id: str) -> list[Participant]:
+        """As elizaOS ``getParticipantsForEntity``: a ``Participant`` per room of the entity."""
+        entity = await self.get_entity(entity_id)
+        if entity is None:
+            return []
+        rooms = await self.get_rooms_for_participant(entity_id)
+        return [Participant(room_id=room_id, entity=entity) for room_id in rooms]
+
+    async def ensure_participant_in_room(self, entity_id: str, room_id: str) -> None:
+        """As elizaOS ``ensureParticipantInRoom``: add the entity to the room unless it is in it.
+
+        Raises:
+            NotFound: there is no such entity or room.
+        """
+        if await self.get_entity(entity_id) is None:
+            raise NotFound(f"no entity {entity_id}")
+        if await self.get_room(room_id) is None:
+            raise NotFound(f"no room {room_id}")
+        if not await self.is_room_participant(room_id, entity_id):
+            with contextlib.suppress(Conflict):
+                await self.add_participants_room([entity_id], room_id)
+
+    async def ensure_world_exists(self, world: World) -> None:
+        """As elizaOS ``ensureWorldExists``: store ``world`` unless one with its id exists."""
+        await self._ensure_world(world)
+
+    async def ensure_room_exists(self, room: Room) -> None:
+        """As elizaOS ``ensureRoomExists``: store ``room`` unless one with its id exists."""
+        if await self.get_room(room.id) is None:
+            with contextlib.suppress(Conflict):
+                await self.create_rooms([room])
+
+    async def get_relationship(
+        self, source_entity_id: str, target_entity_id: str
+    ) -> Relationship | None:
+        """As elizaOS ``getRelationship``: the link from source to target, or None."""
+        for relationship in await self.get_relationships(source_entity_id):
+            if (relationship.source_entity_id, relationship.target_entity_id) == (
+                source_entity_id,
+                target_entity_id,
+            ):
+                return relationship
+        return None
+
+    async def get_memories_by_world_id(
+        self, world_id: str, count: int | None = None, table_name: str = "messages"
+    ) -> list[Memory]:
+        """As elizaOS ``getMemoriesByWorldId``: the memories of a world, newest first."""
+        return await self.get_memories(table_name=table_name, world_id=world_id, count=count)
+
+    async def get_all_memories(self) -> list[Memory]:
+        """As elizaOS ``getAllMemories``: the agent's memories, up to 10,000 per table."""
+        found: list[Memory] = []
+        for table_name in ALL_MEMORY_TABLES:
+            found.extend(await self.get_memories(table_name=table_name, count=10_000))
+        return found
+
+    async def delete_many_memories(self, memory_ids: Sequence[str]) -> None:
+        """As elizaOS ``deleteManyMemories``: delete each memory of ``memory_ids``."""
+        for memory_id in memory_ids:
+            await self.delete_memory(memory_id)
+
+    async def clear_all_agent_memories(self) -> None:
+        """As elizaOS ``clearAllAgentMemories``: delete what ``get_all_memories`` returns."""
+        await self.delete_many_memories([m.id for m in await self.get_all_memories()])
+
+    async def generate_text(
+        self,
+        input: str,
+        *,
+        include_character: bool = True,
+        model_type: ModelType | str = ModelType.TEXT_LARGE,
+        **params: Any,
+    ) -> GenerateTextResult:
+        """As elizaOS ``generateText``: a text model's answer, with the character.
+
+        Raises:
+            BadRequest: ``input`` is blank.
+        """
+        if not input.strip():
+            raise BadRequest("generate_text: the input is empty")
+        prompt = input
+        if include_character:
+            c = self.character
+            bio = " ".join(c.bio) if isinstance(c.bio, list) else c.bio
+            styles = [*c.style.all, *c.style.chat]
+            parts = [f"# About {c.name}\n{bio}" if bio else "", c.system or ""]
+            if styles:
+                parts.append("Style:\n" + "\n".join(f"- {s}" for s in styles))
+            if context := "\n\n".join(p for p in parts if p):
+                prompt = f"{context}\n\n{input}"
+        text = await self.use_model(model_type, {**params, "prompt": prompt})
+        return GenerateTextResult(text=str(text))
+
+    async def init(self) -> None:
+        """As elizaOS ``init`` (adapter): open the storage, as ``initialize`` does."""
+        await self.adapter.init()
+
+    async def is_ready(self) -> bool:
+        """As elizaOS ``isReady``: whether the runtime is initialized and has its storage."""
+        return self._initialized and self._adapter is not None
+
+    async def close(self) -> None:
+        """As elizaOS ``close`` (adapter): close the storage (``stop`` also stops services)."""
+        await self.adapter.close()
+
+    def register_database_adapter(self, adapter: DatabaseAdapter) -> None:
+        """As elizaOS ``registerDatabaseAdapter``: use ``adapter`` as the storage.
+
+        Raises:
+            StateError: the runtime already has storage.
+        """
+        if self._adapter is not None:
+            raise StateError("the runtime already has a database adapter")
+        self._adapter = adapter
+        self._owns_adapter = False
 
     # -- connections ----------------------------------------------------------
 

