@@ -58,7 +58,7 @@ from typing import IO, Any
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 
-from shared.natsserver import NatsServer, free_port, wait_for_port
+from shared.natsserver import NatsServer, free_port
 from tests.bench import bench_replicas as replicas
 from tests.bench import workload
 from tests.bench.workload import Level
@@ -392,19 +392,7 @@ def distributed_stack(folder: Path) -> Iterator[Distributed]:
             "LOG_LEVEL": "WARNING",
         }
         stack = replicas.Stack(env=env, logs=logs, base_url=f"http://127.0.0.1:{port}")
-        stack.start(services, "model", module="tests.bench.fake_model", args=[str(model_url)])
-        deadline = time.monotonic() + 30
-        while not model_url.exists() or not model_url.read_text():
-            stack.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError("the fake model did not start")
-            time.sleep(0.05)
-        env["OPENAI_BASE_URL"] = model_url.read_text()
-        for name in ("memory", "embedding", "evaluator", "gateway"):
-            stack.start(services, name)
-        services.callback(stack.close)
-        wait_for_port("127.0.0.1", port, timeout=60)
-        stack.scale(1)
+        stack.bring_up(services, model_url, port)
         before = replicas.cpu_ms(stack.labels)
         time.sleep(2)
         idle_rate = replicas.stack_total(replicas.used(before, replicas.cpu_ms(stack.labels))) / 2

@@ -128,6 +128,25 @@ class Stack:
         self.processes[name] = process
         self.labels[process.pid] = name
 
+    def bring_up(self, services: ExitStack, model_url: Path, port: int) -> None:
+        """Start the fake model, then the services and one runtime replica; wait for the gateway.
+
+        ``services`` closes them all (``model_url``: where the model writes its address).
+        """
+        self.start(services, "model", module="tests.bench.fake_model", args=[str(model_url)])
+        deadline = time.monotonic() + 30
+        while not model_url.exists() or not model_url.read_text():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the fake model did not start")
+            time.sleep(0.05)
+        self.env["OPENAI_BASE_URL"] = model_url.read_text()
+        for name in ("memory", "embedding", "evaluator", "gateway"):
+            self.start(services, name)
+        services.callback(self.close)
+        wait_for_port("127.0.0.1", port, timeout=60)
+        self.scale(1)
+
     def scale(self, replicas: int) -> None:
         """Start or stop runtime replicas until ``replicas`` run and answer for the agent."""
         while len(self.replicas) > replicas:
@@ -389,19 +408,7 @@ def main() -> None:
             "LOG_LEVEL": "WARNING",
         }
         stack = Stack(env=env, logs=logs, base_url=f"http://127.0.0.1:{port}")
-        stack.start(services, "model", module="tests.bench.fake_model", args=[str(model_url)])
-        deadline = time.monotonic() + 30
-        while not model_url.exists() or not model_url.read_text():
-            stack.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError("the fake model did not start")
-            time.sleep(0.05)
-        env["OPENAI_BASE_URL"] = model_url.read_text()
-        for name in ("memory", "embedding", "evaluator", "gateway"):
-            stack.start(services, name)
-        services.callback(stack.close)
-        wait_for_port("127.0.0.1", port, timeout=60)
-        stack.scale(1)
+        stack.bring_up(services, model_url, port)
         print(f"stack up (logs in {logs}); measuring", flush=True)
         phases = asyncio.run(run(stack))
     conclude(phases)
