@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,31 +10,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from elizamesh import AgentRuntime, Character, Content, Memory, ModelError, ModelType
 from elizamesh.plugins.openai import get_openai_plugin
-from tests.fake_openai import Failure, FakeOpenAI, fake_openai_server
+from tests.fake_openai import Failure, FakeOpenAI
 from tests.scripted import plan
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with fake_openai_server() as server:
-        yield server
-
-
-@pytest.fixture
-async def runtime(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[AgentRuntime]:
-    agent = AgentRuntime(
-        character=Character(name="Assistant", system="You are a helpful assistant."),
-        plugins=[get_openai_plugin()],
-        settings={
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": fake.url,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-            "TASK_TICK_SECONDS": "3600",
-        },
-    )
-    await agent.initialize()
-    yield agent
-    await agent.stop()
 
 
 def chats(fake: FakeOpenAI) -> list[dict[str, Any]]:

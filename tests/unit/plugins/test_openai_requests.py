@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,34 +13,11 @@ from shared.agent.message_service import MessageOptions
 from shared.plugins.openai import EmbeddingShapeError, ModelTimeoutError
 from tests.fake_openai import Failure, FakeOpenAI, fake_openai_server
 from tests.scripted import plan
+from tests.unit.plugins.conftest import SYSTEM
 
-SYSTEM = "You are a helpful assistant."
 JSON_PLAN = (
     '{"thought": "greet", "actions": ["REPLY"], "providers": [], "text": "Hello \\"you\\" <3"}'
 )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    with fake_openai_server() as server:
-        yield server
-
-
-@pytest.fixture
-async def runtime(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[AgentRuntime]:
-    agent = AgentRuntime(
-        character=Character(name="Assistant", system=SYSTEM),
-        plugins=[get_openai_plugin()],
-        settings={
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": fake.url,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-            "TASK_TICK_SECONDS": "3600",
-        },
-    )
-    await agent.initialize()
-    yield agent
-    await agent.stop()
 
 
 async def turn(runtime: AgentRuntime, text: str = "Hi", **options: Any) -> Any:
