@@ -20,3 +20,9 @@ class EmbeddingRequested(Event, kw_only=True, frozen=True, tag="embedding.reques
     agent_id: Annotated[Id, Meta(description="The agent that owns the memory.")]
     memory_id: Annotated[Id, Meta(description="The memory to update.")]
     text: Text
+    room_id: Annotated[
+        str | None, Meta(description="The memory's room, for the events that report on it.")
+    ] = None
+    run_id: Annotated[
+        str | None, Meta(description="The run (turn) that stored the memory, if any.")
+    ] = None

@@ -72,3 +72,17 @@ class RunEnded(Message, kw_only=True, frozen=True, tag="run.ended.v1"):
     result: Annotated[
         HandleMessageResult | None, Meta(description="The turn's result, when it has one.")
     ] = None
+
+
+class RunHeartbeat(Message, kw_only=True, frozen=True, tag="run.heartbeat.v1"):
+    """The run's turn is alive (``<ns>.run.<run_id>.heartbeat``), sent every ``interval`` seconds.
+
+    A follower waits as long as heartbeats come and gives the run up when a
+    few intervals pass without one (the replica running it died).
+    """
+
+    run_id: Id
+    message_id: Annotated[Id, Meta(description="The message being answered.")]
+    interval: Annotated[
+        float, Meta(gt=0, description="Seconds until the next heartbeat, while the turn lives.")
+    ]

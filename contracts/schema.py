@@ -9,7 +9,7 @@ only understands pydantic models), so it can never drift from the wire.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -35,6 +35,7 @@ from contracts.events import (
     ListAgents,
     RunChunk,
     RunEnded,
+    RunHeartbeat,
     RunResponse,
 )
 from contracts.memory import OPERATIONS
@@ -52,6 +53,7 @@ MESSAGES: tuple[type[Message], ...] = (
     RunChunk,
     RunResponse,
     RunEnded,
+    RunHeartbeat,
     EmbeddingRequested,
     EvaluateTurn,
     GetProvider,
@@ -83,20 +85,217 @@ def catalogue() -> JsonObject:
     }
 
 
+OPAQUE_MESSAGES: dict[str, JsonObject] = {
+    "RoomHandover": {
+        "name": "runtime.room.handover",
+        "summary": "Internal, runtime to runtime: a HandleMessage passed to the replica that "
+        "owns its room, with the original reply subject. Answered with an empty body once "
+        "queued, or an Error.",
+        "payload": {"type": "object"},
+    },
+    "DeadLetter": {
+        "name": "dead.letter",
+        "summary": "A queued message a worker gave up on, exactly as it was queued; the reason "
+        "is in the Elizamesh-Dead-Reason header.",
+        "headers": {
+            "type": "object",
+            "properties": {"Elizamesh-Dead-Reason": {"type": "string"}},
+        },
+        "payload": {},
+    },
+}
+"""Messages whose body no contract describes: named here so their channels can list them."""
+
+Payload = type[Message] | str
+"""A message type, or the name of one of ``OPAQUE_MESSAGES``."""
+
+
 class Operation(msgspec.Struct, frozen=True, kw_only=True):
-    """One request-reply subject: who serves it, what it takes and what it answers."""
+    """One subject family: who sends on it, what it carries and, for a request, what it answers.
+
+    ``action`` is from the stack's side, as AsyncAPI 3 has it: ``receive`` for
+    what the services serve (requests, JetStream work they consume), ``send``
+    for what they publish (events, runs, outbound messages, requests to
+    remote providers and actions).
+    """
 
     name: str
     subject: str
     parameters: dict[str, str]
-    request: type[Message]
-    replies: tuple[type[Message], ...]
-    served_by: str
+    request: Payload
+    replies: tuple[type[Message], ...] = ()
+    action: str = "receive"
+    by: Annotated[str, msgspec.Meta(description="Who sends it and who serves it, a sentence.")]
     description: str
 
 
+def _event_channels(ns: str) -> tuple[Operation, ...]:
+    return (
+        Operation(
+            name="agentEvent",
+            subject=f"{ns}.event.{{agent_id}}.{{event_domain}}.{{event_name}}",
+            parameters={
+                "agent_id": "The agent it happened in.",
+                "event_domain": "What it is about: run, message, action, evaluator, world, "
+                "entity, room, model, embedding, ...",
+                "event_name": "What happened to it: started, ended, sent, received, completed, "
+                "failed, generation_completed, ... (the pair is the elizaOS event name, lower "
+                "case: RUN_STARTED is run.started).",
+            },
+            request=AgentEventOccurred,
+            action="send",
+            by="Sent by the runtime and the embedding service, into the JetStream stream "
+            f"{ns.upper()}_EVENTS (deduplicated on event_id)",
+            description=AgentEventOccurred.__doc__ or "",
+        ),
+        Operation(
+            name="agentsChanged",
+            subject=f"{ns}.agents.changed",
+            parameters={},
+            request=AgentChanged,
+            action="send",
+            by="Sent by the runtime replica that changed the agent (core NATS); every replica "
+            "listens",
+            description=AgentChanged.__doc__ or "",
+        ),
+        Operation(
+            name="outbound",
+            subject=f"{ns}.outbound.{{source}}.send",
+            parameters={
+                "source": "The platform whose connector delivers it: webhook, discord, ..."
+            },
+            request=OutboundMessage,
+            action="send",
+            by="Sent by the runtime, into the JetStream stream "
+            f"{ns.upper()}_OUTBOUND; a connector drains it with the durable consumer "
+            "webhook-<source>",
+            description=OutboundMessage.__doc__ or "",
+        ),
+    )
+
+
+_RUN_MESSAGES: tuple[tuple[str, type[Message]], ...] = (
+    ("chunk", RunChunk),
+    ("response", RunResponse),
+    ("heartbeat", RunHeartbeat),
+    ("completed", RunEnded),
+    ("failed", RunEnded),
+)
+
+
+def _run_channels(ns: str) -> tuple[Operation, ...]:
+    stream = f"Sent by the runtime, into the JetStream stream {ns.upper()}_RUNS"
+    return tuple(
+        Operation(
+            name=f"{'ownedRun' if owned else 'run'}{what.capitalize()}",
+            subject=f"{ns}.run.{{owner}}.{{run_id}}.{what}"
+            if owned
+            else f"{ns}.run.{{run_id}}.{what}",
+            parameters={
+                **({"owner": "Who started the run (a run id <owner>__<id>)."} if owned else {}),
+                "run_id": "The run (turn) id given in HandleMessage.run_id."
+                if not owned
+                else "The run's own id, after <owner>__.",
+            },
+            request=message,
+            action="send",
+            by=stream,
+            description=message.__doc__ or "",
+        )
+        for owned in (False, True)
+        for what, message in _RUN_MESSAGES
+    )
+
+
+def _work_queue_channels(ns: str) -> tuple[Operation, ...]:
+    return (
+        Operation(
+            name="embeddingQueue",
+            subject=f"{ns}.embedding.queue.{{priority}}",
+            parameters={"priority": "high, normal or low."},
+            request=EmbeddingRequested,
+            by="Served by the embedding service, from the JetStream work queue "
+            f"{ns.upper()}_EMBEDDING (published by whoever stores a memory)",
+            description=EmbeddingRequested.__doc__ or "",
+        ),
+        Operation(
+            name="embeddingDead",
+            subject=f"{ns}.embedding.dead",
+            parameters={},
+            request=EmbeddingRequested,
+            action="send",
+            by=f"Sent by the embedding service, into the JetStream stream {ns.upper()}_DEAD",
+            description="An embedding request that kept failing, for a person to look at.",
+        ),
+        Operation(
+            name="turnEvaluate",
+            subject=f"{ns}.agent.{{agent_id}}.turn.evaluate",
+            parameters={"agent_id": "The agent whose turn ended."},
+            request=EvaluateTurn,
+            by="Served by the evaluator service, from the JetStream work queue "
+            f"{ns.upper()}_EVALUATION (published by the runtime)",
+            description=EvaluateTurn.__doc__ or "",
+        ),
+        Operation(
+            name="deadLetter",
+            subject=f"{ns}.dead.{{queue}}",
+            parameters={"queue": "The durable consumer that gave up: evaluator, webhook-<source>."},
+            request="DeadLetter",
+            action="send",
+            by=f"Sent by the worker of that queue, into the JetStream stream {ns.upper()}_DEAD",
+            description="A message a worker gave up on, with the reason in a header.",
+        ),
+    )
+
+
+def _remote_part_channels(ns: str) -> tuple[Operation, ...]:
+    return (
+        Operation(
+            name="providerGet",
+            subject=f"{ns}.provider.{{name}}.get",
+            parameters={"name": "The provider, as listed in REMOTE_PROVIDERS."},
+            request=GetProvider,
+            replies=(ProviderOutput, Error),
+            action="send",
+            by="Sent by the runtime during each turn; served by a remote provider process "
+            "(elizamesh.serve_provider, or any NATS client)",
+            description=GetProvider.__doc__ or "",
+        ),
+        Operation(
+            name="actionInvoke",
+            subject=f"{ns}.action.{{name}}.invoke",
+            parameters={"name": "The action, as listed in REMOTE_ACTIONS."},
+            request=InvokeAction,
+            replies=(ActionOutput, Error),
+            action="send",
+            by="Sent by the runtime when the planner picks the action; served by a remote "
+            "action process (elizamesh.serve_action, or any NATS client)",
+            description=InvokeAction.__doc__ or "",
+        ),
+        Operation(
+            name="roomHandover",
+            subject=f"{ns}.runtime.{{replica_id}}.room",
+            parameters={"replica_id": "The runtime replica that owns the room's lease."},
+            request="RoomHandover",
+            by="Served by one runtime replica (internal: not for clients)",
+            description=OPAQUE_MESSAGES["RoomHandover"]["summary"],
+        ),
+    )
+
+
 def operations(subjects: Subjects) -> tuple[Operation, ...]:
-    """Every request-reply operation on the bus, with its subject in AsyncAPI form."""
+    """Every subject family on the bus, with its subject in AsyncAPI form."""
+    ns = subjects.namespace
+    return (
+        *_request_reply_channels(subjects),
+        *_event_channels(ns),
+        *_run_channels(ns),
+        *_work_queue_channels(ns),
+        *_remote_part_channels(ns),
+    )
+
+
+def _request_reply_channels(subjects: Subjects) -> tuple[Operation, ...]:
     ns = subjects.namespace
     return (
         Operation(
@@ -105,7 +304,7 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
             parameters={"agent_id": "The agent that should handle the message."},
             request=HandleMessage,
             replies=(HandleMessageResult, Error),
-            served_by="runtime (queue group 'runtime')",
+            by="Served by runtime (queue group 'runtime')",
             description=HandleMessage.__doc__ or "",
         ),
         Operation(
@@ -114,7 +313,7 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
             parameters={},
             request=ListAgents,
             replies=(AgentList, Error),
-            served_by="runtime (queue group 'runtime')",
+            by="Served by runtime (queue group 'runtime')",
             description=ListAgents.__doc__ or "",
         ),
         Operation(
@@ -123,7 +322,7 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
             parameters={},
             request=AddAgent,
             replies=(AgentStatus, Error),
-            served_by="runtime (queue group 'runtime')",
+            by="Served by runtime (queue group 'runtime')",
             description=AddAgent.__doc__ or "",
         ),
         *(
@@ -133,7 +332,7 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
                 parameters={"agent_id": f"The agent to {command}."},
                 request=AgentCommand,
                 replies=(AgentStatus, Error),
-                served_by="runtime (queue group 'runtime')",
+                by="Served by runtime (queue group 'runtime')",
                 description=AgentCommand.__doc__ or "",
             )
             for command in AGENT_COMMANDS
@@ -144,7 +343,7 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
             parameters={"agent_id": "The agent to probe."},
             request=CheckAgent,
             replies=(AgentHealth, Error),
-            served_by="runtime (queue group 'runtime')",
+            by="Served by runtime (queue group 'runtime')",
             description=CheckAgent.__doc__ or "",
         ),
         Operation(
@@ -153,7 +352,7 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
             parameters={},
             request=CheckHealth,
             replies=(ServiceHealth,),
-            served_by="every service instance (gather the replies)",
+            by="Served by every service instance (gather the replies)",
             description=CheckHealth.__doc__ or "",
         ),
         *(
@@ -163,7 +362,7 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
                 parameters={},
                 request=op.request,
                 replies=(op.result, Error),
-                served_by="memory (queue group 'memory')",
+                by="Served by memory (queue group 'memory')",
                 description=op.summary,
             )
             for op in OPERATIONS.values()
@@ -183,34 +382,48 @@ def asyncapi(subjects: Subjects, *, version: str) -> JsonObject:
             "a failed request is answered with an Error and the Nats-Service-Error headers.",
         },
         "defaultContentType": "application/json",
-        "channels": {
-            op.name: {
-                "address": op.subject,
-                "parameters": {k: {"description": v} for k, v in op.parameters.items()},
-                "messages": {m.__name__: _message_ref(m) for m in (op.request, *op.replies)},
-            }
-            for op in ops
-        },
-        "operations": {
-            op.name: {
-                "action": "receive",
-                "summary": op.description,
-                "description": f"Served by {op.served_by}.",
-                "channel": {"$ref": f"#/channels/{op.name}"},
-                "messages": [{"$ref": f"#/channels/{op.name}/messages/{op.request.__name__}"}],
-                "reply": {
-                    "messages": [
-                        {"$ref": f"#/channels/{op.name}/messages/{m.__name__}"} for m in op.replies
-                    ]
-                },
-            }
-            for op in ops
-        },
+        "channels": {op.name: _channel(op) for op in ops},
+        "operations": {op.name: _operation(op) for op in ops},
         "components": {
             "schemas": _components("#/components/schemas/{name}"),
-            "messages": {m.__name__: _message(m) for m in MESSAGES},
+            "messages": {
+                **{m.__name__: _message(m) for m in MESSAGES},
+                **OPAQUE_MESSAGES,
+            },
         },
     }
+
+
+def _name(payload: Payload) -> str:
+    return payload if isinstance(payload, str) else payload.__name__
+
+
+def _channel(op: Operation) -> JsonObject:
+    return {
+        "address": op.subject,
+        "parameters": {k: {"description": v} for k, v in op.parameters.items()},
+        "messages": {
+            _name(m): {"$ref": f"#/components/messages/{_name(m)}"}
+            for m in (op.request, *op.replies)
+        },
+    }
+
+
+def _operation(op: Operation) -> JsonObject:
+    operation: JsonObject = {
+        "action": op.action,
+        "summary": op.description,
+        "description": f"{op.by}.",
+        "channel": {"$ref": f"#/channels/{op.name}"},
+        "messages": [{"$ref": f"#/channels/{op.name}/messages/{_name(op.request)}"}],
+    }
+    if op.replies:
+        operation["reply"] = {
+            "messages": [
+                {"$ref": f"#/channels/{op.name}/messages/{m.__name__}"} for m in op.replies
+            ]
+        }
+    return operation
 
 
 def _message(message: type[Message]) -> JsonObject:
@@ -221,13 +434,31 @@ def _message(message: type[Message]) -> JsonObject:
     }
 
 
-def _message_ref(message: type[Message]) -> JsonObject:
-    return {"$ref": f"#/components/messages/{message.__name__}"}
-
-
 def _components(ref_template: str) -> JsonObject:
     _, components = msgspec.json.schema_components(MESSAGES, ref_template=ref_template)
+    told_apart = {
+        target.rsplit("/", 1)[-1]
+        for schema in _walk(components)
+        for target in schema.get("discriminator", {}).get("mapping", {}).values()
+    }
+    for name, schema in components.items():
+        # The services decode each subject's one message type, so a missing tag is
+        # accepted: the schema requires ``type`` only where a union needs it to tell
+        # messages apart.
+        if name not in told_apart and "type" in schema.get("required", []):
+            schema["required"] = [field for field in schema["required"] if field != "type"]
+            if not schema["required"]:
+                del schema["required"]
     return dict(sorted(components.items()))
+
+
+def _walk(node: Any) -> list[JsonObject]:
+    """Every object inside a JSON Schema document, ``node`` included."""
+    if isinstance(node, dict):
+        return [node, *(found for value in node.values() for found in _walk(value))]
+    if isinstance(node, list):
+        return [found for value in node for found in _walk(value)]
+    return []
 
 
 def breaking_changes(old: JsonObject, new: JsonObject) -> list[str]:

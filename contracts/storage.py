@@ -375,6 +375,15 @@ class StorageOperations(Protocol):
         """Replace a task's fields (``updated_at`` is set now), or raise ``NotFound``."""
         ...
 
+    async def claim_task(self, task_id: str, updated_at: int, claimed_until: int) -> bool:
+        """Take the task for one run until ``claimed_until`` (ms since the epoch), atomically.
+
+        True for one caller only: the task must still have ``updated_at`` (as
+        read) and be held by nobody (no claim, or one that ended). ``update_task``
+        and ``delete_task`` end the claim; False if the task is gone or held.
+        """
+        ...
+
     async def delete_task(self, task_id: str) -> None:
         """Delete one task."""
         ...

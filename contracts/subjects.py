@@ -152,6 +152,26 @@ class Subjects:
         """Where embedding requests that keep failing end up, for a person to look at."""
         return f"{self.namespace}.embedding.dead"
 
+    # -- dead letters ---------------------------------------------------------
+
+    def dead_letter(self, queue: str) -> str:
+        """JetStream: a message the worker of ``queue`` gave up on, with the reason in a header.
+
+        ``queue`` names the worker's durable consumer (``evaluator``,
+        ``webhook-<source>``, ...); the message is the body as it was queued.
+        """
+        return f"{self.namespace}.dead.{validate_id(queue, what='queue')}"
+
+    @property
+    def dead_letters_template(self) -> str:
+        """Every queue's dead letters (captured by the dead-letter stream)."""
+        return f"{self.namespace}.dead.>"
+
+    @property
+    def dead_letters_stream(self) -> str:
+        """JetStream stream keeping dead letters (``<ns>.dead.>`` and ``embedding_dead``)."""
+        return f"{self.namespace.upper()}_DEAD"
+
     @property
     def embedding_stream(self) -> str:
         """JetStream work-queue stream of the embedding queue."""
@@ -160,8 +180,8 @@ class Subjects:
     # -- runs -----------------------------------------------------------------
 
     def run(self, run_id: str, what: str) -> str:
-        """Publish: a run's ``chunk``, ``response``, ``completed`` or ``failed``."""
-        if what not in {"chunk", "response", "completed", "failed"}:
+        """Publish: a run's ``chunk``, ``response``, ``heartbeat``, ``completed`` or ``failed``."""
+        if what not in {"chunk", "response", "heartbeat", "completed", "failed"}:
             raise InvalidIdError(f"invalid run subject {what!r}")
         return f"{self.namespace}.run.{_run_tokens(run_id)}.{what}"
 
@@ -181,6 +201,15 @@ class Subjects:
     def runs_of(self, owner: str) -> str:
         """Every run owned by ``owner`` (what its NATS user may subscribe to)."""
         return f"{self.namespace}.run.{validate_owner(owner)}.*.*"
+
+    def replay_runs_of(self, owner: str) -> str:
+        """Create a consumer replaying one run of ``owner`` from the runs stream (a permission).
+
+        What ``follow_kept_run`` asks for: the consumer's filter is in the
+        subject, so ``owner`` may replay its own runs and no one else's.
+        """
+        owned = f"{self.namespace}.run.{validate_owner(owner)}.*.>"
+        return f"$JS.API.CONSUMER.CREATE.{self.runs_stream}.*.{owned}"
 
     @property
     def runs_template(self) -> str:
@@ -388,12 +417,13 @@ def _hosting(s: Subjects) -> tuple[str, ...]:
         s.outbound_template,
         s.embedding_queue_template,
         s.turn_evaluate_template,
+        s.dead_letters_template,
         f"{s.namespace}.provider.*.get",
         f"{s.namespace}.action.*.invoke",
         s.agents_changed,
         *_streams(
             s.events_stream, s.runs_stream, s.outbound_stream, s.embedding_stream,
-            s.evaluation_stream,
+            s.evaluation_stream, s.dead_letters_stream,
         ),
         *_bucket(room_lease_bucket(s)),
     )  # fmt: skip
@@ -459,7 +489,7 @@ def permissions(subjects: Subjects, role: str) -> Permissions:
                     s.memory_template,
                     s.embedding_dead,
                     s.events_template,
-                    *_streams(s.embedding_stream),
+                    *_streams(s.embedding_stream, s.dead_letters_stream),
                     *(
                         p
                         for priority in _EMBEDDING_PRIORITIES
@@ -471,7 +501,12 @@ def permissions(subjects: Subjects, role: str) -> Permissions:
             )
         case "gateway":
             return Permissions(
-                publish=_management(s),
+                # get_memories: a room's history (GET /v1/agents/<id>/rooms/<room>/messages)
+                publish=(
+                    *_management(s),
+                    s.memory_operation("get_memories"),
+                    s.replay_runs_of("gateway"),
+                ),
                 subscribe=(s.runs_of("gateway"), s.health, f"{inbox_of('gateway')}.>"),
                 allow_responses=True,
             )
@@ -530,9 +565,12 @@ def connector_permissions(
         for source in sources
         for p in _durable(s.outbound_stream, outbound_consumer(source), s.outbound(source))
     )
+    dead = tuple(s.dead_letter(outbound_consumer(source)) for source in sources)
+    streams = tuple(f"{_JS}.STREAM.INFO.{n}" for n in (s.outbound_stream, s.dead_letters_stream))
     publish = (
         s.message_handle_template,
-        *((f"{_JS}.STREAM.INFO.{s.outbound_stream}", *outbound) if sources else ()),
+        s.replay_runs_of(name),
+        *((*streams, *outbound, *dead) if sources else ()),
     )
     return Permissions(
         publish=publish,

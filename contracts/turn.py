@@ -99,6 +99,19 @@ class TurnContext(Record, kw_only=True):
     tasks: Annotated[
         list[Task], Meta(description="The room's tasks (e.g. awaiting a choice), oldest first.")
     ] = msgspec.field(default_factory=list)
+    world_created: Annotated[
+        bool, Meta(description="True when this call stored the room's world (it was missing).")
+    ] = False
+    room_created: Annotated[
+        bool, Meta(description="True when this call stored the room (it was missing).")
+    ] = False
+    participants_added: Annotated[
+        list[str],
+        Meta(
+            description="Ids this call added to the room's participants (the sender, the agent), "
+            "in that order; empty when both were in the room."
+        ),
+    ] = msgspec.field(default_factory=list)
 
 
 class CacheEntry(Record, kw_only=True):

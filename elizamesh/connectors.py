@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -35,7 +36,7 @@ from shared.bus import create_broker, service_app
 from shared.client import ElizaOSClient
 from shared.config import Settings
 from shared.consumer import QueueConsumers, serve_consumers
-from shared.outbound import WebhookWorker
+from shared.outbound import WEBHOOK_BACKOFF, WebhookWorker
 from shared.runs import follow_run
 
 logger = logging.getLogger("elizamesh.connectors")
@@ -82,6 +83,10 @@ def webhook_connector(
 ) -> FastStream:
     """A service that POSTs ``source``'s outbound messages to ``url``.
 
+    A message the receiver does not take is retried for
+    ``WEBHOOK_RETRY_SECONDS`` (JetStream keeps it meanwhile), then stored as
+    a dead letter with the reason (``shared.outbound``).
+
     Without ``connector`` it is a trusted service: it declares the outbound
     stream if it is missing and answers health probes. As the connector
     ``connector`` it waits for the runtime to declare the stream and answers
@@ -97,7 +102,15 @@ def webhook_connector(
     async def make_worker() -> WebhookWorker:
         if connector is not None:
             await _until_outbound_stream(broker, settings.subjects)
-        return WebhookWorker(broker, settings.subjects, source=source, url=url)
+        backoff = replace(WEBHOOK_BACKOFF, period=settings.webhook_retry_seconds)
+        return WebhookWorker(
+            broker,
+            settings.subjects,
+            source=source,
+            url=url,
+            backoff=backoff,
+            declare_streams=connector is None,
+        )
 
     if connector is None:
         serve_consumers(app, make_worker, name="webhook", subjects=settings.subjects)

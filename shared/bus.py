@@ -11,26 +11,31 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import sys
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import nats.errors
 import nats.js.errors
-import sqlalchemy.exc
 from fast_depends.exceptions import ValidationError
 from fast_depends.library.serializer import SerializerProto
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream import FastStream
-from faststream._internal.types import BrokerMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import BaseMiddleware, ExceptionMiddleware
 from faststream.nats import NatsBroker, NatsMessage, NatsResponse
 from faststream.response import PublishCommand, PublishType
+from faststream.types import BrokerMiddleware
 from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NATSClient
 from nats.js.api import RetentionPolicy
+
+if TYPE_CHECKING:
+    import sqlalchemy.exc
 
 from contracts import (
     ERROR_CODE_HEADER,
@@ -40,7 +45,7 @@ from contracts import (
     InvalidIdError,
     Message,
 )
-from shared.config import Settings
+from shared.config import CommonSettings
 from shared.errors import BadRequest, Internal, ServiceError, Unavailable, from_error
 
 logger = logging.getLogger("elizamesh.bus")
@@ -162,7 +167,9 @@ def as_service_error(exc: Exception) -> ServiceError:  # noqa: PLR0911 - one exi
         return BadRequest(str(exc))
     if isinstance(exc, UnicodeError | RecursionError | OverflowError):
         return BadRequest(f"invalid request: {type(exc).__name__}: {truncated(str(exc))}")
-    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+    # Services without a database never import SQLAlchemy (~30 MB): no DBAPIError then.
+    database = sys.modules.get("sqlalchemy.exc")
+    if database is not None and isinstance(exc, database.DBAPIError):
         return _database_error(exc)
     if isinstance(exc, _AWAY):
         return Unavailable(f"a dependency is not reachable ({type(exc).__name__}); retry later")
@@ -171,12 +178,21 @@ def as_service_error(exc: Exception) -> ServiceError:  # noqa: PLR0911 - one exi
 
 def _database_error(exc: sqlalchemy.exc.DBAPIError) -> ServiceError:
     """A database failure by its SQLSTATE class: bad data (22) or a server away (08, 57, 53)."""
+    import sqlalchemy.exc  # noqa: PLC0415 - loaded already: exc is one of its errors
+
     state = str(getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None) or "")
     if isinstance(exc, sqlalchemy.exc.DataError) or state.startswith("22"):
         # NUL in text, a number out of range, ...: the same request fails again.
         return BadRequest(f"the database refused a value: {truncated(str(exc.orig), 200)}")
-    away = state.startswith(("08", "57", "53"))
-    if away or isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+    away = state.startswith(("08", "57", "53")) or exc.connection_invalidated
+    # No SQLSTATE: the driver's own failure, such as asyncpg's "cannot switch to
+    # state ...; another operation is in progress" on a connection an outage broke.
+    driver = not state and isinstance(exc, sqlalchemy.exc.InternalError)
+    if (
+        away
+        or driver
+        or isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+    ):
         return Unavailable("the database is not reachable; retry later")
     return Internal("internal error; the service log has the details")
 
@@ -222,12 +238,20 @@ class _BoundedReplies(BaseMiddleware):
             return await call_next(cmd)
 
 
+EXIT_CONNECTION_CLOSED = 75
+"""Exit code of a service whose NATS connection closed for good (``EX_TEMPFAIL``: restart me)."""
+
+_SERVICES: weakref.WeakSet[NatsBroker] = weakref.WeakSet()
+"""Brokers of service processes (``service_app``): their process ends with their connection."""
+
+
 def create_broker(
     nats_url: str,
     *,
     name: str,
     middlewares: Sequence[BrokerMiddleware[Any, Any]] = (),
     inbox_prefix: str | None = None,
+    reconnect_wait: float = 2.0,
 ) -> NatsBroker:
     """Return a broker that speaks msgspec JSON and answers failures with ``Error``.
 
@@ -239,8 +263,20 @@ def create_broker(
         inbox_prefix: Where replies to this connection's requests (JetStream
             API calls included) arrive, instead of ``_INBOX``: a connector's
             NATS user may read only its own (``contracts.subjects.inbox_of``).
+        reconnect_wait: Seconds between two reconnection attempts to one server.
+
+    The connection reconnects for as long as it takes. It closes for good
+    only when the server ends it with a protocol error (credentials
+    revoked, ...): nats-py cannot reopen it, so a service's process then
+    exits with ``EXIT_CONNECTION_CLOSED`` for its supervisor to restart it,
+    instead of staying up serving nothing (see ``service_app``).
     """
-    return NatsBroker(
+
+    async def closed() -> None:
+        if broker in _SERVICES and broker.running:  # else: stopped on purpose, or a client
+            _exit_for_restart(name, broker.config.connection_state.connection.last_error)
+
+    broker = NatsBroker(
         nats_url.split(","),
         name=name,
         inbox_prefix=inbox_prefix or DEFAULT_INBOX_PREFIX,
@@ -249,20 +285,52 @@ def create_broker(
         middlewares=[*middlewares, _BoundedReplies, _error_middleware()],
         # Reconnect for as long as it takes (nats-py gives up after 60 tries by default).
         max_reconnect_attempts=-1,
+        reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type] # nats-py: float seconds
+        closed_cb=closed,
         # FastStream logs every message at INFO by default; that costs ~1.4x
         # throughput on a hot subject, so per-message lines are debug only.
         log_level=logging.DEBUG,
         logger=logging.getLogger("elizamesh.bus"),  # our JSON lines, not FastStream's own
     )
+    return broker
+
+
+def _exit_for_restart(name: str, error: Exception | None) -> None:
+    """End the process at once with ``EXIT_CONNECTION_CLOSED``: its connection is gone for good.
+
+    No graceful shutdown: draining needs the connection. What was in flight
+    is redelivered (JetStream) or re-sent by its caller.
+    """
+    logger.critical(
+        "the NATS connection of %s closed for good (%s); exiting with %d for a restart",
+        name,
+        error or "no error given",
+        EXIT_CONNECTION_CLOSED,
+    )
+    for handler in logging.getLogger().handlers + logger.handlers:
+        handler.flush()
+    os._exit(EXIT_CONNECTION_CLOSED)
 
 
 def service_app(broker: NatsBroker) -> FastStream:
     """Return the FastStream application of a service on ``broker``, logging as elizamesh does.
 
     FastStream's own loggers print coloured text beside the JSON lines; these
-    go through the ``elizamesh`` loggers (``shared/logs.py``) instead.
+    go through the ``elizamesh`` loggers (``shared/logs.py``) instead. Once
+    started, the process exits with ``EXIT_CONNECTION_CLOSED`` if the
+    broker's connection closes for good (see ``create_broker``).
     """
+    exit_when_closed(broker)
     return FastStream(broker, logger=logging.getLogger("elizamesh.app"))
+
+
+def exit_when_closed(broker: NatsBroker) -> None:
+    """Exit ``broker``'s process with ``EXIT_CONNECTION_CLOSED`` when its connection dies for good.
+
+    Only while it serves (``start``ed); ``service_app`` calls it; a service
+    built otherwise (the gateway) calls it itself.
+    """
+    _SERVICES.add(broker)
 
 
 async def start_serving(broker: NatsBroker, *, timeout: int = 5) -> None:
@@ -321,7 +389,7 @@ def jetstream_replicas() -> int:
     Read where the streams are declared, so every service agrees without
     passing it through each caller; a cluster of 3 runs with 3.
     """
-    return Settings.from_env().jetstream_replicas
+    return CommonSettings.from_env().jetstream_replicas
 
 
 @functools.cache

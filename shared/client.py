@@ -49,7 +49,7 @@ from shared.agent.character import Character
 from shared.bus import create_broker, request
 from shared.config import DEFAULT_NATS_URL
 from shared.health import gather_health
-from shared.runs import start_run
+from shared.runs import follow_kept_run, start_run
 
 logger = logging.getLogger("elizamesh.client")
 
@@ -206,6 +206,9 @@ class ElizaOSClient:
         callback): returns the acknowledgement once the runtime accepted the
         message; chunks go to ``on_stream_chunk``, replies to ``on_response``,
         a failed run to ``on_error``, and ``on_complete`` runs at the end.
+        The run is followed as long as its heartbeats come, however slow the
+        model; a run that goes silent (its replica died) goes to ``on_error``
+        as ``Unavailable``.
         Errors of the request itself (unknown agent, bad input) are raised.
         """
         callbacks = (on_response, on_stream_chunk, on_error, on_complete)
@@ -249,6 +252,17 @@ class ElizaOSClient:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return run.ack
+
+    async def run_events(self, run_id: str) -> AsyncIterator[RunChunk | RunResponse | RunEnded]:
+        """Every event of the run ``run_id`` from its first, then the live ones, to its end.
+
+        For a program that lost a run it followed (runs are kept an hour); a
+        connector may resume only runs it owns. Raises ``Unavailable`` when
+        the run goes silent (see ``shared.runs``).
+        """
+        run = await follow_kept_run(self.broker, self.subjects, run_id, timeout=self.timeout)
+        async for event, _raw in run.events():
+            yield event
 
     async def handle_messages(self, batch: Sequence[tuple[str, HandleMessage]]) -> list[BatchReply]:
         """Handle several messages (for one or several agents) in parallel; errors per item."""

@@ -10,6 +10,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.sqlite_inline import inline_creator
+
 _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",
     "postgresql": "postgresql+asyncpg",
@@ -49,7 +51,8 @@ def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
         pool = {}
     # A writer waits up to 30 s for another one (another process; this
     # process's writers queue in SqlAdapter) rather than fail "database is locked".
-    engine = create_async_engine(parsed, connect_args={"timeout": 30}, **pool)
+    # Statements run on the event loop's thread (shared.sqlite_inline).
+    engine = create_async_engine(parsed, async_creator=inline_creator(parsed, timeout=30), **pool)
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 

@@ -6,10 +6,14 @@ per priority, pulled by FastStream subscribers with a long poll: the messages
 of one pull are embedded in one model call once no higher priority has
 work, their vectors written through the memory service (one
 ``set_embeddings`` request per agent), and each message acknowledged. A
-failure is retried with backoff (nak with delay, by ``EMBEDDING_RETRY``, the
-policy of the in-process queue too); after its last try,
-or at once for a body that cannot be read or a vector the memory service
-refuses, the request goes to the dead-letter subject and leaves the queue.
+failure of the model is retried with backoff (nak with delay, by
+``EMBEDDING_RETRY``, the policy of the in-process queue too); a storage
+outage (``Unavailable``) is retried for ``QUEUE_RETRY_SECONDS`` (minutes);
+after the last try, or at once for a body that cannot be read (not UTF-8,
+not JSON, nested too deep) or a vector the memory service refuses, the
+request is stored on the dead-letter subject (``embedding_dead``, kept by
+the dead-letter stream) and leaves the queue. A poison request is settled
+on its own: the valid ones of its pull are embedded all the same.
 """
 
 from __future__ import annotations
@@ -19,21 +23,35 @@ import contextlib
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from faststream.nats import NatsBroker, NatsMessage
 
 from contracts import Subjects
 from contracts.embedding import PRIORITIES, EmbeddingRequested, Priority
+from contracts.events import AgentEventOccurred
 from contracts.records import Memory
 from shared.agent.embedding_queue import EMBEDDING_RETRY, RetryPolicy
 from shared.agent.runtime import AgentRuntime
-from shared.agent.types import ModelType
-from shared.bus import ensure_stream
-from shared.consumer import QUEUE_WAIT, QueueConsumers, pull_consumer
-from shared.errors import BadRequest
+from shared.agent.turn import current_turn
+from shared.agent.types import EventType, ModelType
+from shared.bus import as_service_error, ensure_stream
+from shared.consumer import (
+    QUEUE_WAIT,
+    Backoff,
+    QueueConsumers,
+    dead_letter,
+    decoded,
+    ensure_dead_letter_stream,
+    pull_consumer,
+    retry_or_dead_letter,
+)
+from shared.errors import BadRequest, Unavailable
+from shared.events import EventPublisher, bus_event_type
 from shared.storage.client import memory_client
 from shared.storage.vectors import to_bytes
 from shared.telemetry import consumed
@@ -60,8 +78,13 @@ class JetStreamEmbeddingQueue:
         duplicate window (``Nats-Msg-Id``), whichever replica or priority
         queues it: replicas that start together each scan the same backlog.
         """
+        turn = current_turn()
         request = EmbeddingRequested(
-            agent_id=self.agent_id, memory_id=memory.id, text=memory.content.text
+            agent_id=self.agent_id,
+            memory_id=memory.id,
+            text=memory.content.text,
+            room_id=memory.room_id,
+            run_id=turn.run_id if turn is not None else None,
         )
         text = hashlib.sha256((memory.content.text or "").encode()).hexdigest()[:16]
         await self.broker.publish(
@@ -79,10 +102,11 @@ class JetStreamEmbeddingQueue:
 
 
 async def ensure_embedding_stream(broker: NatsBroker, subjects: Subjects) -> None:
-    """Declare the embedding work queue (idempotent)."""
+    """Declare the embedding work queue and the dead-letter stream (idempotent)."""
     await ensure_stream(
         broker, subjects.embedding_stream, [subjects.embedding_queue_template], work_queue=True
     )
+    await ensure_dead_letter_stream(broker, subjects)
 
 
 class EmbeddingWorker(QueueConsumers):
@@ -96,13 +120,28 @@ class EmbeddingWorker(QueueConsumers):
         *,
         batch_size: int = 16,
         retry: RetryPolicy = EMBEDDING_RETRY,
+        outage: Backoff | None = None,
         wait: float = QUEUE_WAIT,
     ) -> None:
+        """Prepare the worker (``open`` starts it).
+
+        Args:
+            broker: Its connection.
+            subjects: The stack's subjects.
+            models: A runtime with a ``TEXT_EMBEDDING`` model.
+            batch_size: Requests embedded in one model call, at most.
+            retry: Retries of a request whose embedding failed.
+            outage: Retries while storage is ``Unavailable`` (default 10 minutes).
+            wait: Seconds one pull waits on the server (a long poll).
+        """
         super().__init__(broker)
         self.subjects = subjects
         self.models = models
         self.batch_size = batch_size
         self.retry = retry
+        self.outage = outage or Backoff()
+        # Announced as the in-process queue does, so both wirings report the same events.
+        self.events = EventPublisher(broker, stream=subjects.events_stream)
         self.wait = wait
         self._joining: dict[Priority, list[_Taken]] = {p: [] for p in PRIORITIES}
         self._in_hand: dict[Priority, int] = dict.fromkeys(PRIORITIES, 0)
@@ -121,10 +160,12 @@ class EmbeddingWorker(QueueConsumers):
                     functools.partial(self._take, priority),
                     stream=self.subjects.embedding_stream,
                     durable=_durable(priority),
-                    max_deliver=self.retry.tries + 1,
+                    max_deliver=-1,  # bounded by ``retry`` and ``outage``, here
                     batch_size=self.batch_size,
                     wait=self.wait,
                     description=self._take.__doc__,
+                    backoff=self.outage,
+                    dead_letters=(self.subjects.embedding_dead, self.subjects.dead_letters_stream),
                 )
             )
 
@@ -134,8 +175,8 @@ class EmbeddingWorker(QueueConsumers):
         self._in_hand[priority] += 1
         try:
             try:
-                request = _DECODER.decode(message.body)
-            except msgspec.DecodeError as exc:
+                request = decoded(_DECODER, message.body)
+            except BadRequest as exc:
                 await self._dead(message, f"unreadable request: {exc}")
                 return
             taken = _Taken(message, request, asyncio.get_running_loop().create_future())
@@ -192,6 +233,7 @@ class EmbeddingWorker(QueueConsumers):
 
     async def _process(self, priority: Priority, batch: list[_Taken]) -> None:
         # One model call for the batch, traced in the first request's trace.
+        started = time.perf_counter()
         try:
             with consumed("embedding batch", batch[0].message.headers, size=len(batch)):
                 vectors = await self.models.use_model(
@@ -201,6 +243,14 @@ class EmbeddingWorker(QueueConsumers):
             for taken in batch:
                 await self._retry(priority, taken.message, f"model failed: {exc}")
             return
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        for taken in batch:  # one call per memory in one process: one event per memory here
+            await self._announce(
+                taken.request,
+                EventType.MODEL_USED,
+                type=str(ModelType.TEXT_EMBEDDING),
+                elapsed_ms=elapsed_ms,
+            )
         by_agent: dict[str, list[tuple[_Taken, bytes]]] = {}
         for taken, vector in zip(batch, vectors, strict=True):
             by_agent.setdefault(taken.request.agent_id, []).append((taken, to_bytes(vector)))
@@ -225,8 +275,13 @@ class EmbeddingWorker(QueueConsumers):
                 await self._dead(taken.message, f"the vector was refused: {exc}")
             return
         except Exception as exc:
+            error = as_service_error(exc)
             for taken, _ in items:
-                await self._retry(priority, taken.message, f"could not store the vector: {exc}")
+                reason = f"could not store the vector: {error.code}: {error}"
+                if isinstance(error, Unavailable):  # an outage: minutes of retries
+                    await self._wait_out(priority, taken.message, reason)
+                else:
+                    await self._retry(priority, taken.message, reason)
             return
         for taken, _ in items:
             memory_id = taken.request.memory_id
@@ -235,6 +290,7 @@ class EmbeddingWorker(QueueConsumers):
                     await self._dead(taken.message, f"memory {memory_id} does not exist")
                 else:
                     await taken.message.ack()
+                    await self._announce(taken.request, EventType.EMBEDDING_GENERATION_COMPLETED)
 
     async def _retry(self, priority: Priority, message: NatsMessage, reason: str) -> None:
         metadata = message.raw_message.metadata
@@ -246,18 +302,52 @@ class EmbeddingWorker(QueueConsumers):
         self._delayed[priority].add(metadata.sequence.stream)
         await message.nack(delay=self.retry.delay(delivered))
 
+    async def _wait_out(self, priority: Priority, message: NatsMessage, reason: str) -> None:
+        """Retry through a storage outage for ``outage.period``, then dead-letter."""
+        self._delayed[priority].add(message.raw_message.metadata.sequence.stream)
+        await retry_or_dead_letter(
+            self.broker,
+            message,
+            reason,
+            backoff=self.outage,
+            subject=self.subjects.embedding_dead,
+            stream=self.subjects.dead_letters_stream,
+        )
+
+    async def _announce(self, request: EmbeddingRequested, event: EventType, **data: Any) -> None:
+        """Publish ``event`` about ``request``'s memory on the events stream (never raises).
+
+        ``data``: the event's details (``error``, ``type``, ...), beside ``memory_id``.
+        """
+        event_type = bus_event_type(event)
+        details = {"memory_id": request.memory_id, **data}
+        await self.events.publish(
+            AgentEventOccurred(
+                agent_id=request.agent_id,
+                event_type=event_type,
+                run_id=request.run_id,
+                room_id=request.room_id,
+                data=details,
+            ),
+            self.subjects.event(request.agent_id, event_type),
+        )
+
+    async def close(self) -> None:
+        """Stop pulling; wait for the events announced so far to be stored."""
+        await super().close()
+        await self.events.close()
+
     async def _dead(self, message: NatsMessage, reason: str) -> None:
-        logger.error("embedding request dead-lettered: %s", reason)
-        with contextlib.suppress(Exception):
-            await self.broker.publish(
-                message.body,
-                self.subjects.embedding_dead,
-                headers={
-                    "Elizamesh-Dead-Reason": reason[:200],
-                    "Elizamesh-Subject": message.raw_message.subject,
-                },
-            )
-        await message.reject()
+        with contextlib.suppress(BadRequest):  # an unreadable request announces nothing
+            request = decoded(_DECODER, message.body)
+            await self._announce(request, EventType.EMBEDDING_GENERATION_FAILED, error=reason)
+        await dead_letter(
+            self.broker,
+            message,
+            self.subjects.embedding_dead,
+            reason,
+            stream=self.subjects.dead_letters_stream,
+        )
 
 
 @dataclass

@@ -9,7 +9,11 @@ pull subscriber of a durable consumer shared by the evaluator replicas, runs
 same code and the same inputs as in one process, so evaluating costs no
 storage reads, and its writes are one commit. Delivery is at least once; the
 commit is all or nothing, so a retried job never leaves half its facts. A
-failure is retried with backoff, then given up (logged).
+storage outage (``Unavailable``) is retried with backoff for
+``QUEUE_RETRY_SECONDS``; another failure ``max_deliver`` times; then the job
+is dead-lettered (``<ns>.dead.evaluator``, kept by the dead-letter stream),
+as is at once a job that cannot be read (not UTF-8, not JSON, nested too
+deep).
 """
 
 from __future__ import annotations
@@ -23,9 +27,18 @@ from faststream.nats import NatsBroker, NatsMessage
 from contracts import Subjects
 from contracts.evaluation import EvaluateTurn
 from shared.agent.message_service import evaluate_turn
-from shared.bus import ensure_stream
-from shared.consumer import QUEUE_WAIT, QueueConsumers, pull_consumer
-from shared.errors import NotFound
+from shared.bus import as_service_error, ensure_stream
+from shared.consumer import (
+    QUEUE_WAIT,
+    Backoff,
+    QueueConsumers,
+    dead_letter,
+    decoded,
+    ensure_dead_letter_stream,
+    pull_consumer,
+    retry_or_dead_letter,
+)
+from shared.errors import BadRequest, NotFound, Unavailable
 from shared.telemetry import consumed
 
 if TYPE_CHECKING:
@@ -35,14 +48,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("elizamesh.evaluation")
 
 _DECODER = msgspec.json.Decoder(EvaluateTurn)
+DURABLE = "evaluator"
+"""The evaluator replicas' durable consumer (and the name of its dead letters)."""
 _ENCODER = msgspec.json.Encoder()
 
 
 async def ensure_evaluation_stream(broker: NatsBroker, subjects: Subjects) -> None:
-    """Declare the evaluation work queue (idempotent)."""
+    """Declare the evaluation work queue and the dead-letter stream (idempotent)."""
     await ensure_stream(
         broker, subjects.evaluation_stream, [subjects.turn_evaluate_template], work_queue=True
     )
+    await ensure_dead_letter_stream(broker, subjects)
 
 
 class JetStreamEvaluation:
@@ -75,14 +91,28 @@ class EvaluationWorker(QueueConsumers):
         *,
         max_deliver: int = 4,
         backoff: float = 1.0,
+        outage: Backoff | None = None,
         wait: float = QUEUE_WAIT,
     ) -> None:
+        """Prepare the worker (``open`` starts it).
+
+        Args:
+            broker: Its connection.
+            subjects: The stack's subjects.
+            host: The agents, whose evaluators run.
+            max_deliver: Tries of a job whose evaluation fails.
+            backoff: Seconds before the second try; doubled before each later one.
+            outage: Retries while storage is ``Unavailable`` (default 10 minutes).
+            wait: Seconds one pull waits on the server (a long poll).
+        """
         super().__init__(broker)
         self.subjects = subjects
         self.host = host
         self.max_deliver = max_deliver
         self.backoff = backoff
+        self.outage = outage or Backoff(first=backoff)
         self.wait = wait
+        self.dead_letters = subjects.dead_letter(DURABLE)
 
     async def declare(self) -> None:
         """Declare the evaluation queue and subscribe to its durable consumer."""
@@ -93,37 +123,59 @@ class EvaluationWorker(QueueConsumers):
                 self.subjects.turn_evaluate_template,
                 self._one,
                 stream=self.subjects.evaluation_stream,
-                durable="evaluator",
-                max_deliver=self.max_deliver + 1,
+                durable=DURABLE,
+                max_deliver=-1,  # bounded by ``max_deliver`` and ``outage``, here
                 ack_wait=300,
                 wait=self.wait,
+                backoff=self.outage,
+                dead_letters=(self.dead_letters, self.subjects.dead_letters_stream),
             )
         )
 
     async def _one(self, message: NatsMessage) -> None:
         """Run the evaluators of one ended turn (an ``EvaluateTurn``)."""
-        subject = message.raw_message.subject
         try:
-            job = _DECODER.decode(message.body)
-        except msgspec.DecodeError:
-            logger.exception("unreadable evaluation job on %s; dropped", subject)
-            await message.reject()
+            job = decoded(_DECODER, message.body)
+        except BadRequest as exc:
+            await self._dead(message, str(exc))
             return
         try:
             with consumed("evaluate", message.headers, message_id=job.message.id):
                 await self.evaluate(job)
-        except Exception:
-            delivered = message.raw_message.metadata.num_delivered
-            if delivered >= self.max_deliver:
-                logger.exception(
-                    "evaluation of %s given up after %d tries", job.message.id, delivered
-                )
-                await message.reject()
-            else:
-                logger.warning("evaluation of %s failed; retrying", job.message.id, exc_info=True)
-                await message.nack(delay=self.backoff * 2 ** (delivered - 1))
+        except Exception as exc:
+            await self._failed(message, job, exc)
             return
         await message.ack()
+
+    async def _failed(self, message: NatsMessage, job: EvaluateTurn, exc: Exception) -> None:
+        error = as_service_error(exc)
+        reason = f"evaluation of {job.message.id} failed: {error.code}: {error}"
+        if isinstance(error, Unavailable):  # an outage: minutes of retries
+            await retry_or_dead_letter(
+                self.broker,
+                message,
+                reason,
+                backoff=self.outage,
+                subject=self.dead_letters,
+                stream=self.subjects.dead_letters_stream,
+            )
+            return
+        delivered = message.raw_message.metadata.num_delivered
+        if isinstance(error, BadRequest) or delivered >= self.max_deliver:
+            logger.error("evaluation of %s given up", job.message.id, exc_info=exc)
+            await self._dead(message, f"{reason} (after {delivered} tries)")
+            return
+        logger.warning("evaluation of %s failed; retrying", job.message.id, exc_info=exc)
+        await message.nack(delay=self.backoff * 2 ** (delivered - 1))
+
+    async def _dead(self, message: NatsMessage, reason: str) -> None:
+        await dead_letter(
+            self.broker,
+            message,
+            self.dead_letters,
+            reason,
+            stream=self.subjects.dead_letters_stream,
+        )
 
     async def evaluate(self, job: EvaluateTurn) -> bool:
         """Run the evaluators for one ended turn; False when its agent is gone."""

@@ -39,6 +39,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from contracts import Message, new_id
 from shared.bus import JSON
+from shared.bus_spans import DESTINATION_TEMPLATE, destination_template
 from shared.telemetry import TRACER
 
 logger = logging.getLogger("elizamesh.events")
@@ -51,6 +52,15 @@ PUBLISH_FAILURES = metrics.get_meter(TRACER).create_counter(
 # Got once: reading the package version for each span costs ~0.3 ms of CPU. Until a
 # provider is installed this is a proxy, which then follows the installed one.
 _tracer = trace.get_tracer(TRACER, version("elizamesh"))
+
+
+def bus_event_type(event: str) -> str:
+    """The bus name of a runtime event (``<ns>.event.<agent>.<name>``).
+
+    ``RUN_STARTED`` -> ``run.started``, ``EMBEDDING_GENERATION_COMPLETED`` ->
+    ``embedding.generation_completed``.
+    """
+    return event.lower().replace("_", ".", 1)
 
 
 class EventPublisher:
@@ -121,11 +131,12 @@ class EventPublisher:
         self.max_outstanding = max(self.max_outstanding, self._outstanding)
         self._settled.clear()
         span = _tracer.start_span(
-            f"{subject} publish",
+            f"publish {destination_template(subject)}",
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "nats",
                 "messaging.destination.name": subject,
+                DESTINATION_TEMPLATE: destination_template(subject),
                 "messaging.operation": "publish",
             },
         )

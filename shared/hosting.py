@@ -6,7 +6,9 @@ events stream. Two guarantees hold across any number of replicas:
 
 - **Idempotency.** The message id is the key of a turn: its outcome is stored
   with its writes (``commit_turn``), so a redelivered or re-sent message gets
-  the stored outcome and never reaches the model twice once that happened.
+  the stored outcome and never reaches the model twice once that happened;
+  before that, the model's plan is recorded (``progress_key``), so a turn cut
+  off after planning continues from the plan, under the same reply id.
 - **Rooms in order.** Each room's messages run one at a time, in arrival
   order, on the replica that holds the room's lease; a dead replica's rooms
   are free again within ``ROOM_LEASE_SECONDS`` (``shared.rooms`` says how,
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,12 +34,13 @@ from contracts.control import AddAgent, AgentChanged, AgentHealth, AgentStatus, 
 from contracts.events import AgentEventOccurred, AgentInfo, RunChunk, RunEnded, RunResponse
 from contracts.records import Agent, Memory
 from shared.agent.character import Character
+from shared.agent.edge import agent_id_for, message_id_for
 from shared.agent.message_service import MessageOptions
 from shared.agent.plugin import resolve_plugins
 from shared.agent.runtime import AgentRuntime, TargetInfo
 from shared.agent.types import EventType, ModelType, Plugin
 from shared.bus import as_service_error, bounded, ensure_stream, error_headers
-from shared.config import default_model_plugin
+from shared.config import HostSettings
 from shared.embedding import JetStreamEmbeddingQueue, ensure_embedding_stream
 from shared.errors import BadRequest, Conflict, Internal, NotFound, Unavailable
 from shared.evaluation import JetStreamEvaluation, ensure_evaluation_stream
@@ -46,7 +48,8 @@ from shared.events import EventPublisher
 from shared.outbound import ensure_outbound_stream
 from shared.remote import remote_action, remote_provider
 from shared.rooms import LEASE_SECONDS, Arrival, RoomScheduler
-from shared.secrets import SECRETS_CACHE_KEY, SecretBox, secret_key_from
+from shared.runs import heartbeat
+from shared.secrets import SECRETS_CACHE_KEY, SecretBox
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.client import memory_client
 
@@ -76,23 +79,23 @@ class HostedAgents:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HostedAgents:
-        """Read them from ``environ`` (default ``os.environ``)."""
-        env = os.environ if environ is None else environ
-        characters = tuple(
-            Path(p.strip()) for p in env.get("AGENT_CHARACTERS", "").split(",") if p.strip()
-        )
-        model = default_model_plugin(env)
-        plugins = tuple(p.strip() for p in env.get("AGENT_PLUGINS", model).split(",") if p.strip())
-        remote = tuple(p.strip() for p in env.get("REMOTE_PROVIDERS", "").split(",") if p.strip())
-        timeout = float(env.get("PROVIDER_TIMEOUT") or cls.provider_timeout)
-        actions = tuple(a.strip() for a in env.get("REMOTE_ACTIONS", "").split(",") if a.strip())
+        """Read them from ``environ`` (default: the environment and ``.env``).
+
+        Raises:
+            SettingsError: a value is not valid; the message names the variable.
+        """
+        return cls.from_settings(HostSettings.from_env(environ))
+
+    @classmethod
+    def from_settings(cls, settings: HostSettings) -> HostedAgents:
+        """The agents a runtime or evaluator service's settings name."""
         return cls(
-            characters=characters,
-            plugins=plugins,
-            remote_providers=remote,
-            provider_timeout=timeout,
-            remote_actions=actions,
-            secret_key=secret_key_from(env),
+            characters=settings.agent_characters,
+            plugins=settings.plugins,
+            remote_providers=settings.remote_providers,
+            provider_timeout=settings.provider_timeout,
+            remote_actions=settings.remote_actions,
+            secret_key=settings.secret_key,
         )
 
 
@@ -115,8 +118,10 @@ class AgentHost:
         turns_in_parallel: int = 16,
         remote_embeddings: bool = False,
         remote_evaluators: bool = False,
+        run_tasks: bool = True,
     ) -> None:
         self.broker = broker
+        self.run_tasks = run_tasks
         self.subjects = subjects
         self.agents = agents or HostedAgents()
         self.lease_seconds = lease_seconds
@@ -131,6 +136,7 @@ class AgentHost:
             self._serve,
             lease_seconds=lease_seconds,
             turns_in_parallel=turns_in_parallel,
+            arrived=self._arrived,
         )
         self._loading: dict[str, asyncio.Lock] = {}
         # Events leave without stalling the turn: a bounded window of unacknowledged publishes.
@@ -170,6 +176,9 @@ class AgentHost:
         Plugins: ``plugins``, else the character's, else ``AGENT_PLUGINS``.
         """
         adapter = memory_client(self.broker, agent_id=character.agent_id, subjects=self.subjects)
+        if not self.run_tasks:
+            # The runtime service runs the agents' tasks; a host for evaluators polls none.
+            settings = {**(settings or {}), "TASK_LOOP": "off"}
         chosen = list(plugins) or list(character.plugins) or list(self.agents.plugins)
         runtime = AgentRuntime(
             character=character, plugins=chosen, adapter=adapter, settings=settings
@@ -462,6 +471,25 @@ class AgentHost:
             raise TypeError(f"a turn ended with {type(result).__name__}")
         return result
 
+    def _arrived(self, arrival: Arrival) -> None:
+        """Tell the agent's pipeline a message joined its room (superseding sees it wait).
+
+        With ``SUPERSEDE_IN_ROOM`` a newer message of a room takes over from
+        the one waiting or running before it, over NATS as in one process;
+        the pipeline needs to know of it when it arrives, not when its turn
+        starts. An agent not started here yet learns of it at its turn.
+        """
+        runtime = self.runtimes.get(arrival.agent_id)
+        if runtime is None:
+            return
+        request = arrival.request
+        try:  # the ids the pipeline will give the message (shared.agent.edge)
+            room_id = agent_id_for(runtime.agent_id, request.room_id, "room_id")
+            message_id = message_id_for(runtime.agent_id, room_id, request.message_id)
+        except BadRequest:
+            return  # its turn answers the bad id
+        runtime.message_service.note_arrival(runtime.agent_id, room_id, message_id)
+
     async def _serve(self, arrival: Arrival) -> None:
         """Run ``arrival``'s turn and answer whoever waits for it; never raises."""
         try:
@@ -508,7 +536,8 @@ class AgentHost:
     async def _turn(self, runtime: AgentRuntime, request: HandleMessage) -> HandleMessageResult:
         run = _RunPublisher(self.broker, self.subjects, request) if request.run_id else None
         try:
-            result = await self._once(runtime, request, run)
+            async with heartbeat(self.broker, self.subjects, request):
+                result = await self._once(runtime, request, run)
         except Exception as exc:
             if isinstance(exc, NotFound):
                 await self._drop(runtime.agent_id)  # stopped or deleted elsewhere
@@ -574,6 +603,12 @@ _DETAIL_KEYS = (
     "provider",
     "elapsed_ms",
     "priority",
+    "entity_id",
+    "world_id",
+    "channel_id",
+    "target",
+    "deleted",
+    "source",
 )
 
 

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 
-_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# color_message: uvicorn's copy of the message with ANSI colour codes, for terminals.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

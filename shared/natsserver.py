@@ -61,7 +61,12 @@ class NatsServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
+        """Start the server and wait until it accepts connections.
+
+        It runs in a process group of its own: Ctrl-C in a terminal signals the
+        foreground group, and the server must outlive the services that drain
+        their work through it; ``stop`` ends it last.
+        """
         self._process = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built here
             [
                 str(nats_server_binary()),
@@ -75,6 +80,7 @@ class NatsServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            process_group=0,
         )
         try:
             wait_for_port("127.0.0.1", self.port, timeout=10)

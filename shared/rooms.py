@@ -16,23 +16,41 @@ The design, and what it guarantees:
   the order the replicas received them, give or take that one hop (~1 ms):
   two messages of one room sent less than a hop apart to two replicas may
   swap. Nobody polls a live room: a busy room costs its waiting messages no
-  NATS traffic, and the lease is freed when the owner's FIFO is empty.
+  NATS traffic. The owner keeps the lease ``LINGER_SECONDS`` (1 s) after its
+  FIFO empties, so that a conversation's next message finds the same owner
+  instead of a room changing hands between two messages (where one handed to
+  the old owner could run after a later one), then frees it.
 - **A live turn keeps its room; a dead replica frees it in seconds.** The
   lease expires ``ROOM_LEASE_SECONDS`` (default 10) after its last write and
   the owner renews every lease it holds every ``min(ttl / 3, 2)`` seconds, so
   a turn longer than the lease keeps its room, and a killed replica's rooms
-  are free again at most ``ROOM_LEASE_SECONDS`` later. Until then, the
-  messages other replicas received for such a room wait where they arrived
-  (re-asking every half second); their order among themselves is not kept.
+  are free again at most ``ROOM_LEASE_SECONDS`` later. Sooner, in fact: a
+  lease holds its owner's id and when it was written; a replica whose
+  hand-overs find no subscriber on the owner's subject for ``GONE_AFTER``
+  (5 s: its process is gone, it is not just reconnecting) and whose lease
+  was not renewed for ``min(ttl, 2 * renew + 1)`` seconds (5 with the
+  default) takes the room over (compare-and-set on the revision seen, so
+  one replica wins). Until then, the messages other replicas
+  received for such a room wait where they arrived (re-asking every half
+  second); their order among themselves is not kept.
 - **Waiting costs no worker.** Only a turn that runs takes one of the
   replica's ``turns_in_parallel`` slots (streamed or not); a room that waits
   holds nothing another room needs.
 - **What it does not do.** A message that was queued or running in a replica
   that dies is not redelivered by the server: its caller gets no reply and
   re-sends it with the same message id (the turn is idempotent per room and
-  message id, so a message whose outcome was stored is answered from it). A
-  replica cut off from NATS for longer than the lease may finish the turn it
-  runs while another replica starts the room's next one.
+  message id, so a message whose outcome was stored is answered from it;
+  one whose plan was recorded continues from it without the model). A
+  replica cut off from NATS for longer than the take-over delay may finish
+  the turn it runs while another replica starts the room's next one.
+
+Why inbound messages are not a JetStream stream: the caller already holds
+what a stream would keep (the message, and its id as the idempotency key)
+and re-sends it on a timeout, which the contract asks of every caller;
+the turn's recorded plan and stored outcome make that re-send cost no second
+model call and no second reply. A stream would add a write to every message
+and an acknowledgement protocol across replicas for the one case a re-send
+already covers (the fault suite measures it: ``tests/faults``).
 
 A lease, rather than a JetStream consumer per room, keeps any replica free to
 take any room and needs no rebalancing when replicas come and go.
@@ -44,23 +62,27 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import nats.errors
 import nats.js.errors
 from faststream.nats import NatsBroker
+from msgspec import Meta
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from contracts import HandleMessage, Subjects
-from shared.bus import jetstream_replicas
+from contracts.message import Id
+from shared.bus import bounded, error_headers, jetstream_replicas
+from shared.errors import BadRequest
 
 logger = logging.getLogger("elizamesh.rooms")
 
@@ -69,6 +91,17 @@ LEASE_SECONDS = 10.0
 
 MAX_HOPS = 3
 """How often a message may be handed from replica to replica before it waits where it is."""
+
+LINGER_SECONDS = 1.0
+"""How long an owner keeps a room whose queue emptied, for the conversation's next message."""
+
+GONE_AFTER = 5.0
+"""How long an owner's subject must have no subscriber before its rooms are taken over.
+
+Longer than a replica takes to reconnect and subscribe again after a NATS
+restart (a 2 s reconnect wait, on a loaded machine): at 3 s, a fault-suite
+run took a room from a replica that was only reconnecting.
+"""
 
 RETRY_SECONDS = 0.5
 """How often a message for a room whose owner does not answer asks again."""
@@ -100,16 +133,29 @@ class Arrival:
 
 
 class Handover(msgspec.Struct, kw_only=True, frozen=True):
-    """A message passed to the replica that owns its room (runtime to runtime, not public)."""
+    """A message passed to the replica that owns its room (runtime to runtime, not public).
 
-    agent_id: str
+    Answered with an empty body once queued, or an ``Error`` (``bad_request``)
+    when it cannot be read.
+    """
+
+    agent_id: Id
     request: HandleMessage
-    reply_to: str = ""
-    correlation_id: str = ""
-    hops: int = 0
+    reply_to: Annotated[str, Meta(max_length=1024)] = ""
+    correlation_id: Annotated[str, Meta(max_length=256)] = ""
+    hops: Annotated[int, Meta(ge=0, le=MAX_HOPS)] = 0
 
 
 _HANDOVER = msgspec.json.Decoder(Handover)
+
+
+def _lease_of(value: bytes | None) -> tuple[str, float | None]:
+    """The owner of a lease and when it last wrote it (Unix seconds; None if it did not say)."""
+    owner, _, written = (value or b"").decode(errors="replace").partition(" ")
+    try:
+        return owner, float(written)
+    except ValueError:
+        return owner, None
 
 
 async def ensure_lease_bucket(broker: NatsBroker, subjects: Subjects, ttl: float) -> KeyValue:
@@ -148,6 +194,9 @@ async def ensure_lease_bucket(broker: NatsBroker, subjects: Subjects, ttl: float
 Serve = Callable[[Arrival], Coroutine[Any, Any, None]]
 """Runs one message's turn and answers its caller; never raises."""
 
+Arrived = Callable[[Arrival], None]
+"""Told of each message as it joins its room's queue, before its turn (synchronous)."""
+
 
 @dataclass
 class _Room:
@@ -156,6 +205,10 @@ class _Room:
     revision: int | None = None
     """The lease's revision while this replica holds it."""
     task: asyncio.Task[None] | None = None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a message joins the queue (wakes an owner lingering on the room)."""
+    gone: tuple[str, int | None, float] | None = None
+    """(owner, lease revision, since when, monotonic): the owner had no subscriber."""
 
 
 class RoomScheduler:
@@ -169,12 +222,16 @@ class RoomScheduler:
         *,
         lease_seconds: float = LEASE_SECONDS,
         turns_in_parallel: int = 16,
+        arrived: Arrived | None = None,
     ) -> None:
         self.broker = broker
         self.subjects = subjects
         self.serve = serve
+        self.arrived = arrived
         self.lease_seconds = lease_seconds
         self.renew_every = min(lease_seconds / 3, 2.0)
+        self.silent_after = min(lease_seconds, 2 * self.renew_every + 1)
+        """A lease not renewed for this long, whose owner has no subscription, is taken over."""
         self.replica_id = uuid.uuid4().hex
         self.slots = asyncio.Semaphore(turns_in_parallel)
         self.kv: KeyValue | None = None
@@ -191,6 +248,9 @@ class RoomScheduler:
         if room is None:
             room = self._rooms[arrival.room] = _Room(arrival.room)
         room.queue.append(arrival)
+        room.arrived.set()
+        if self.arrived is not None:
+            self.arrived(arrival)
         if room.task is None:
             room.task = asyncio.create_task(self._drain(room))
 
@@ -241,6 +301,8 @@ class RoomScheduler:
                     async with self.slots:
                         # Each turn runs in its own arrival's context (its trace).
                         await asyncio.create_task(self.serve(arrival), context=arrival.context)
+                if room.revision is not None and await self._linger(room):
+                    continue
                 await self._release(room)
                 if not room.queue:  # no await since the check: nothing can slip in between
                     del self._rooms[room.key]
@@ -250,13 +312,27 @@ class RoomScheduler:
             self._rooms.pop(room.key, None)
             raise
 
+    async def _linger(self, room: _Room) -> bool:
+        """Keep an emptied room's lease ``LINGER_SECONDS`` longer; True if a message came.
+
+        A room whose owner lets go the moment its queue is empty changes hands
+        in the middle of a conversation: a message handed over to the old owner
+        while another replica takes the room with the next one would run second.
+        """
+        room.arrived.clear()
+        if room.queue:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(room.arrived.wait(), LINGER_SECONDS)
+        return bool(room.queue)
+
     async def _take(self, room: _Room) -> bool:  # noqa: PLR0911 - one exit per way it ends
         """Take the room's lease; else hand its queue to the owner or wait. True once held."""
         await self.open()
         kv = self.kv
         assert kv is not None  # noqa: S101 - open() set it
         try:
-            room.revision = await kv.create(room.key, self.replica_id.encode())
+            room.revision = await kv.create(room.key, self._lease_value())
         except nats.js.errors.KeyWrongLastSequenceError:
             pass
         except (nats.errors.Error, TimeoutError) as exc:
@@ -272,21 +348,60 @@ class RoomScheduler:
         except (nats.errors.Error, TimeoutError):
             await asyncio.sleep(RETRY_SECONDS)
             return False
-        owner = (entry.value or b"").decode()
+        owner, renewed = _lease_of(entry.value)
         if owner == self.replica_id:  # ours still (a renewal that failed in a NATS outage)
             room.revision = entry.revision
             return True
         # An in-process caller (``done``) waits here: the owner could not answer it.
         while room.queue and room.queue[0].hops < MAX_HOPS and room.queue[0].done is None:
-            if not await self._hand_over(owner, room.queue[0]):
-                await asyncio.sleep(RETRY_SECONDS)  # the owner is gone: its lease expires
-                return False
-            room.queue.popleft()
+            handed = await self._hand_over(owner, room.queue[0])
+            if handed == "queued":
+                room.queue.popleft()
+                continue
+            if handed == "gone" and self._owner_is_gone(room, owner, entry.revision, renewed):
+                return await self._take_over(room, owner, entry.revision)
+            await asyncio.sleep(RETRY_SECONDS)  # the owner is away: its lease expires
+            return False
         if room.queue:
             await asyncio.sleep(RETRY_SECONDS)
         return False
 
-    async def _hand_over(self, owner: str, arrival: Arrival) -> bool:
+    def _owner_is_gone(
+        self, room: _Room, owner: str, revision: int | None, renewed: float | None
+    ) -> bool:
+        """Say whether the room's owner is gone, not just reconnecting.
+
+        Gone: its lease was not renewed for ``silent_after`` seconds, and its
+        hand-over subject has had no subscriber, for the same lease revision,
+        for ``GONE_AFTER`` seconds as seen from here (a replica reconnecting
+        after a NATS restart subscribes again within its reconnect wait).
+        """
+        now = time.monotonic()
+        if room.gone is None or room.gone[:2] != (owner, revision):
+            room.gone = (owner, revision, now)
+        silent = time.time() - renewed if renewed is not None else 0.0
+        return silent > self.silent_after and now - room.gone[2] >= GONE_AFTER
+
+    async def _take_over(self, room: _Room, owner: str, revision: int | None) -> bool:
+        """Take the lease of an owner that is gone, unless someone renewed or took it meanwhile."""
+        assert self.kv is not None  # noqa: S101 - _take opened it
+        try:
+            room.revision = await self.kv.update(room.key, self._lease_value(), last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False  # renewed or taken meanwhile: ask again
+        except (nats.errors.Error, TimeoutError):
+            await asyncio.sleep(RETRY_SECONDS)
+            return False
+        room.gone = None
+        logger.warning("room %s: taken over from replica %s (gone)", room.key, owner)
+        return True
+
+    def _lease_value(self) -> bytes:
+        """What a lease holds: this replica's id and when it was written (Unix seconds)."""
+        return f"{self.replica_id} {time.time():.3f}".encode()
+
+    async def _hand_over(self, owner: str, arrival: Arrival) -> Literal["queued", "gone", "busy"]:
+        """Pass ``arrival`` to ``owner``: ``gone`` when nobody serves its subject any more."""
         connection = self.broker.config.connection_state.connection
         handover = Handover(
             agent_id=arrival.agent_id,
@@ -302,15 +417,24 @@ class RoomScheduler:
                 timeout=5,
                 headers=arrival.headers or None,
             )
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError):
-            return False
-        return True
+        except nats.errors.NoRespondersError:
+            return "gone"
+        except (nats.errors.TimeoutError, TimeoutError):
+            return "busy"
+        return "queued"
 
     async def _take_handover(self, msg: Msg) -> None:
         try:
             handover = _HANDOVER.decode(msg.data)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             logger.warning("an unreadable hand-over on %s was dropped", msg.subject)
+            error = bounded(BadRequest(f"unreadable hand-over: {exc}").to_error())
+            if msg.reply:
+                connection = self.broker.config.connection_state.connection
+                with contextlib.suppress(nats.errors.Error):
+                    await connection.publish(
+                        msg.reply, msgspec.json.encode(error), headers=error_headers(error)
+                    )
             return
         self.submit(
             Arrival(
@@ -341,9 +465,7 @@ class RoomScheduler:
                 # The room may be released or taken anew while the update is
                 # under way: only the revision it was renewed from is replaced.
                 try:
-                    renewed = await self.kv.update(
-                        room.key, self.replica_id.encode(), last=revision
-                    )
+                    renewed = await self.kv.update(room.key, self._lease_value(), last=revision)
                 except nats.js.errors.KeyWrongLastSequenceError:
                     if room.revision == revision:
                         logger.warning("room %s: lease lost (it expired)", room.key)

@@ -3,9 +3,9 @@
 import asyncio
 
 from services.evaluator.main import create_app
-from shared.config import Settings
+from shared.config import EvaluatorSettings
 from shared.logs import configure_logging
 
-settings = Settings.from_env()
+settings = EvaluatorSettings.load()
 configure_logging(settings.log_level)
 asyncio.run(create_app(settings).run())

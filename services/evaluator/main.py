@@ -5,8 +5,8 @@ from __future__ import annotations
 from faststream import FastStream
 
 from shared.bus import create_broker, service_app
-from shared.config import Settings
-from shared.consumer import serve_consumers
+from shared.config import EvaluatorSettings
+from shared.consumer import Backoff, serve_consumers
 from shared.evaluation import EvaluationWorker
 from shared.hosting import AgentHost, HostedAgents
 from shared.telemetry import bus_telemetry, setup_telemetry
@@ -14,18 +14,27 @@ from shared.telemetry import bus_telemetry, setup_telemetry
 SERVICE = "elizamesh-evaluator"
 
 
-def create_app(settings: Settings, agents: HostedAgents | None = None) -> FastStream:
+def create_app(settings: EvaluatorSettings, agents: HostedAgents | None = None) -> FastStream:
     """Return the evaluator service: hosts the agents (for their evaluators), consumes run.ended."""
-    agents = agents or HostedAgents.from_env()
+    agents = agents or HostedAgents.from_settings(settings)
     broker = create_broker(
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
     )
-    host = AgentHost(broker, settings.subjects, agents)
+    # The runtime's lease, read the same way: the rooms are the same rooms.
+    # The runtime service runs the agents' tasks; this host runs no task loop.
+    host = AgentHost(
+        broker,
+        settings.subjects,
+        agents,
+        lease_seconds=settings.room_lease_seconds,
+        run_tasks=False,
+    )
     app = service_app(broker)
 
     async def make_worker() -> EvaluationWorker:
         await host.host_characters()
-        return EvaluationWorker(broker, settings.subjects, host)
+        outage = Backoff(period=settings.queue_retry_seconds)
+        return EvaluationWorker(broker, settings.subjects, host, outage=outage)
 
     serve_consumers(app, make_worker, name="evaluator", subjects=settings.subjects)
     app.after_shutdown(host.stop)

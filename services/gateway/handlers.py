@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from urllib.parse import parse_qsl, urlencode
 
 import msgspec
@@ -17,7 +17,8 @@ from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, SerializationException
 from litestar.handlers import BaseRouteHandler
-from litestar.params import JSONBody, Parameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import (
@@ -40,80 +41,140 @@ from contracts import (
     HandleMessageResult,
     new_id,
 )
-from contracts.control import AddAgent, AgentCommand, AgentStatus, ServiceHealth
+from contracts.control import AddAgent, AgentCommand, AgentStatus
 from contracts.events import AgentList, ListAgents, RunChunk, RunEnded
-from shared.bus import request
-from shared.config import Settings
-from shared.errors import BadRequest, ServiceError, Unauthorized
+from contracts.memory import OPERATIONS
+from contracts.records import Memory
+from contracts.subjects import InvalidIdError, run_owner
+from services.gateway.apidoc import PUBLIC, errors
+from services.gateway.bodies import (
+    Readiness,
+    RoomMessage,
+    RoomMessages,
+    StackReadiness,
+    decode_body,
+)
+from services.gateway.turns import RUN_OWNER, paced, resume_turn, start_turn
+from shared.bus import request as bus_request
+from shared.config import GatewaySettings
+from shared.errors import BadRequest, NotFound, ServiceError, Unauthorized
 from shared.health import gather_health, stack_ready
-from shared.runs import follow_run
+from shared.runs import RunFollower, follow_run
 
 READY_NEEDS = ("runtime", "memory")
-RUN_OWNER = "gateway"
-"""Its runs are ``<ns>.run.gateway.<id>.*``, its inbox ``_INBOX.gateway``: all its user reads."""
-
-
-class StackReadiness(msgspec.Struct, kw_only=True, frozen=True):
-    """Whether the stack can take messages, why not, and what each instance reported."""
-
-    ready: bool
-    problems: list[str]
-    services: list[ServiceHealth]
 
 
 AgentId = Annotated[str, Parameter(pattern=ID_PATTERN, description="The agent to talk to.")]
 CHAT_PAGE = Path(__file__).with_name("chat.html")
+SSE_DOC = (
+    "Server-sent events: chunk, response, then completed or failed (or error); "
+    "each with id <run_id>:<n>; comments keep the stream alive."
+)
 
 
-@post("/v1/agents/{agent_id:str}/messages", status_code=200)
+@post("/v1/agents/{agent_id:str}/messages", status_code=200, responses=errors(404, 409, 503))
 async def send_message(
     agent_id: AgentId,
-    data: JSONBody[HandleMessage],
+    request: Request[Any, Any, Any],
     broker: NamedDependency[NatsBroker],
-    settings: NamedDependency[Settings],
+    settings: NamedDependency[GatewaySettings],
 ) -> HandleMessageResult:
-    """Send one message to an agent and wait for its reply."""
-    return await request(
+    """Send one message (a ``HandleMessage``) to an agent and wait for its reply."""
+    return await bus_request(
         broker,
         settings.subjects.message_handle(agent_id),
-        data,
+        await decode_body(request, HandleMessage),
         HandleMessageResult,
         timeout=settings.request_timeout,
     )
 
 
-@post("/v1/agents/{agent_id:str}/messages/stream", status_code=200)
+LAST_EVENT_ID = "last-event-id"
+RESUME_PATTERN = rf"^({RUN_OWNER}__[A-Za-z0-9_-]{{1,54}}:[0-9]{{1,9}})?$"
+"""An event id of a gateway stream, ``<run_id>:<n>`` on a run the gateway owns (empty: none)."""
+
+
+@post(
+    "/v1/agents/{agent_id:str}/messages/stream",
+    status_code=200,
+    responses={
+        200: ResponseSpec(None, media_type="text/event-stream", description=SSE_DOC),
+        **errors(404, 409, 503),
+    },
+)
 async def stream_message(
     agent_id: AgentId,
-    data: JSONBody[HandleMessage],
+    request: Request[Any, Any, Any],
     broker: NamedDependency[NatsBroker],
-    settings: NamedDependency[Settings],
+    settings: NamedDependency[GatewaySettings],
+    last_event_id: Annotated[
+        str | None,
+        HeaderParameter(
+            name=LAST_EVENT_ID,
+            required=False,
+            pattern=RESUME_PATTERN,
+            description="Resume a stream: the id of the last event received (`<run_id>:<n>`).",
+        ),
+    ] = None,
 ) -> ServerSentEvent:
     """Send one message; the reply streams back as server-sent events.
 
     Events: ``chunk`` (a piece of the reply, in order), ``response`` (a
     message the agent sent), then ``completed`` or ``failed`` (the end, with
-    the turn's result). Each event's data is the wire message as JSON.
+    the turn's result; ``failed`` with status ``timeout`` after
+    ``GATEWAY_TURN_TIMEOUT``), or ``error`` (an ``Error``: the run went
+    silent). Each event's data is the wire message as JSON, its ``id`` is
+    ``<run_id>:<n>``; comments keep a quiet stream alive. Sent again with a
+    ``Last-Event-ID`` header, the same request resumes that run after event
+    ``n`` (runs are kept an hour) instead of starting a turn; sent again
+    without one, the same ``message_id`` is the same turn (answered once).
     """
-    events = follow_run(
-        broker,
-        settings.subjects,
-        agent_id,
-        data,
-        timeout=settings.request_timeout,
-        owner=RUN_OWNER,
+    data = await decode_body(request, HandleMessage)
+    skip = 0
+    if last_event_id:
+        run_id, _, seen = last_event_id.rpartition(":")
+        if run_owner(run_id) != RUN_OWNER or not seen.isdigit():
+            raise BadRequest(
+                "Last-Event-ID must be <run_id>:<n>, as the stream sent it",
+                details={LAST_EVENT_ID: "expected <run_id>:<n>"},
+            )
+        try:
+            run: RunFollower = await resume_turn(settings, broker, run_id)
+        except InvalidIdError as exc:
+            raise BadRequest(str(exc), details={LAST_EVENT_ID: str(exc)}) from None
+        skip = int(seen)
+    else:
+        run = await start_turn(broker, settings, agent_id, data)  # errors are HTTP errors
+    events = paced(
+        run,
+        data.message_id,
+        keepalive=settings.gateway_keepalive,
+        deadline=settings.gateway_turn_timeout,
     )
-    first = await anext(events)  # errors (unknown agent, ...) become an HTTP error, not a stream
 
     async def messages() -> AsyncIterator[ServerSentEventMessage]:
-        pending = [first]
-        while pending:
-            event, raw = pending.pop()
-            yield ServerSentEventMessage(event=_sse_name(event), data=raw.decode())
-            if not isinstance(event, RunEnded):
-                pending.append(await anext(events))
+        index = 0
+        try:
+            async for item in events:
+                if item is None:
+                    yield ServerSentEventMessage(data=None, comment="keep-alive")
+                    continue
+                index += 1
+                if index <= skip:
+                    continue
+                event, raw = item
+                yield ServerSentEventMessage(
+                    event=_sse_name(event), data=raw.decode(), id=f"{run.run_id}:{index}"
+                )
+        except ServiceError as exc:
+            error = msgspec.json.encode(exc.to_error()).decode()
+            yield ServerSentEventMessage(event="error", data=error)
+        finally:
+            await events.aclose()
 
-    return ServerSentEvent(messages())
+    return ServerSentEvent(
+        messages(), headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+    )
 
 
 @websocket("/v1/agents/{agent_id:str}/ws")
@@ -121,7 +182,7 @@ async def chat_socket(
     agent_id: AgentId,
     socket: WebSocket[Any, Any, Any],
     broker: NamedDependency[NatsBroker],
-    settings: NamedDependency[Settings],
+    settings: NamedDependency[GatewaySettings],
 ) -> None:
     """A conversation over one WebSocket: send ``HandleMessage`` frames, read the run's events.
 
@@ -162,12 +223,12 @@ def _sse_name(event: object) -> str:
     return "response"
 
 
-@get("/v1/agents")
+@get("/v1/agents", responses=errors(503))
 async def list_agents(
-    broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
+    broker: NamedDependency[NatsBroker], settings: NamedDependency[GatewaySettings]
 ) -> AgentList:
     """The agents the runtime hosts (answered by one runtime replica)."""
-    return await request(
+    return await bus_request(
         broker,
         settings.subjects.agents_list,
         ListAgents(),
@@ -176,22 +237,23 @@ async def list_agents(
     )
 
 
-@post("/v1/agents", status_code=201)
+@post("/v1/agents", status_code=201, responses=errors(409, 503))
 async def add_agent(
-    data: JSONBody[AddAgent],
+    request: Request[Any, Any, Any],
     broker: NamedDependency[NatsBroker],
-    settings: NamedDependency[Settings],
+    settings: NamedDependency[GatewaySettings],
 ) -> AgentStatus:
-    """Start a new agent from a character; every runtime replica can then host it."""
-    return await request(
+    """Start a new agent from a character (an ``AddAgent``); every runtime replica can host it."""
+    data = await decode_body(request, AddAgent)
+    return await bus_request(
         broker, settings.subjects.agents_add, data, AgentStatus, timeout=settings.request_timeout
     )
 
 
 async def _agent_command(
-    broker: NatsBroker, settings: Settings, agent_id: str, command: str
+    broker: NatsBroker, settings: GatewaySettings, agent_id: str, command: str
 ) -> AgentStatus:
-    return await request(
+    return await bus_request(
         broker,
         settings.subjects.agent_command(agent_id, command),
         AgentCommand(),
@@ -200,47 +262,54 @@ async def _agent_command(
     )
 
 
-@post("/v1/agents/{agent_id:str}/start", status_code=200)
+@post("/v1/agents/{agent_id:str}/start", status_code=200, responses=errors(404, 503))
 async def start_agent(
-    agent_id: AgentId, broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
+    agent_id: AgentId,
+    broker: NamedDependency[NatsBroker],
+    settings: NamedDependency[GatewaySettings],
 ) -> AgentStatus:
     """Start a stopped agent."""
     return await _agent_command(broker, settings, agent_id, "start")
 
 
-@post("/v1/agents/{agent_id:str}/stop", status_code=200)
+@post("/v1/agents/{agent_id:str}/stop", status_code=200, responses=errors(404, 503))
 async def stop_agent(
-    agent_id: AgentId, broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
+    agent_id: AgentId,
+    broker: NamedDependency[NatsBroker],
+    settings: NamedDependency[GatewaySettings],
 ) -> AgentStatus:
     """Stop an agent on every replica; it stays stored and can be started again."""
     return await _agent_command(broker, settings, agent_id, "stop")
 
 
-@delete("/v1/agents/{agent_id:str}", status_code=200)
+@delete("/v1/agents/{agent_id:str}", status_code=200, responses=errors(404, 503))
 async def delete_agent(
-    agent_id: AgentId, broker: NamedDependency[NatsBroker], settings: NamedDependency[Settings]
+    agent_id: AgentId,
+    broker: NamedDependency[NatsBroker],
+    settings: NamedDependency[GatewaySettings],
 ) -> AgentStatus:
     """Stop an agent everywhere and delete it with everything it stored."""
     return await _agent_command(broker, settings, agent_id, "delete")
 
 
-@get("/v1/health", opt={"public": True})
+@get("/v1/health", opt={"public": True}, security=PUBLIC)
 async def health(broker: NamedDependency[NatsBroker]) -> dict[str, bool]:
     """Liveness: the gateway answers and its NATS connection is up."""
     return {"alive": True, "nats_connected": await broker.ping(timeout=1.0)}
 
 
-class Readiness(msgspec.Struct, kw_only=True, frozen=True):
-    """Whether the stack can take messages (all a caller without a key learns)."""
-
-    ready: bool
-
-
-@get("/v1/ready", opt={"public": True})
+@get(
+    "/v1/ready",
+    opt={"public": True},
+    security=PUBLIC,
+    responses={
+        503: ResponseSpec(cast("Any", StackReadiness | Readiness), description="Not ready.")
+    },
+)
 async def ready(
     request: Request[Any, Any, Any],
     broker: NamedDependency[NatsBroker],
-    settings: NamedDependency[Settings],
+    settings: NamedDependency[GatewaySettings],
 ) -> Response[StackReadiness | Readiness]:
     """Readiness: a healthy runtime and memory service answered just now (503 if not).
 
@@ -444,4 +513,101 @@ def http_error_response(request: Request[Any, Any, Any], exc: HTTPException) -> 
         details=details,
         correlation_id=request.headers.get("x-request-id"),
     )
-    return Response(error, status_code=exc.status_code)
+    return Response(error, status_code=exc.status_code, headers=exc.headers)
+
+
+RoomId = Annotated[str, Parameter(pattern=ID_PATTERN, description="The room (conversation).")]
+HISTORY_PAGE_MAX = 200
+
+
+_GET_MEMORIES = OPERATIONS["get_memories"]
+
+
+@get("/v1/agents/{agent_id:str}/rooms/{room_id:str}/messages", responses=errors(404, 503))
+async def room_messages(  # noqa: PLR0917 - Litestar injects by name
+    agent_id: AgentId,
+    room_id: RoomId,
+    broker: NamedDependency[NatsBroker],
+    settings: NamedDependency[GatewaySettings],
+    limit: Annotated[
+        int, Parameter(ge=1, le=HISTORY_PAGE_MAX, description="Messages per page.")
+    ] = 50,
+    offset: Annotated[
+        int, Parameter(ge=0, le=2**31 - 1, description="Newest messages to skip.")
+    ] = 0,
+) -> RoomMessages:
+    """A room's messages (user and agent), newest page first, each page oldest first.
+
+    Raises 404 when no agent has this id.
+    """
+    listed = await bus_request(
+        broker,
+        settings.subjects.agents_list,
+        ListAgents(),
+        AgentList,
+        timeout=settings.request_timeout,
+    )
+    if not any(agent.id == agent_id for agent in listed.agents):
+        raise NotFound(f"no agent {agent_id!r}", details={"agent_id": "unknown agent"})
+    asked = msgspec.convert(
+        {
+            "for_agent": agent_id,
+            "table_name": "messages",
+            "room_id": room_id,
+            "count": limit + 1,
+            "offset": offset,
+        },
+        _GET_MEMORIES.request,
+    )
+    found = await bus_request(
+        broker,
+        settings.subjects.memory_operation(_GET_MEMORIES.name),
+        asked,
+        _GET_MEMORIES.result,
+        timeout=settings.request_timeout,
+    )
+    memories: list[Memory] = found.value  # type: ignore[attr-defined]
+    page = [
+        RoomMessage(
+            id=m.id,
+            entity_id=m.entity_id,
+            role="agent" if m.entity_id == agent_id else "user",
+            text=m.content.text,
+            created_at=m.created_at,
+        )
+        for m in reversed(memories[:limit])
+    ]
+    return RoomMessages(
+        messages=page, next_offset=offset + limit if len(memories) > limit else None
+    )
+
+
+def options_allow(app: ASGIApp) -> ASGIApp:
+    """Answer ``OPTIONS`` with every method of the path in ``Allow``.
+
+    Litestar answers it per route handler, so a path served by two handlers
+    (``GET`` and ``POST /v1/agents``) listed only one of them.
+    """
+    methods_of: dict[str, set[str]] = {}
+
+    async def with_allow(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["method"] != "OPTIONS":
+            await app(scope, receive, send)
+            return
+        if not methods_of:
+            for route in scope["app"].routes:
+                methods_of.setdefault(route.path, set()).update(getattr(route, "methods", ()))
+
+        async def send_with_allow(message: Message) -> None:
+            handler = scope.get("route_handler")
+            paths: set[str] = getattr(handler, "paths", set())
+            allowed = set().union(*(methods_of.get(p, set()) for p in paths))
+            if message["type"] == "http.response.start" and allowed:
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                allow = ", ".join(sorted(allowed)).encode()
+                message["headers"] = [*headers, (b"allow", allow)]
+            await send(message)
+
+        await app(scope, receive, send_with_allow)
+
+    return with_allow

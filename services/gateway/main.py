@@ -6,15 +6,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
 from contracts.subjects import inbox_of
-from services.gateway import handlers
-from shared.bus import create_broker
-from shared.config import Settings
+from services.gateway import completions, handlers
+from services.gateway.apidoc import openapi_config
+from services.gateway.turns import RUN_OWNER
+from shared.bus import create_broker, exit_when_closed
+from shared.config import GatewaySettings
 from shared.errors import ServiceError
 from shared.health import no_consumers, serve_health
 from shared.telemetry import bus_telemetry, setup_telemetry
@@ -22,17 +25,19 @@ from shared.telemetry import bus_telemetry, setup_telemetry
 SERVICE = "elizamesh-gateway"
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: GatewaySettings) -> Litestar:
     """Return the gateway as an ASGI application; it connects to NATS on start-up."""
+    cors = CORSConfig(allow_origins=settings.cors_origins) if settings.cors_origins else None
     traces = setup_telemetry(SERVICE)
     broker = create_broker(
         settings.nats_url,
         name=SERVICE,
         middlewares=[bus_telemetry(traces)],
         # Its NATS user reads the replies on its own inbox and nobody else's.
-        inbox_prefix=inbox_of(handlers.RUN_OWNER),
+        inbox_prefix=inbox_of(RUN_OWNER),
     )
     serve_health(broker, settings.subjects, "gateway", no_consumers)
+    exit_when_closed(broker)  # a connection closed for good: exit, the supervisor restarts it
 
     @asynccontextmanager
     async def connected(app: Litestar) -> AsyncIterator[None]:
@@ -55,7 +60,13 @@ def create_app(settings: Settings) -> Litestar:
             handlers.health,
             handlers.ready,
             handlers.chat_page,
+            handlers.room_messages,
+            completions.chat_completions,
+            completions.list_models,
+            completions.get_model,
         ],
+        openapi_config=openapi_config(keys_required=bool(settings.api_keys)),
+        cors_config=cors,
         lifespan=[connected],
         plugins=[
             OpenTelemetryPlugin(
@@ -64,7 +75,7 @@ def create_app(settings: Settings) -> Litestar:
         ],
         state=State({"settings": settings}),
         guards=[handlers.require_api_key],
-        middleware=[handlers.request_ids, handlers.websocket_keys],
+        middleware=[handlers.request_ids, handlers.websocket_keys, handlers.options_allow],
         logging_config=None,  # the process's JSON logging (shared/logs.py) stays in charge
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),

@@ -3,9 +3,12 @@
 import asyncio
 
 from services.memory.main import create_app
-from shared.config import Settings
+from shared.config import DatabaseUnavailableError, MemorySettings
 from shared.logs import configure_logging
 
-settings = Settings.from_env()
+settings = MemorySettings.load()
 configure_logging(settings.log_level)
-asyncio.run(create_app(settings).run())
+try:
+    asyncio.run(create_app(settings).run())
+except DatabaseUnavailableError as exc:  # one line naming DATABASE_URL, not a traceback
+    raise SystemExit(str(exc)) from None

@@ -6,12 +6,13 @@ from typing import Any
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from sqlalchemy.exc import DBAPIError
 
 from contracts import QUEUE_MEMORY
 from contracts.control import ConsumerHealth
 from services.memory.handlers import memory_handler
 from shared.bus import create_broker, service_app
-from shared.config import Settings
+from shared.config import DatabaseUnavailableError, MemorySettings
 from shared.health import serve_health, subscription_health
 from shared.storage.sql import SqlAdapter
 from shared.telemetry import bus_telemetry, setup_telemetry
@@ -19,7 +20,7 @@ from shared.telemetry import bus_telemetry, setup_telemetry
 SERVICE = "elizamesh-memory"
 
 
-def create_broker_for(settings: Settings, storage: SqlAdapter) -> NatsBroker:
+def create_broker_for(settings: MemorySettings, storage: SqlAdapter) -> NatsBroker:
     """Return the memory service's broker serving ``storage`` (not yet connected)."""
     broker = create_broker(
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
@@ -41,13 +42,20 @@ def create_broker_for(settings: Settings, storage: SqlAdapter) -> NatsBroker:
     return broker
 
 
-def create_app(settings: Settings) -> FastStream:
+def create_app(settings: MemorySettings) -> FastStream:
     """Return the memory service: migrates the database on start, serves it until stopped."""
     setup_telemetry(SERVICE)  # before the engine exists, so its statements are traced
     storage = SqlAdapter.from_url(
         settings.database_url, agent_id=SERVICE, pool_size=settings.memory_concurrency
     )
     app = service_app(create_broker_for(settings, storage))
-    app.on_startup(storage.init)
+
+    async def open_database() -> None:
+        try:
+            await storage.init()
+        except (OSError, DBAPIError) as exc:  # refused, unknown host or database, bad login
+            raise DatabaseUnavailableError(settings.database_url, exc) from exc
+
+    app.on_startup(open_database)
     app.after_shutdown(storage.close)
     return app

@@ -3,9 +3,9 @@
 import asyncio
 
 from services.runtime.main import create_app
-from shared.config import Settings
+from services.runtime.settings import RuntimeSettings
 from shared.logs import configure_logging
 
-settings = Settings.from_env()
+settings = RuntimeSettings.load()
 configure_logging(settings.log_level)
 asyncio.run(create_app(settings).run())

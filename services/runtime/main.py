@@ -7,16 +7,15 @@ from typing import Any
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
-from faststream.nats.subscriber.usecases.basic import LogicSubscriber
+from faststream.nats.subscriber import LogicSubscriber
 
 from contracts import QUEUE_RUNTIME, Subjects
 from contracts.control import AGENT_COMMANDS, ConsumerHealth
 from services.runtime import handlers
 from services.runtime.settings import RuntimeSettings
 from shared.bus import create_broker, service_app
-from shared.config import Settings
 from shared.health import serve_health, subscription_health
-from shared.hosting import AgentHost
+from shared.hosting import AgentHost, HostedAgents
 from shared.telemetry import bus_telemetry, setup_telemetry
 
 SERVICE = "elizamesh-runtime"
@@ -55,20 +54,19 @@ def attach(
     return subscribers
 
 
-def create_app(settings: Settings, runtime_settings: RuntimeSettings | None = None) -> FastStream:
+def create_app(settings: RuntimeSettings) -> FastStream:
     """Return the runtime service: subscribes, then starts its agents once connected."""
-    runtime_settings = runtime_settings or RuntimeSettings.from_env()
     broker = create_broker(
         settings.nats_url, name=SERVICE, middlewares=[bus_telemetry(setup_telemetry(SERVICE))]
     )
     host = AgentHost(
         broker,
         settings.subjects,
-        runtime_settings.agents,
-        lease_seconds=runtime_settings.room_lease_seconds,
+        HostedAgents.from_settings(settings),
+        lease_seconds=settings.room_lease_seconds,
         turns_in_parallel=TURNS_IN_PARALLEL,
-        remote_embeddings=runtime_settings.remote_embeddings,
-        remote_evaluators=runtime_settings.remote_evaluators,
+        remote_embeddings=settings.remote_embeddings,
+        remote_evaluators=settings.remote_evaluators,
     )
     subscribers: dict[str, LogicSubscriber[Any]] = {}
 

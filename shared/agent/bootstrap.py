@@ -2,22 +2,32 @@
 
 Providers tell the model who it is, what was said, what it can do; actions
 answer, stay silent, follow or mute rooms, and send messages elsewhere;
-REFLECTION learns facts and relationships after a reply.
+REFLECTION learns facts and relationships after a reply; a reaction a
+connector reports (REACTION_RECEIVED) is stored with the room's messages.
+
+It is also where a runtime gets its default parts, wired from above the
+runtime (which loads this plugin by name and imports none of them): the
+message pipeline (``DefaultMessageService``) and the in-process embedding
+queue unless the host set its own, the task service, and the service that
+stores the character's knowledge.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from contracts import Content
 from contracts.records import Entity, Memory, ParticipantState, Relationship
 from contracts.turn import CacheEntry
 from shared.agent.character import MessageExample
-from shared.agent.knowledge import knowledge_provider
+from shared.agent.embedding_queue import EmbeddingQueue
+from shared.agent.knowledge import KnowledgeService, knowledge_provider
+from shared.agent.message_service import DefaultMessageService
 from shared.agent.prompts import compose_prompt
+from shared.agent.runtime import AgentRuntime, TargetInfo
 from shared.agent.tasks import TaskService
 from shared.agent.turn import current_turn, reflection_key
 from shared.agent.types import (
@@ -26,6 +36,7 @@ from shared.agent.types import (
     Callback,
     Evaluator,
     EvaluatorOutputError,
+    EventType,
     HandlerOptions,
     ModelType,
     Plugin,
@@ -36,9 +47,7 @@ from shared.agent.types import (
 )
 from shared.agent.worlds import WORLD_ACTIONS, WORLD_PROVIDERS
 from shared.agent.xml import TextTagStreamer, parse_json_object, parse_key_value_xml, plain_text
-
-if TYPE_CHECKING:
-    from shared.agent.runtime import AgentRuntime
+from shared.errors import BadRequest
 
 # -- providers -------------------------------------------------------------------
 
@@ -348,8 +357,6 @@ async def send_message(
     responses: Sequence[Memory],
 ) -> ActionResult:
     """Send a message to another room or platform (``target`` and ``source`` from the plan)."""
-    from shared.agent.runtime import TargetInfo  # noqa: PLC0415 - runtime imports this module
-
     del state, callback
     parameters = dict(options.parameters)
     planned = next((r.content for r in responses), None)
@@ -478,7 +485,7 @@ async def reflect(
     await _set_cache(runtime, reflection_key(message.room_id), message.id)
 
 
-async def _set_cache(runtime: AgentRuntime, key: str, value: Any) -> None:
+async def _set_cache(runtime: AgentRuntime, key: str, value: object) -> None:
     """Set a cache value: with the turn's writes inside a turn, else now."""
     turn = current_turn()
     if turn is not None:
@@ -521,10 +528,44 @@ async def _remember_relationship(runtime: AgentRuntime, fields: dict[str, Any]) 
         await runtime.adapter.create_relationship(link)
 
 
+# -- events ----------------------------------------------------------------------
+
+
+async def store_reaction(payload: dict[str, Any]) -> None:
+    """REACTION_RECEIVED: store the reaction (``payload["message"]``) with the room's messages.
+
+    As elizaOS's bootstrap: a connector reports a reaction as a message
+    (e.g. text ``*Added 👍 to: "..."*``, ``in_reply_to`` the message reacted
+    to); its platform ids are mapped as for any inbound message. The agent
+    does not answer it.
+
+    Raises:
+        BadRequest: the payload has no ``message`` Memory, or it breaks a limit.
+    """
+    runtime: AgentRuntime = payload["runtime"]
+    message = payload.get("message")
+    if not isinstance(message, Memory):
+        raise BadRequest(
+            f"REACTION_RECEIVED needs a Memory under 'message', got {type(message).__name__}",
+            details={"field": "message"},
+        )
+    await runtime.create_memory(runtime.inbound_message(message), "messages")
+
+
+async def give_default_parts(config: Mapping[str, str], runtime: AgentRuntime) -> None:
+    """Give ``runtime`` the default message service and embedding queue, unless it has its own."""
+    del config
+    if not runtime.has_message_service():
+        runtime.message_service = DefaultMessageService()
+    if runtime.embedding_queue is None:
+        runtime.embedding_queue = EmbeddingQueue(runtime)
+
+
 bootstrap_plugin = Plugin(
     name="bootstrap",
     description="The actions, providers and evaluator every agent starts with.",
     priority=PluginPriority.CORE,
+    init=give_default_parts,
     providers=(
         Provider("ACTIONS", actions_provider, "Possible actions", position=-1),
         Provider("CHARACTER", character_provider, "Who the agent is"),
@@ -563,7 +604,8 @@ bootstrap_plugin = Plugin(
         ),
         *WORLD_ACTIONS,
     ),
-    services=(TaskService,),
+    services=(KnowledgeService, TaskService),
+    events={EventType.REACTION_RECEIVED: (store_reaction,)},
     evaluators=(
         Evaluator(
             "REFLECTION",

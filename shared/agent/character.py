@@ -16,6 +16,7 @@ import difflib
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -103,7 +104,7 @@ class Character(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     advanced_memory: bool = False
 
     @classmethod
-    def parse(cls, data: Any) -> Character:
+    def parse(cls, data: object) -> Character:
         """Return a validated character from a dict (snake_case or camelCase keys, 1.x or 0.x).
 
         Raises:
@@ -143,9 +144,9 @@ class Character(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         """Return this character re-checked field by field (Python construction skips checks)."""
         return Character.parse(msgspec.to_builtins(self))
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> dict[str, object]:
         """Return the character as JSON-ready data without its secrets (safe to store or send)."""
-        data: dict[str, Any] = msgspec.to_builtins(self)
+        data: dict[str, object] = msgspec.to_builtins(self)
         data.pop("secrets", None)
         settings = data.get("settings")
         if isinstance(settings, dict):
@@ -172,7 +173,7 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _located(entry: Any, folder: Path) -> Any:
+def _located(entry: object, folder: Path) -> object:
     if not isinstance(entry, dict):
         return entry
     located = dict(entry)
@@ -182,11 +183,11 @@ def _located(entry: Any, folder: Path) -> Any:
     return located
 
 
-def _check_fields(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _check_fields(data: Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
     """Return the fields of ``data`` under Character's names, and every problem found."""
     types = {f.name: f.type for f in msgspec.structs.fields(Character)}
     known = [_camel(n) for n in types]
-    fields: dict[str, Any] = {}
+    fields: dict[str, object] = {}
     problems: list[str] = []
     ignored: list[str] = []
     name = data.get("name")
@@ -217,9 +218,10 @@ def _check_fields(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     lore = fields.pop("lore", None)
     if lore is not None:
         problems.extend(_check("$.lore", lore, list[str]))
-        if not problems:
+        if not problems and isinstance(lore, list):  # checked: a list of strings
             bio = fields.get("bio", "")
-            fields["bio"] = ([bio] if isinstance(bio, str) and bio else list(bio or [])) + lore
+            head = [bio] if isinstance(bio, str) and bio else bio if isinstance(bio, list) else []
+            fields["bio"] = [*head, *lore]
     provider = fields.pop("model_provider", None)
     if provider is not None:
         _use_model_provider(fields, provider, label, problems)
@@ -228,7 +230,7 @@ def _check_fields(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return fields, problems
 
 
-def _v0_example(conversation: Any) -> Any:
+def _v0_example(conversation: object) -> object:
     """A 0.x example line says ``user`` where 1.x says ``name``."""
     if not isinstance(conversation, list):
         return conversation
@@ -241,7 +243,7 @@ def _v0_example(conversation: Any) -> Any:
 
 
 def _use_model_provider(
-    fields: dict[str, Any], provider: Any, label: str, problems: list[str]
+    fields: dict[str, object], provider: object, label: str, problems: list[str]
 ) -> None:
     if not isinstance(provider, str):
         problems.append(f"$.modelProvider: expected a string, got {type(provider).__name__}")
@@ -262,7 +264,7 @@ def _use_model_provider(
         fields["plugins"] = [plugin]
 
 
-def _check(path: str, value: Any, kind: Any) -> list[str]:
+def _check(path: str, value: object, kind: object) -> list[str]:
     """Every problem of ``value`` as ``kind``: each item of a list on its own."""
     try:
         msgspec.convert(value, kind)
@@ -275,6 +277,6 @@ def _check(path: str, value: Any, kind: Any) -> list[str]:
     return []
 
 
-def _list_item(kind: Any) -> Any:
-    args: tuple[Any, ...] = getattr(kind, "__args__", ())
+def _list_item(kind: object) -> object:
+    args: tuple[object, ...] = getattr(kind, "__args__", ())
     return args[0] if getattr(kind, "__origin__", None) is list and len(args) == 1 else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from typing import Any
 
 import msgspec
 
@@ -33,7 +32,7 @@ _UNSTORABLE = {"Cc", "Cs"}
 """Control characters and lone surrogates: no platform id has them, and no database takes them."""
 
 
-def platform_id(value: Any, field: str) -> str:
+def platform_id(value: object, field: str) -> str:
     """Return a platform id as text (UUIDs canonical, ints in decimal), or raise ``BadRequest``."""
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -56,13 +55,13 @@ def platform_id(value: Any, field: str) -> str:
     return value
 
 
-def agent_id_for(agent_id: str, value: Any, field: str) -> str:
+def agent_id_for(agent_id: str, value: object, field: str) -> str:
     """The agent's id for a platform's id of an entity, room or world."""
     text = platform_id(value, field)
     return text if is_id(text) else create_unique_uuid(agent_id, text)
 
 
-def message_id_for(agent_id: str, room_id: str, value: Any, field: str = "id") -> str:
+def message_id_for(agent_id: str, room_id: str, value: object, field: str = "id") -> str:
     """The agent's id for a platform's message id: UUIDs as they are, others per room."""
     text = platform_id(value, field)
     return text if is_uuid(text) else create_unique_uuid(agent_id, f"{room_id}:{text}")
@@ -76,7 +75,7 @@ def inbound(agent_id: str, message: Memory) -> Memory:
             value over a limit (e.g. ``content.text`` over 100,000
             characters); the details name the field. Nothing is stored.
     """
-    given: dict[str, Any] = {
+    given: dict[str, object] = {
         "entity_id": message.entity_id,
         "room_id": message.room_id,
         "world_id": message.world_id,

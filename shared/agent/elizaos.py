@@ -32,7 +32,7 @@ from shared.storage.adapter import DatabaseAdapter
 
 logger = logging.getLogger("elizamesh.elizaos")
 
-Listener = Callable[[dict[str, Any]], Any]
+Listener = Callable[[dict[str, object]], object]
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,15 @@ BatchItem = tuple[str | uuid.UUID | AgentRuntime, Memory]
 
 
 def _batch_item(
-    index: int, item: BatchItem | Mapping[str, Any]
+    index: int, item: BatchItem | Mapping[str, object]
 ) -> tuple[str | uuid.UUID | AgentRuntime, Memory, MessageOptions | None]:
     """Read one ``handle_messages`` item, tuple or elizaOS dict, or raise ``BadRequest``."""
     where = f"handle_messages: item {index}"
-    message: Any
+    target: object
+    message: object
     if isinstance(item, tuple) and len(item) == 2:  # noqa: PLR2004 - (agent, message)
         target, message = item
-        options: Any = None
+        options: object = None
     elif isinstance(item, Mapping):
         unknown = set(item) - {"agent_id", "agentId", "message", "options"}
         if unknown:
@@ -91,7 +92,7 @@ _MESSAGE_ALIASES = {"user_id": "entity_id"}
 """elizaOS 0.x names a message's sender ``userId``."""
 
 
-def _message(where: str, message: Any) -> Memory:
+def _message(where: str, message: object) -> Memory:
     """``message`` as a Memory: one already, or a dict with elizaOS's names or ours."""
     if isinstance(message, Memory):
         return message
@@ -122,7 +123,7 @@ class ElizaOS:
         self._started_at: dict[str, float] = {}
         self._listeners: dict[str, list[Listener]] = {}
         self._editable = False
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[object]] = set()
 
     # -- events ---------------------------------------------------------------
 
@@ -137,7 +138,7 @@ class ElizaOS:
         if listener in self._listeners.get(event, []):
             self._listeners[event].remove(listener)
 
-    def _dispatch(self, event: str, **detail: Any) -> None:
+    def _dispatch(self, event: str, **detail: object) -> None:
         for listener in list(self._listeners.get(event, [])):
             try:
                 outcome = listener(detail)
@@ -241,7 +242,9 @@ class ElizaOS:
         agent_ids = _ids(agent_ids)
         await self.stop_agents(agent_ids)
         for agent_id in agent_ids:
-            self.runtimes.pop(agent_id, None)
+            runtime = self.runtimes.pop(agent_id, None)
+            if runtime is not None:
+                runtime.elizaos = None  # stopped agents keep the link; deleted ones do not
             self._inits.pop(agent_id, None)
             self._dispatch("agent:deleted", agent_id=agent_id)
         self._dispatch("agents:deleted", agent_ids=list(agent_ids), count=len(agent_ids))
@@ -251,7 +254,7 @@ class ElizaOS:
         self._editable = True
         self._dispatch("mode:editable", enabled=True)
 
-    async def update_agent(self, agent_id: str, changes: Mapping[str, Any]) -> None:
+    async def update_agent(self, agent_id: str, changes: Mapping[str, object]) -> None:
         """Change a running agent's character (only in editable mode)."""
         if not self._editable:
             raise BadRequest("agents can only be updated in editable mode (enable_editable_mode)")
@@ -297,10 +300,10 @@ class ElizaOS:
         target: str | uuid.UUID | AgentRuntime,
         message: Memory,
         *,
-        on_response: Callable[[Content], Awaitable[Any]] | None = None,
+        on_response: Callable[[Content], Awaitable[object]] | None = None,
         on_stream_chunk: Callable[[str, str | None], Awaitable[None]] | None = None,
-        on_error: Callable[[BaseException], Awaitable[Any]] | None = None,
-        on_complete: Callable[[], Awaitable[Any]] | None = None,
+        on_error: Callable[[BaseException], Awaitable[object]] | None = None,
+        on_complete: Callable[[], Awaitable[object]] | None = None,
         options: MessageOptions | None = None,
     ) -> HandleMessageResult:
         """Have an agent handle ``message``; its entity and room are set up if new.
@@ -369,7 +372,7 @@ class ElizaOS:
         )
 
     async def handle_messages(
-        self, batch: Sequence[BatchItem | Mapping[str, Any]]
+        self, batch: Sequence[BatchItem | Mapping[str, object]]
     ) -> list[BatchItemResult]:
         """Handle several messages (for one or several agents) in parallel; errors per item.
 
@@ -403,12 +406,20 @@ class ElizaOS:
     # -- health ---------------------------------------------------------------
 
     async def health_check(
-        self, agent_ids: Sequence[str] | None = None, *, timeout: float = 5.0
+        self,
+        agent_ids: Sequence[str] | None = None,
+        *,
+        timeout: float = 5.0,
+        probe_model: bool = True,
     ) -> dict[str, AgentHealth]:
-        """Probe each agent: its storage answers a query within ``timeout`` seconds.
+        """Probe each agent: its storage and its text model answer within ``timeout`` seconds.
 
-        An agent that is not started (never, or stopped since) is ``alive=False``
-        and not probed.
+        The model probe asks TEXT_SMALL for one token ("Say OK."); with
+        ``probe_model=False`` (a paid model, frequent checks) only storage is
+        probed. A probe that fails or times out makes the agent
+        ``responsive=False`` with ``error`` naming the part ("storage: ...",
+        "model: ..."). An agent that is not started (never, or stopped since)
+        is ``alive=False`` and not probed.
         """
         ids = _ids(agent_ids or self.runtimes)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -425,18 +436,24 @@ class ElizaOS:
                     agent_id=agent_id, alive=False, responsive=False, error="not started"
                 )
             uptime = time.monotonic() - started
-            try:
-                async with asyncio.timeout(timeout):
-                    await runtime.adapter.get_agent(agent_id)
-            except Exception as exc:
-                return AgentHealth(
-                    agent_id=agent_id,
-                    alive=True,
-                    responsive=False,
-                    memory_usage=rss,
-                    uptime=uptime,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+            probes: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+                ("storage", lambda: runtime.adapter.get_agent(agent_id))
+            ]
+            if probe_model:
+                probes.append(("model", lambda: _probe_model(runtime)))
+            for part, probe in probes:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await probe()
+                except Exception as exc:
+                    return AgentHealth(
+                        agent_id=agent_id,
+                        alive=True,
+                        responsive=False,
+                        memory_usage=rss,
+                        uptime=uptime,
+                        error=f"{part}: {type(exc).__name__}: {exc}",
+                    )
             return AgentHealth(
                 agent_id=agent_id,
                 alive=True,
@@ -464,6 +481,18 @@ class ElizaOS:
             return bool(str(answer).strip())
 
         return dict(zip(ids, await asyncio.gather(*(check(i) for i in ids)), strict=True))
+
+
+async def _probe_model(runtime: AgentRuntime) -> None:
+    """Ask the agent's small text model for one token; raise if it fails or says nothing.
+
+    Raises:
+        ModelError: no plugin serves TEXT_SMALL, or the model failed.
+        ValueError: the model answered with nothing.
+    """
+    answer = await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": "Say OK.", "max_tokens": 1})
+    if not str(answer).strip():
+        raise ValueError("the text model answered with nothing")
 
 
 def _bound(adapter: DatabaseAdapter | None, agent_id: str) -> DatabaseAdapter | None:

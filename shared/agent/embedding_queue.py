@@ -14,7 +14,7 @@ import heapq
 import itertools
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from contracts.embedding import Priority
 from contracts.records import Memory
@@ -44,22 +44,6 @@ class RetryPolicy:
 
 EMBEDDING_RETRY = RetryPolicy()
 """The one retry policy of vectors, in-process and in the embedding service."""
-
-
-class EmbeddingSink(Protocol):
-    """Where a runtime sends memories that need a vector (in-process, or a JetStream queue)."""
-
-    async def put(self, memory: Memory, priority: Priority = "normal") -> None:
-        """Queue ``memory`` for a vector."""
-        ...
-
-    def start(self) -> None:
-        """Start draining (if this sink drains at all)."""
-        ...
-
-    async def stop(self) -> None:
-        """Stop draining."""
-        ...
 
 
 class EmbeddingQueue:
@@ -167,7 +151,11 @@ class EmbeddingQueue:
                     logger.exception("no vector for memory %s", memory.id)
                     await self.runtime.emit_event(
                         EventType.EMBEDDING_GENERATION_FAILED,
-                        {"memory_id": memory.id, "error": f"{type(exc).__name__}: {exc}"},
+                        {
+                            "memory_id": memory.id,
+                            "room_id": memory.room_id,
+                            "error": f"{type(exc).__name__}: {exc}",
+                        },
                     )
                     return None
                 await asyncio.sleep(self.retry.delay(tried))
@@ -184,10 +172,15 @@ class EmbeddingQueue:
             for memory, _ in done:
                 await self.runtime.emit_event(
                     EventType.EMBEDDING_GENERATION_FAILED,
-                    {"memory_id": memory.id, "error": f"{type(exc).__name__}: {exc}"},
+                    {
+                        "memory_id": memory.id,
+                        "room_id": memory.room_id,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    },
                 )
             return
         for memory, _ in done:
             await self.runtime.emit_event(
-                EventType.EMBEDDING_GENERATION_COMPLETED, {"memory_id": memory.id}
+                EventType.EMBEDDING_GENERATION_COMPLETED,
+                {"memory_id": memory.id, "room_id": memory.room_id},
             )

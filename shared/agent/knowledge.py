@@ -32,7 +32,7 @@ from contracts import Content
 from contracts.message import create_unique_uuid
 from contracts.records import Memory
 from shared.agent.turn import current_turn
-from shared.agent.types import ModelType, ProviderResult, State
+from shared.agent.types import ModelType, ProviderResult, Service, State
 from shared.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -221,6 +221,23 @@ async def ingest_knowledge(runtime: AgentRuntime) -> int:
             len(wanted),
         )
     return len(wanted)
+
+
+class KnowledgeService(Service):
+    """Stores the character's knowledge when the agent starts (as elizaOS's plugin-knowledge).
+
+    A service of the bootstrap plugin: each ``initialize`` stores what is new
+    and deletes what the character no longer has, before it returns.
+    """
+
+    service_type = "knowledge"
+    capability_description = "Stores the character's knowledge, with vectors, at start."
+
+    @classmethod
+    async def start(cls, runtime: AgentRuntime) -> KnowledgeService:
+        """Store the character's knowledge that is not stored yet (``ingest_knowledge``)."""
+        await ingest_knowledge(runtime)
+        return cls(runtime)
 
 
 async def knowledge_provider(

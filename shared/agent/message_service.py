@@ -2,7 +2,9 @@
 
 What elizaOS's DefaultMessageService does, with its defects fixed on purpose:
 the agent's reply is stored (not left to the transport); STOP means stop;
-MESSAGE_RECEIVED / MESSAGE_SENT are emitted; every run ends (``end_run``),
+MESSAGE_RECEIVED / MESSAGE_SENT are emitted (and VOICE_MESSAGE_RECEIVED /
+VOICE_MESSAGE_SENT too in a voice room); in multi-step mode an action's
+``values`` reach the next step's state; every run ends (``end_run``),
 and ends ``failed`` when a step failed rather than ``completed``; a failing
 action is a failed step instead of an exception that loses the message.
 
@@ -48,9 +50,9 @@ import logging
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
@@ -59,6 +61,7 @@ from contracts.agent import ActionOutcome, HandleMessageResult, RunStatus
 from contracts.evaluation import EvaluateTurn
 from contracts.records import ChannelType, Entity, Memory, ParticipantState, Room, now_ms
 from contracts.turn import CacheEntry, Connection
+from shared.agent.interface import EvaluationSink, MessageOptions
 from shared.agent.prompts import compose_prompt
 from shared.agent.turn import Turn, current_turn, entered, outcome_key, reflection_key
 from shared.agent.types import (
@@ -70,13 +73,35 @@ from shared.agent.types import (
     StreamChunk,
 )
 from shared.agent.xml import TextTagStreamer, parse_key_value_xml, plain_text
-from shared.errors import NotFound
+from shared.errors import NotFound, Unavailable
 from shared.telemetry import MESSAGES_HANDLED, TURN_DURATION, span, timed
 
 if TYPE_CHECKING:
     from shared.agent.runtime import AgentRuntime
 
+__all__ = [
+    "AGENT_MARKS",
+    "AGENT_REPLY_LIMIT",
+    "ALWAYS_RESPOND_CHANNELS",
+    "ALWAYS_RESPOND_SOURCES",
+    "INITIAL_PROVIDERS",
+    "OUTCOME_TTL_MS",
+    "STORAGE_PATIENCE_SECONDS",
+    "VOICE_CHANNELS",
+    "DefaultMessageService",
+    "EvaluationSink",
+    "InProcessEvaluation",
+    "MessageOptions",
+    "MessageProcessingResult",
+    "RespondDecision",
+    "TurnFailedError",
+    "evaluate_turn",
+    "patiently",
+    "progress_key",
+]
+
 logger = logging.getLogger("elizamesh.messages")
+T = TypeVar("T")
 
 Mode = Literal["simple", "actions", "none"]
 
@@ -84,6 +109,8 @@ ALWAYS_RESPOND_CHANNELS = frozenset(
     {ChannelType.DM, ChannelType.VOICE_DM, ChannelType.SELF, ChannelType.API}
 )
 ALWAYS_RESPOND_SOURCES = frozenset({"client_chat", "api", "cli"})
+VOICE_CHANNELS = frozenset({ChannelType.VOICE_DM, ChannelType.VOICE_GROUP})
+"""Rooms whose messages are also announced as VOICE_MESSAGE_RECEIVED / VOICE_MESSAGE_SENT."""
 INITIAL_PROVIDERS = ["ENTITIES", "CHARACTER", "RECENT_MESSAGES", "ACTIONS"]
 AGENT_REPLY_LIMIT = 3
 """Answers in a row to other agents in one room, since a person last spoke (setting
@@ -93,31 +120,45 @@ AGENT_MARKS = ("is_agent", "isAgent", "is_bot", "isBot", "bot")
 sender's entity metadata (at the top or under a platform's name)."""
 
 
-@dataclass(frozen=True)
-class MessageOptions:
-    """How to handle one message.
-
-    ``use_multi_step`` and ``max_multi_step_iterations`` default to the
-    ``USE_MULTI_STEP`` and ``MAX_MULTISTEP_ITERATIONS`` settings (off, 6);
-    ``supersede`` to ``SUPERSEDE_IN_ROOM`` (off: every message of a room is
-    answered, one at a time; on: a newer message takes over from an older one).
-    """
-
-    max_retries: int = 3
-    timeout: float = 3600.0
-    on_stream_chunk: StreamChunk | None = None
-    use_multi_step: bool | None = None
-    max_multi_step_iterations: int | None = None
-    run_id: str | None = None
-    run_evaluators: bool = True
-    supersede: bool | None = None
-
-
 MessageProcessingResult = HandleMessageResult
 """elizaOS's name for the outcome of a turn: the same type as every other wiring's."""
 
 OUTCOME_TTL_MS = 24 * 3600 * 1000
 """How long a turn's outcome is kept: a message re-sent within it gets the same outcome."""
+
+
+STORAGE_PATIENCE_SECONDS = 60.0
+"""How long a turn that holds the model's answer keeps trying to store it while storage is away."""
+
+
+async def patiently(write: Callable[[], Awaitable[T]]) -> T:
+    """Run a storage write, retrying ``Unavailable`` with backoff (0.2 s to 2 s) for a while.
+
+    Only for what a turn writes once the model has answered (its plan, its
+    outcome): dropping it would make the message's retry ask the model again.
+    What comes before the model fails at once, so that a caller hears
+    ``unavailable`` instead of waiting.
+
+    Raises:
+        Unavailable: storage was still away after ``STORAGE_PATIENCE_SECONDS``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STORAGE_PATIENCE_SECONDS
+    delay = 0.2
+    while True:
+        try:
+            return await write()
+        except Unavailable:
+            if loop.time() + delay > deadline:
+                raise
+            logger.warning("storage is away; the turn keeps its answer and retries")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def progress_key(message: Memory) -> str:
+    """The cache key of a turn's recorded plan: per room and message, like its outcome."""
+    return f"turn-plan:{message.room_id}:{message.id}"
 
 
 class TurnFailedError(Exception):
@@ -277,6 +318,23 @@ class DefaultMessageService:
             await self.evaluation.submit(runtime, pipeline.evaluation_job(result))
         return result
 
+    async def delete_message(self, runtime: AgentRuntime, message: Memory) -> None:
+        """As elizaOS ``deleteMessage``: delete ``message`` from the agent's memory.
+
+        Its platform ids are mapped as when it arrived; MESSAGE_DELETED follows
+        when it was stored. See ``AgentRuntime.delete_message``.
+        """
+        await runtime.delete_message(message)
+
+    async def clear_channel(
+        self, runtime: AgentRuntime, room_id: str, channel_id: str | None = None
+    ) -> int:
+        """As elizaOS ``clearChannel``: delete every message of the room; return how many.
+
+        CHANNEL_CLEARED follows. See ``AgentRuntime.clear_channel``.
+        """
+        return await runtime.clear_channel(room_id, channel_id)
+
     def note_arrival(self, agent_id: str, room_id: str, message_id: str) -> None:
         """Record that ``message_id`` arrived in the room (the newest, for superseding).
 
@@ -374,14 +432,6 @@ async def evaluate_turn(runtime: AgentRuntime, job: EvaluateTurn) -> list[str]:
     return ran
 
 
-class EvaluationSink(Protocol):
-    """Where ended turns go to be evaluated: in this process, or the evaluator service."""
-
-    async def submit(self, runtime: AgentRuntime, job: EvaluateTurn) -> None:
-        """Have ``job`` evaluated (now, or durably queued)."""
-        ...
-
-
 class InProcessEvaluation:
     """Evaluates each turn here, right after it ends (embedded mode)."""
 
@@ -435,7 +485,7 @@ def _is_agent(message: Memory, entities: Iterable[Entity]) -> bool:
     )
 
 
-def _marked(metadata: Mapping[str, Any]) -> bool:
+def _marked(metadata: Mapping[str, object]) -> bool:
     return any(metadata.get(key) is True for key in AGENT_MARKS)
 
 
@@ -509,6 +559,10 @@ class _Pipeline:
         self.room_changed: Room | None = None
         """The room with the kind the message says, when it differs from the stored one."""
         self.streamed = False
+        self.recorded_plan: Content | None = None
+        """The plan an interrupted run of this turn got from the model, recorded before acting."""
+        self.planned: Content | None = None
+        """The model's plan for this turn, once asked (recorded unless the turn ends well)."""
 
     def result(self, status: RunStatus | None = None) -> HandleMessageResult:
         """The outcome so far, as the one result type."""
@@ -539,9 +593,7 @@ class _Pipeline:
             return self.result("self")
         if (replayed := await self._begin()) is not None:
             return replayed
-        await runtime.emit_event(
-            EventType.MESSAGE_RECEIVED, {"message": message, "run_id": turn.run_id}
-        )
+        await self._announce(EventType.MESSAGE_RECEIVED, EventType.VOICE_MESSAGE_RECEIVED, message)
 
         if not self._latest():
             return self.result("superseded")
@@ -606,19 +658,27 @@ class _Pipeline:
             NotFound: the agent is stopped or deleted (in storage, by any replica).
         """
         runtime, message, turn = self.runtime, self.message, self.turn
+        connection = _connection(message)
         turn.context = await runtime.adapter.begin_turn(
             message,
-            _connection(message),
+            connection,
             recent_count=runtime.get_conversation_length(),
             outcome_key=outcome_key(message),
-            cache_keys=[reflection_key(message.room_id)],
+            cache_keys=[reflection_key(message.room_id), progress_key(message)],
         )
+        await runtime.announce_connection(turn.context, connection.source)
         agent = turn.context.agent
         if agent is None or not agent.enabled:
             raise NotFound(f"agent {runtime.agent_id} is {'stopped' if agent else 'deleted'}")
         if turn.context.outcome is not None:
             self.replayed = msgspec.convert(turn.context.outcome, HandleMessageResult)
             return self.replayed
+        if (recorded := turn.context.cache.get(progress_key(message))) is not None:
+            # An earlier run of this turn was cut off after planning: continue
+            # from its plan and reply id, so the model is not asked twice and
+            # a reply it stored is not stored again under another id.
+            self.recorded_plan = msgspec.convert(recorded["plan"], Content)
+            turn.response_id = str(recorded["response_id"])
         declared = _declared_room_type(message)
         room = turn.context.room
         if declared is not None and declared is not room.type:
@@ -647,10 +707,12 @@ class _Pipeline:
                     expires_at=now_ms() + OUTCOME_TTL_MS,
                 )
             )
+        elif self.planned is not None and self.recorded_plan is None:
+            turn.cache.append(self._progress())  # the retry continues from the plan
         if turn.has_writes():
-            await runtime.adapter.commit_turn(turn.commit())
-        if self.room_changed is not None:  # once per change of kind, not per turn
-            await runtime.adapter.update_room(self.room_changed)
+            await patiently(lambda: runtime.adapter.commit_turn(turn.commit()))
+        if (changed := self.room_changed) is not None:  # once per change of kind, not per turn
+            await patiently(lambda: runtime.adapter.update_room(changed))
         for memory in turn.sent:
             await runtime.queue_embedding_generation(memory, "normal")
 
@@ -693,11 +755,15 @@ class _Pipeline:
             runtime.get_setting("MAX_MULTISTEP_ITERATIONS") or 6
         )
         results: list[ActionResult] = []
+        # The values of the actions run so far: every later step's state has them
+        # (elizaOS#5841), as in chained mode.
+        carried: dict[str, Any] = {}
         state = State()
         for iteration in range(1, limit + 1):
             state = await runtime.compose_state(
                 message, ["RECENT_MESSAGES", "ACTION_STATE", "ACTIONS"]
             )
+            state.values.update(carried)
             values = {**state.values, "iteration": iteration, "maxIterations": limit}
             step = await self._ask(
                 compose_prompt(runtime.template("multiStepDecisionTemplate"), values),
@@ -711,6 +777,7 @@ class _Pipeline:
             )
             if wanted := _names(step.get("providers")):
                 state = await runtime.compose_state(message, wanted, only_include=True)
+                state.values.update(carried)
             action = str(step.get("action") or "").strip()
             if action:
                 parameters = _json_object(step.get("parameters"))
@@ -724,11 +791,13 @@ class _Pipeline:
                         action, message=message, state=state, so_far=results, parameters=parameters
                     )
                 results.append(result)
+                carried.update(result.values)
             if step.get("isFinish") is True or not action:
                 break
             if not self._latest():
                 return self.result("superseded")
         state = await runtime.compose_state(message, ["RECENT_MESSAGES", "ACTION_STATE"])
+        state.values.update(carried)
         summary = await self._ask(
             compose_prompt(runtime.template("multiStepSummaryTemplate"), state.values),
             ["thought", "text"],
@@ -839,10 +908,18 @@ class _Pipeline:
         )
         turn.memories.append(memory)
         turn.sent.append(memory)
-        await runtime.emit_event(EventType.MESSAGE_SENT, {"message": memory, "run_id": turn.run_id})
+        await self._announce(EventType.MESSAGE_SENT, EventType.VOICE_MESSAGE_SENT, memory)
         if self.user_callback is not None:
             await self.user_callback(memory.content)
         return [memory]
+
+    async def _announce(self, event: EventType, in_voice_room: EventType, message: Memory) -> None:
+        """Emit ``event`` for ``message``, and ``in_voice_room`` too in a VOICE_DM / VOICE_GROUP."""
+        payload = {"message": message, "run_id": self.turn.run_id}
+        await self.runtime.emit_event(event, payload)
+        context = self.turn.context
+        if context is not None and context.room.type in VOICE_CHANNELS:
+            await self.runtime.emit_event(in_voice_room, payload)
 
     def _muted(self) -> bool:
         context = self.turn.context
@@ -851,7 +928,18 @@ class _Pipeline:
         return self.runtime.character.name.lower() not in self.message.content.text.lower()
 
     async def _plan(self, state: State) -> Content:
-        """Ask the model what to do; retry until it gives a thought and actions."""
+        """Ask the model what to do; retry until it gives a thought and actions.
+
+        The plan is recorded (``progress_key``) so that a run cut off later (a
+        replica killed, storage or NATS away) continues from it when the
+        message comes again and never asks the model a second time: before
+        its actions run, when it has any (they take time and call out); else,
+        a plain reply, with what the turn writes when it breaks off (one write
+        with the reply it sent, under the same id on the retry).
+        """
+        if self.recorded_plan is not None:
+            self.planned = self.recorded_plan
+            return self.recorded_plan
         runtime = self.runtime
         prompt = compose_prompt(runtime.template("messageHandlerTemplate"), state.values)
         parsed = await self._ask(
@@ -872,13 +960,31 @@ class _Pipeline:
         if "IGNORE" in actions and len(actions) > 1:
             actions = ["IGNORE"] if not text else [a for a in actions if a != "IGNORE"]
         simple = _says_only(actions) and not providers
-        return Content(
+        content = Content(
             thought=str(parsed.get("thought") or ""),
             actions=actions,
             providers=providers,
             text=text,
             simple=simple,
             source=self.message.content.source,
+        )
+        self.planned = content
+        if not content.simple:
+            progress = self._progress()
+            await patiently(
+                lambda: runtime.adapter.set_cache(
+                    progress.key, progress.value, expires_at=progress.expires_at
+                )
+            )
+        return content
+
+    def _progress(self) -> CacheEntry:
+        """The record of this turn's plan and reply id, for a run that comes after it."""
+        plan = msgspec.to_builtins(self.planned)
+        return CacheEntry(
+            key=progress_key(self.message),
+            value={"response_id": self.turn.response_id, "plan": plan},
+            expires_at=now_ms() + OUTCOME_TTL_MS,
         )
 
 
@@ -897,11 +1003,11 @@ def _plain_reply(raw: str) -> bool:
     return isinstance(actions, list) and _says_only(actions) and not parsed.get("providers")
 
 
-def _names(value: Any) -> list[str]:
+def _names(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def _json_object(value: Any) -> dict[str, Any] | None:
+def _json_object(value: object) -> dict[str, Any] | None:
     """Parse the ``<parameters>`` of a step: empty is ``{}``; anything but an object is None."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}

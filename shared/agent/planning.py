@@ -34,7 +34,7 @@ class PlannedToolCall:
     """The action to run and its parameters."""
 
     name: str
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, object] = field(default_factory=dict)
 
 
 async def execute_planned_tool_call(

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 _PLACEHOLDER = re.compile(r"\{\{\{?\s*([A-Za-z_][\w.]*)\s*\}?\}\}")
 
 
-def compose_prompt(template: str, values: Mapping[str, Any]) -> str:
+def compose_prompt(template: str, values: Mapping[str, object]) -> str:
     """Return ``template`` with every ``{{name}}`` replaced by ``values[name]``."""
 
     def fill(match: re.Match[str]) -> str:

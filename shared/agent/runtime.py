@@ -11,27 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from contracts import Content
 from contracts.embedding import Priority
 from contracts.records import Agent, ChannelType, Entity, Log, Memory, Relationship, Room, World
+from contracts.turn import TurnContext
 from shared.agent.character import Character
-from shared.agent.edge import fitted, inbound
-from shared.agent.embedding_queue import EmbeddingQueue, EmbeddingSink
-from shared.agent.knowledge import ingest_knowledge
+from shared.agent.edge import agent_id_for, fitted, inbound
+from shared.agent.interface import EmbeddingSink, MessageService
 from shared.agent.plugin import normalize_plugin_name, resolve_plugins
 from shared.agent.prompts import TEMPLATES
-from shared.agent.tasks import TaskWorker
 from shared.agent.turn import current_turn
 from shared.agent.types import (
     STREAMABLE_MODELS,
@@ -53,20 +51,23 @@ from shared.agent.types import (
     State,
     StateError,
     StreamChunk,
+    TaskWorker,
 )
-from shared.config import DEFAULT_DATABASE_URL
+from shared.config import (
+    DEFAULT_DATABASE_URL,
+    DatabaseUnavailableError,
+    check_database_url,
+    environment,
+)
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.delegation import StorageDelegation
-from shared.storage.sql import SqlAdapter
 from shared.storage.validation import check_id
 from shared.telemetry import MODEL_CALLS, span, timed
 
-if TYPE_CHECKING:
-    from shared.agent.elizaos import ElizaOS
-    from shared.agent.message_service import DefaultMessageService
-
 logger = logging.getLogger("elizamesh.runtime")
+T = TypeVar("T")
+V = TypeVar("V")
 
 MODEL_SETTINGS = (
     "MAX_TOKENS",
@@ -79,6 +80,8 @@ MODEL_SETTINGS = (
     "FREQUENCY_PENALTY",
     "PRESENCE_PENALTY",
 )
+BOOTSTRAP_PLUGIN = "bootstrap"
+"""The plugin every runtime loads unless ``IGNORE_BOOTSTRAP`` (entry point ``bootstrap``)."""
 EMBEDDING_BACKLOG = 500
 """How many stored memories without a vector a runtime queues when it starts."""
 
@@ -101,6 +104,9 @@ ELIZAOS_EXCLUDED: dict[str, str] = {
     "with_entity_context": "optional in elizaOS; there is no row-level security to scope",
 }
 """Methods of elizaOS 1.7.2's ``IAgentRuntime`` / ``IDatabaseAdapter`` not here, and why."""
+
+CONTROL_ACTIONS = frozenset({"enable_input", "disable_input"})
+"""What ``send_control_message`` can ask a client (elizaOS's ``ControlMessage`` actions)."""
 
 ELIZAOS_RENAMED: dict[str, str] = {"hasElizaOS": "has_elizaos"}
 """elizaOS names whose snake_case is not the mechanical one."""
@@ -140,14 +146,14 @@ class _ModelEntry:
     handler: ModelHandler = field(compare=False)
 
 
-class _BoundedCache(OrderedDict[str, Any]):
+class _BoundedCache(OrderedDict[str, V]):
     """A dict that forgets its oldest entries beyond ``limit`` (elizaOS never forgets)."""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: V) -> None:
         self[key] = value
         self.move_to_end(key)
         while len(self) > self.limit:
@@ -176,8 +182,9 @@ class AgentRuntime(StorageDelegation):
         self.providers: list[Provider] = []
         self.evaluators: list[Evaluator] = []
         self.plugins: list[Plugin] = []
-        self.elizaos: ElizaOS | None = None
-        self._message_service: DefaultMessageService | None = None
+        self.elizaos: object | None = None
+        """The ``ElizaOS`` this runtime belongs to, if any (``shared.agent.elizaos`` sets it)."""
+        self._message_service: MessageService | None = None
         self._requested_plugins = list(plugins)
         self._adapter = adapter
         self._owns_adapter = adapter is None
@@ -189,34 +196,48 @@ class AgentRuntime(StorageDelegation):
         """Delivers for sources with no handler of their own (the runtime service: NATS)."""
         self._task_workers: dict[str, TaskWorker] = {}
         self._services: dict[str, list[Service]] = {}
-        self._pending_services: list[type[Service]] = []
+        # Every service class registered, in order: started by each initialize(),
+        # so stop() then initialize() brings them all back.
+        self._service_classes: list[type[Service]] = []
+        self._started_classes: set[type[Service]] = set()
         self._service_waiters: dict[str, asyncio.Future[Service]] = {}
+        # Worlds seen since initialize(): WORLD_CONNECTED fires once per world.
+        self._connected_worlds: _BoundedCache[bool] = _BoundedCache(state_cache_size)
         # Kept after their turn for get_action_results(message_id); bounded.
-        self._action_results = _BoundedCache(state_cache_size)
-        self._background: set[asyncio.Task[Any]] = set()
+        self._action_results: _BoundedCache[list[ActionResult]] = _BoundedCache(state_cache_size)
+        self._background: set[asyncio.Task[object]] = set()
         self._initialized = False
         self.has_knowledge = False
         """Whether the agent has knowledge memories (set by ``initialize``): KNOWLEDGE searches."""
-        # Replaceable before initialize(): the runtime service sends vectors to the
-        # embedding service's queue instead.
-        self.embedding_queue: EmbeddingSink = EmbeddingQueue(self)
+        self.embedding_queue: EmbeddingSink | None = None
+        """Where memories go for a vector. Set before ``initialize`` to choose (the runtime
+        service: the embedding service's JetStream queue); else the bootstrap plugin gives
+        the in-process ``EmbeddingQueue``. None: memories keep no vector."""
 
     # -- lifecycle ------------------------------------------------------------
 
     @property
-    def message_service(self) -> DefaultMessageService:
-        """The message pipeline (available after ``initialize``).
+    def message_service(self) -> MessageService:
+        """The message pipeline (after ``initialize``: the bootstrap plugin's default).
 
         Raises:
-            StateError: the runtime is not initialized.
+            StateError: the runtime has none (not initialized, or ``IGNORE_BOOTSTRAP``
+                without a message service of its own).
         """
         if self._message_service is None:
-            raise StateError("the runtime has no message service yet: await runtime.initialize()")
+            raise StateError(
+                "the runtime has no message service: await runtime.initialize() (the bootstrap "
+                "plugin gives DefaultMessageService), or set runtime.message_service"
+            )
         return self._message_service
 
     @message_service.setter
-    def message_service(self, service: DefaultMessageService) -> None:
+    def message_service(self, service: MessageService) -> None:
         self._message_service = service
+
+    def has_message_service(self) -> bool:
+        """Say whether a message service is set (the bootstrap plugin sets one if not)."""
+        return self._message_service is not None
 
     def is_started(self) -> bool:
         """Say whether ``initialize`` has finished and ``stop`` has not been called since."""
@@ -234,39 +255,49 @@ class AgentRuntime(StorageDelegation):
 
         Plugins (those given, else the character's ``plugins``, elizaOS names
         mapped: ``shared.agent.plugin``) load in dependency and priority
-        order; the bootstrap plugin is added unless ``IGNORE_BOOTSTRAP`` is
-        set. With no adapter given, storage is ``DATABASE_URL`` (SQLite under
-        ``./.elizamesh/`` by default). The character's ``knowledge`` not yet
-        stored is stored, with vectors (``shared.agent.knowledge``).
+        order; the bootstrap plugin is added by name unless ``IGNORE_BOOTSTRAP``
+        is set, as elizaOS adds ``@elizaos/plugin-bootstrap``. It brings the
+        defaults (``shared.agent.bootstrap``): the message service, the
+        in-process embedding queue, the task service and the character's
+        ``knowledge``, stored with vectors. With no adapter given, storage is
+        ``DATABASE_URL`` (SQLite under ``./.elizamesh/`` by default).
         """
-        from shared.agent.bootstrap import bootstrap_plugin  # noqa: PLC0415 - it imports us
-        from shared.agent.message_service import DefaultMessageService  # noqa: PLC0415
-
         wanted = list(self._requested_plugins or self.character.plugins)
         if not self.get_setting("IGNORE_BOOTSTRAP"):
-            wanted.append(bootstrap_plugin)
+            # By name, through the plugin entry points: the bootstrap plugin is
+            # built on the runtime, so the runtime does not import it.
+            wanted.append(BOOTSTRAP_PLUGIN)
         for plugin in resolve_plugins(wanted, optional=self.character.plugins):
             await self.register_plugin(plugin)
         if self._adapter is None:
-            url = str(self.get_setting("DATABASE_URL") or DEFAULT_DATABASE_URL)
-            self._adapter = SqlAdapter.from_url(url, self.agent_id)
-        await self._adapter.init(migrate=not skip_migrations)
-        self.message_service = DefaultMessageService()
-        await self._ensure_agent()
-        await ingest_knowledge(self)
-        self._initialized = True
-        for service_type in self._pending_services:
-            await self._start_service(service_type)
-        self._pending_services.clear()
-        if self.get_model(ModelType.TEXT_EMBEDDING) is not None:
-            self.embedding_queue.start()
-            await self._queue_embedding_backlog()
+            # Imported here: a runtime on the memory service needs no SQLAlchemy (~30 MB).
+            from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
 
-    async def _queue_embedding_backlog(self) -> None:
+            from shared.storage.sql import SqlAdapter  # noqa: PLC0415
+
+            url = check_database_url(str(self.get_setting("DATABASE_URL") or DEFAULT_DATABASE_URL))
+            self._adapter = SqlAdapter.from_url(url, self.agent_id)
+            try:
+                await self._adapter.init(migrate=not skip_migrations)
+            except (OSError, DBAPIError) as exc:  # refused, unknown host or database, bad login
+                raise DatabaseUnavailableError(url, exc) from exc
+        else:
+            await self._adapter.init(migrate=not skip_migrations)
+        await self._ensure_agent()
+        self._initialized = True
+        for service_type in self._service_classes:
+            if service_type not in self._started_classes:
+                await self._start_service(service_type)
+        queue = self.embedding_queue
+        if queue is not None and self.get_model(ModelType.TEXT_EMBEDDING) is not None:
+            queue.start()
+            await self._queue_embedding_backlog(queue)
+
+    async def _queue_embedding_backlog(self, queue: EmbeddingSink) -> None:
         """Queue the stored memories that have no vector (left by a stop or a crash), bounded."""
         backlog = await self.adapter.get_memories_without_embeddings(count=EMBEDDING_BACKLOG)
         for memory in backlog:
-            await self.embedding_queue.put(memory, "low")
+            await queue.put(memory, "low")
         if backlog:
             logger.info("queued %d stored memories without a vector", len(backlog))
 
@@ -283,12 +314,23 @@ class AgentRuntime(StorageDelegation):
         return inbound(self.agent_id, message)
 
     async def stop(self) -> None:
-        """Stop services and background work, and close storage if the runtime opened it."""
-        await self.embedding_queue.stop()
+        """Stop services and background work, and close storage if the runtime opened it.
+
+        Plugins, services, handlers and the ``ElizaOS`` link stay registered:
+        ``initialize`` starts the same agent again, services included.
+        """
+        if self.embedding_queue is not None:
+            await self.embedding_queue.stop()
         for services in self._services.values():
             for service in services:
                 await service.stop()
         self._services.clear()
+        self._started_classes.clear()
+        self._connected_worlds.clear()
+        # A resolved promise holds a stopped service; the next start makes a new one.
+        for name, waiter in list(self._service_waiters.items()):
+            if waiter.done():
+                del self._service_waiters[name]
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -296,7 +338,6 @@ class AgentRuntime(StorageDelegation):
             await self._adapter.close()
             self._adapter = None
         self._initialized = False
-        self.elizaos = None
 
     async def _ensure_agent(self) -> None:
         stored = await self.adapter.get_agent(self.agent_id)
@@ -327,19 +368,77 @@ class AgentRuntime(StorageDelegation):
     # Replicas start the same agents, and may see the same new room at once:
     # "create if absent" must survive the other one creating it first.
 
-    async def _ensure_world(self, world: World) -> None:
-        if await self.adapter.get_world(world.id) is None:
-            with contextlib.suppress(Conflict):
-                await self.adapter.create_world(world)
+    async def _ensure_world(self, world: World) -> bool:
+        """Store ``world`` unless it exists; True when this call stored it."""
+        if await self.adapter.get_world(world.id) is not None:
+            return False
+        try:
+            await self.adapter.create_world(world)
+        except Conflict:
+            return False
+        return True
 
-    async def _ensure_rooms(self, rooms: Sequence[Room], participants: Sequence[str]) -> None:
+    async def _ensure_rooms(
+        self, rooms: Sequence[Room], participants: Sequence[str]
+    ) -> tuple[list[Room], list[tuple[str, Room]]]:
+        """Store the rooms that do not exist and put ``participants`` in every room.
+
+        Returns the rooms this call stored, and the (entity id, room) pairs it
+        added (each room's participants are read first, existing rooms only).
+        """
         existing = {r.id for r in await self.adapter.get_rooms_by_ids([r.id for r in rooms])}
-        if new_rooms := [r for r in rooms if r.id not in existing]:
-            with contextlib.suppress(Conflict):
+        new_rooms = [r for r in rooms if r.id not in existing]
+        if new_rooms:
+            try:
                 await self.adapter.create_rooms(new_rooms)
+            except Conflict:  # another replica stored them first
+                new_rooms = []
+        stored = {r.id for r in new_rooms}
+        added: list[tuple[str, Room]] = []
         for room in rooms:
+            present = (
+                set() if room.id in stored else set(await self.get_participants_for_room(room.id))
+            )
+            missing = [e for e in dict.fromkeys(participants) if e not in present]
+            if not missing:
+                continue
             with contextlib.suppress(Conflict):
-                await self.adapter.add_participants_room(list(participants), room.id)
+                await self.adapter.add_participants_room(missing, room.id)
+            added.extend((entity_id, room) for entity_id in missing)
+        return new_rooms, added
+
+    async def _announce_world(self, world: World, *, stored: bool, source: str | None) -> None:
+        """WORLD_JOINED for a world just stored, WORLD_CONNECTED for a known one, once."""
+        if not stored and world.id in self._connected_worlds:
+            return
+        self._connected_worlds.put(world.id, True)
+        await self.emit_event(
+            EventType.WORLD_JOINED if stored else EventType.WORLD_CONNECTED,
+            {"world": world, "world_id": world.id, "rooms": [], "entities": [], "source": source},
+        )
+
+    async def _announce_rooms(
+        self, stored: Sequence[Room], added: Sequence[tuple[str, Room]], source: str | None
+    ) -> None:
+        """ROOM_JOINED per room stored or the agent was added to; ENTITY_JOINED per other entity."""
+        new_ids = {r.id for r in stored}
+        joined = [*stored, *(r for e, r in added if e == self.agent_id and r.id not in new_ids)]
+        for room in joined:
+            await self.emit_event(
+                EventType.ROOM_JOINED,
+                {"room": room, "room_id": room.id, "world_id": room.world_id, "source": source},
+            )
+        for entity_id, room in added:
+            if entity_id != self.agent_id:
+                await self.emit_event(
+                    EventType.ENTITY_JOINED,
+                    {
+                        "entity_id": entity_id,
+                        "room_id": room.id,
+                        "world_id": room.world_id,
+                        "source": source,
+                    },
+                )
 
     # -- registration ---------------------------------------------------------
 
@@ -390,14 +489,15 @@ class AgentRuntime(StorageDelegation):
         self.evaluators.append(evaluator)
 
     async def register_service(self, service_type: type[Service]) -> None:
-        """Start ``service_type`` now, or once ``initialize`` has finished."""
-        if self._initialized:
+        """Start ``service_type`` now, or once ``initialize`` has finished (and at each restart)."""
+        if service_type not in self._service_classes:
+            self._service_classes.append(service_type)
+        if self._initialized and service_type not in self._started_classes:
             await self._start_service(service_type)
-        else:
-            self._pending_services.append(service_type)
 
     async def _start_service(self, service_type: type[Service]) -> None:
         service = await service_type.start(self)
+        self._started_classes.add(service_type)
         name = service_type.service_type
         self._services.setdefault(name, []).append(service)
         waiter = self._service_waiters.get(name)
@@ -428,14 +528,22 @@ class AgentRuntime(StorageDelegation):
         return bool(self._services.get(service_type))
 
     def get_service_load_promise(self, service_type: str) -> Awaitable[Service]:
-        """Return an awaitable that resolves to the service once it has started."""
-        waiter = self._service_waiters.get(service_type)
-        if waiter is None:
-            waiter = asyncio.get_running_loop().create_future()
-            self._service_waiters[service_type] = waiter
-            if (running := self.get_service(service_type)) is not None:
-                waiter.set_result(running)
-        return waiter
+        """Return an awaitable that resolves to the service once it has started.
+
+        Each caller gets its own awaitable: one that is cancelled (a
+        ``wait_for`` that gives up) leaves the others, and later callers,
+        waiting for the service as before.
+        """
+        loop = asyncio.get_running_loop()
+        if (running := self.get_service(service_type)) is not None:
+            ready: asyncio.Future[Service] = loop.create_future()
+            ready.set_result(running)
+            return ready
+        shared = self._service_waiters.get(service_type)
+        if shared is None or shared.done():
+            shared = loop.create_future()
+            self._service_waiters[service_type] = shared
+        return asyncio.shield(shared)
 
     # -- settings -------------------------------------------------------------
 
@@ -453,7 +561,7 @@ class AgentRuntime(StorageDelegation):
             character.settings,
             nested if isinstance(nested, dict) else {},
             self.settings,
-            os.environ,
+            environment(),  # the process environment over .env
         ):
             if key in source and source[key] is not None:
                 value = source[key]
@@ -466,7 +574,7 @@ class AgentRuntime(StorageDelegation):
         """Say whether ``get_setting(key)`` finds a value."""
         return self.get_setting(key) is not None
 
-    def set_setting(self, key: str, value: Any) -> None:
+    def set_setting(self, key: str, value: object) -> None:
         """Set a runtime setting (below the character's own values)."""
         self.settings[key] = value
 
@@ -505,11 +613,11 @@ class AgentRuntime(StorageDelegation):
     async def use_model(
         self,
         model_type: ModelType | str,
-        params: Mapping[str, Any] | str | None = None,
+        params: Mapping[str, object] | str | None = None,
         *,
         provider: str | None = None,
         on_stream_chunk: StreamChunk | None = None,
-        **kwargs: Any,
+        **kwargs: object,
     ) -> Any:
         """Call the best handler for ``model_type`` and return its result.
 
@@ -558,8 +666,8 @@ class AgentRuntime(StorageDelegation):
         await self._log(f"useModel:{model_type}", {"elapsed_ms": elapsed_ms, "stream": stream})
         return result
 
-    def _model_settings(self, model_type: str) -> dict[str, Any]:
-        values: dict[str, Any] = {}
+    def _model_settings(self, model_type: str) -> dict[str, object]:
+        values: dict[str, object] = {}
         for name in MODEL_SETTINGS:
             value = self.get_setting(f"{model_type}_{name}")
             if value is None:
@@ -579,21 +687,45 @@ class AgentRuntime(StorageDelegation):
         return list(self._events.get(str(event), []))
 
     async def emit_event(
-        self, events: EventType | str | Iterable[EventType | str], payload: Mapping[str, Any]
+        self, events: EventType | str | Iterable[EventType | str], payload: Mapping[str, object]
     ) -> None:
         """Run every handler of ``events`` concurrently and wait for them.
 
-        ``runtime`` and ``agent_id`` are added to the payload. A failing handler
-        is logged; it stops neither the other handlers nor the caller.
+        ``runtime`` and ``agent_id`` are added to the payload, and the ids
+        that correlate it where the payload lacks them: ``message_id`` and
+        ``room_id`` of its ``message``, else of the current turn's message;
+        ``run_id`` of the current turn or run. A failing handler is logged;
+        it stops neither the other handlers nor the caller.
         """
         names = [str(events)] if isinstance(events, str) else [str(e) for e in events]
+        correlated = self._correlated(payload)
         for name in names:
-            body = {**payload, "runtime": self, "agent_id": self.agent_id, "event": name}
+            body = {**correlated, "runtime": self, "agent_id": self.agent_id, "event": name}
             handlers = [*self._events.get(name, []), *self._listeners.get(name, [])]
             results = await asyncio.gather(*(h(body) for h in handlers), return_exceptions=True)
             for error in results:
                 if isinstance(error, Exception):
                     logger.error("a %s handler failed", name, exc_info=error)
+
+    @staticmethod
+    def _correlated(payload: Mapping[str, object]) -> dict[str, object]:
+        body = dict(payload)
+        turn = current_turn()
+        message = body.get("message")
+        sources: list[tuple[str, str | None]] = []
+        if isinstance(message, Memory):
+            sources += [("message_id", message.id), ("room_id", message.room_id)]
+        if turn is not None:
+            sources += [
+                ("run_id", turn.run_id),
+                ("message_id", turn.message.id),
+                ("room_id", turn.message.room_id),
+            ]
+        sources.append(("run_id", _RUN_ID.get()))
+        for key, value in sources:
+            if body.get(key) is None and value is not None:
+                body[key] = value
+        return body
 
     def on(self, event: EventType | str, handler: EventHandler) -> None:
         """Listen to ``event`` (the same events ``emit_event`` sends)."""
@@ -605,11 +737,11 @@ class AgentRuntime(StorageDelegation):
         if handler in listeners:
             listeners.remove(handler)
 
-    async def emit(self, event: EventType | str, payload: Mapping[str, Any]) -> None:
+    async def emit(self, event: EventType | str, payload: Mapping[str, object]) -> None:
         """Emit ``event`` to every handler and listener (``emit_event`` for one name)."""
         await self.emit_event(event, payload)
 
-    def run_in_background(self, work: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+    def run_in_background(self, work: Awaitable[T], name: str) -> asyncio.Task[T]:
         """Run ``work`` as a task the runtime keeps (and cancels on ``stop``)."""
         task = asyncio.ensure_future(work)
         task.set_name(name)
@@ -654,17 +786,34 @@ class AgentRuntime(StorageDelegation):
         include_list: Sequence[str] | None = None,
         only_include: bool = False,
         skip_cache: bool = False,
+        *,
+        required: Sequence[str] = (),
     ) -> State:
         """Return the state for ``message``: what the selected providers say.
 
         Without ``only_include``, every provider that is neither private nor
-        dynamic runs, plus those in ``include_list``. Providers run
-        concurrently and appear in ``position`` order. Results merge with the
-        state already composed for the same message (a bounded cache). A
-        provider that raises is left out and named in
-        ``state.data["provider_errors"]``; the turn goes on.
+        dynamic runs, plus those in ``include_list`` and ``required``.
+        Providers run concurrently and appear in ``position`` order. Results
+        merge with the state already composed for the same message (a bounded
+        cache). A provider that raises is left out and named in
+        ``state.data["provider_errors"]``; the turn goes on. A name in
+        ``include_list`` that no provider has is skipped (elizaOS does the
+        same: planners name providers freely).
+
+        Raises:
+            StateError: a provider named in ``required`` is not registered, or
+                it or a provider marked ``required`` raised; ``error.provider``
+                names it.
         """
-        wanted = set(include_list or ())
+        known = {p.name for p in self.providers}
+        for name in required:
+            if name not in known:
+                raise StateError(
+                    f"compose_state: no provider {name!r} is registered "
+                    f"(known: {', '.join(sorted(known)) or 'none'})",
+                    provider=name,
+                )
+        wanted = {*(include_list or ()), *required}
         selected = [
             p
             for p in self.providers
@@ -684,6 +833,14 @@ class AgentRuntime(StorageDelegation):
         results: dict[str, ProviderResult] = dict(cached.data.get("providers", {}))
         errors: dict[str, str] = dict(cached.data.get("provider_errors", {}))
         for provider, outcome in zip(selected, outcomes, strict=True):
+            if isinstance(outcome, BaseException) and (
+                provider.required or provider.name in required
+            ):
+                raise StateError(
+                    f"compose_state: the required provider {provider.name!r} failed: "
+                    f"{type(outcome).__name__}: {outcome}",
+                    provider=provider.name,
+                ) from outcome
             if isinstance(outcome, BaseException):
                 logger.error("provider %s failed", provider.name, exc_info=outcome)
                 errors[provider.name] = f"{type(outcome).__name__}: {outcome}"
@@ -770,7 +927,7 @@ class AgentRuntime(StorageDelegation):
         message: Memory,
         state: State,
         so_far: Sequence[ActionResult] = (),
-        parameters: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, object] | None = None,
         callback: Callback | None = None,
         responses: Sequence[Memory] = (),
         on_stream_chunk: StreamChunk | None = None,
@@ -922,15 +1079,17 @@ class AgentRuntime(StorageDelegation):
     async def queue_embedding_generation(
         self, memory: Memory, priority: Priority = "normal"
     ) -> None:
-        """Queue ``memory`` for a vector (skipped if it has one, has no text, or no model)."""
-        if memory.embedding is not None or not memory.content.text:
+        """Queue ``memory`` for a vector (unless it has one, has no text, or no model or queue)."""
+        queue = self.embedding_queue
+        if memory.embedding is not None or not memory.content.text or queue is None:
             return
         if self.get_model(ModelType.TEXT_EMBEDDING) is None:
             return
         await self.emit_event(
-            EventType.EMBEDDING_GENERATION_REQUESTED, {"memory_id": memory.id, "priority": priority}
+            EventType.EMBEDDING_GENERATION_REQUESTED,
+            {"memory_id": memory.id, "room_id": memory.room_id, "priority": priority},
         )
-        await self.embedding_queue.put(memory, priority)
+        await queue.put(memory, priority)
 
     async def add_embedding_to_memory(self, memory: Memory) -> Memory:
         """Return ``memory`` with the vector of its text (computed now)."""
@@ -1037,6 +1196,168 @@ class AgentRuntime(StorageDelegation):
         found = await self.get_entities_by_ids([str(entity_id)])
         return found[0] if found else None
 
+    # -- places, people and messages: stored, then announced -----------------
+    # The storage operations whose change other components care about; each
+    # emits its event after the change (``EventType`` says which fires when).
+
+    async def create_world(self, world: World) -> str:
+        """Store ``world`` and return its id; announced as WORLD_JOINED."""
+        world_id = await self.adapter.create_world(world)
+        await self._announce_world(world, stored=True, source=None)
+        return world_id
+
+    async def remove_world(self, world_id: str) -> None:
+        """Delete a world and its rooms; ROOM_LEFT for each room, then WORLD_LEFT."""
+        world = await self.adapter.get_world(world_id)
+        rooms = await self.adapter.get_rooms_by_world(world_id) if world is not None else []
+        await self.adapter.remove_world(world_id)
+        self._connected_worlds.pop(world_id, None)
+        for room in rooms:
+            await self.emit_event(
+                EventType.ROOM_LEFT, {"room": room, "room_id": room.id, "world_id": world_id}
+            )
+        if world is not None:
+            await self.emit_event(EventType.WORLD_LEFT, {"world": world, "world_id": world_id})
+
+    async def create_rooms(self, rooms: list[Room]) -> list[str]:
+        """Store rooms and return their ids; ROOM_JOINED for each."""
+        room_ids = await self.adapter.create_rooms(rooms)
+        await self._announce_rooms(rooms, [], None)
+        return room_ids
+
+    async def delete_room(self, room_id: str) -> None:
+        """Delete a room, its participants and its memories; ROOM_LEFT if it existed."""
+        room = await self.get_room(room_id)
+        await self.adapter.delete_room(room_id)
+        if room is not None:
+            await self.emit_event(
+                EventType.ROOM_LEFT, {"room": room, "room_id": room_id, "world_id": room.world_id}
+            )
+
+    async def add_participants_room(self, entity_ids: list[str], room_id: str) -> bool:
+        """Add entities to a room (those in it are left as they are); announce the newcomers.
+
+        ENTITY_JOINED for each entity that was not in the room; ROOM_JOINED
+        when the agent itself was not.
+        """
+        present = set(await self.adapter.get_participants_for_room(room_id))
+        added = await self.adapter.add_participants_room(entity_ids, room_id)
+        newcomers = [e for e in dict.fromkeys(entity_ids) if e not in present]
+        if newcomers and (room := await self.get_room(room_id)) is not None:
+            await self._announce_rooms([], [(e, room) for e in newcomers], None)
+        return added
+
+    async def remove_participant(self, entity_id: str, room_id: str) -> bool:
+        """Take an entity out of a room; False if it was not in it.
+
+        ENTITY_LEFT when it was in it (ROOM_LEFT when it is the agent itself).
+        """
+        removed = await self.adapter.remove_participant(entity_id, room_id)
+        if removed and entity_id == self.agent_id:
+            await self.emit_event(EventType.ROOM_LEFT, {"room_id": room_id})
+        elif removed:
+            await self.emit_event(
+                EventType.ENTITY_LEFT, {"entity_id": entity_id, "room_id": room_id}
+            )
+        return removed
+
+    async def update_entity(self, entity: Entity) -> None:
+        """Replace a stored entity's names and metadata, or raise ``NotFound``; ENTITY_UPDATED."""
+        await self.adapter.update_entity(entity)
+        await self.emit_event(EventType.ENTITY_UPDATED, {"entity": entity, "entity_id": entity.id})
+
+    async def delete_memory(self, memory_id: str) -> None:
+        """Delete one memory and its vector; MESSAGE_DELETED if it was a message."""
+        found = await self.adapter.get_memories_by_ids([memory_id], "messages")
+        await self.adapter.delete_memory(memory_id)
+        if found:
+            await self.emit_event(EventType.MESSAGE_DELETED, {"message": found[0]})
+
+    async def delete_all_memories(self, room_id: str, table_name: str) -> None:
+        """Delete a room's memories of one table, with their vectors.
+
+        CHANNEL_CLEARED when the table is ``messages``.
+        """
+        await self.adapter.delete_all_memories(room_id, table_name)
+        if table_name == "messages":
+            await self.emit_event(
+                EventType.CHANNEL_CLEARED, {"room_id": room_id, "table_name": table_name}
+            )
+
+    async def delete_message(self, message: Memory | str) -> None:
+        """As elizaOS ``messageService.deleteMessage``: delete one stored message.
+
+        ``message`` is the message as the connector knows it (its platform
+        ids are mapped as when it arrived) or the stored id. MESSAGE_DELETED
+        follows when there was such a message; deleting an absent one does
+        nothing.
+
+        Raises:
+            BadRequest: an id of ``message`` is not a usable id (the field is named).
+        """
+        memory_id = self.inbound_message(message).id if isinstance(message, Memory) else message
+        await self.delete_memory(check_id(memory_id, "message_id"))
+
+    async def clear_channel(self, room_id: str, channel_id: str | None = None) -> int:
+        """As elizaOS ``messageService.clearChannel``: delete every message of a room.
+
+        ``room_id`` is the agent's id of the room or the platform's (mapped as
+        for messages). Returns how many messages were deleted; emits
+        CHANNEL_CLEARED with ``room_id``, ``channel_id`` and ``deleted``.
+
+        Raises:
+            BadRequest: ``room_id`` is not a usable id.
+        """
+        room = agent_id_for(self.agent_id, room_id, "room_id")
+        deleted = await self.adapter.count_memories(room, table_name="messages")
+        await self.adapter.delete_all_memories(room, "messages")
+        await self.emit_event(
+            EventType.CHANNEL_CLEARED,
+            {
+                "room_id": room,
+                "channel_id": channel_id,
+                "table_name": "messages",
+                "deleted": deleted,
+            },
+        )
+        return deleted
+
+    async def send_control_message(
+        self, room_id: str, action: str, target: str | None = None
+    ) -> None:
+        """As elizaOS ``sendControlMessage``: tell the room's clients to enable or disable input.
+
+        Emits CONTROL_MESSAGE with ``message`` = ``{"type": "control",
+        "payload": {"action", "target"}, "room_id"}`` (and ``action``,
+        ``target`` at the top); the client's connector acts on it.
+
+        Raises:
+            BadRequest: ``action`` is not one of ``CONTROL_ACTIONS``, or
+                ``room_id`` is not a usable id (the field is named).
+        """
+        if action not in CONTROL_ACTIONS:
+            raise BadRequest(
+                f"send_control_message: action must be one of {sorted(CONTROL_ACTIONS)}, "
+                f"got {action!r}",
+                details={"field": "action"},
+            )
+        room = agent_id_for(self.agent_id, room_id, "room_id")
+        control = {
+            "type": "control",
+            "payload": {"action": action, "target": target},
+            "room_id": room,
+        }
+        await self.emit_event(
+            EventType.CONTROL_MESSAGE,
+            {
+                "message": control,
+                "room_id": room,
+                "action": action,
+                "target": target,
+                "source": "agent",
+            },
+        )
+
     # -- the rest of elizaOS's IAgentRuntime / IDatabaseAdapter ---------------
     # One thin method per elizaOS name, over the storage operations above.
     # Names elizamesh cannot honour are in ``ELIZAOS_EXCLUDED`` with the reason.
@@ -1105,11 +1426,19 @@ class AgentRuntime(StorageDelegation):
                 await self.add_participants_room([entity_id], room_id)
 
     async def ensure_world_exists(self, world: World) -> None:
-        """As elizaOS ``ensureWorldExists``: store ``world`` unless one with its id exists."""
-        await self._ensure_world(world)
+        """As elizaOS ``ensureWorldExists``: store ``world`` unless one with its id exists.
+
+        WORLD_JOINED when it is stored; WORLD_CONNECTED the first time since
+        ``initialize`` that it was there already.
+        """
+        stored = await self._ensure_world(world)
+        await self._announce_world(world, stored=stored, source=None)
 
     async def ensure_room_exists(self, room: Room) -> None:
-        """As elizaOS ``ensureRoomExists``: store ``room`` unless one with its id exists."""
+        """As elizaOS ``ensureRoomExists``: store ``room`` unless one with its id exists.
+
+        ROOM_JOINED when it is stored.
+        """
         if await self.get_room(room.id) is None:
             with contextlib.suppress(Conflict):
                 await self.create_rooms([room])
@@ -1154,7 +1483,7 @@ class AgentRuntime(StorageDelegation):
         *,
         include_character: bool = True,
         model_type: ModelType | str = ModelType.TEXT_LARGE,
-        **params: Any,
+        **params: object,
     ) -> GenerateTextResult:
         """As elizaOS ``generateText``: a text model's answer, with the character.
 
@@ -1214,9 +1543,13 @@ class AgentRuntime(StorageDelegation):
         channel_id: str | None = None,
         message_server_id: str | None = None,
         type: ChannelType = ChannelType.DM,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, object] | None = None,
     ) -> None:
-        """Make sure the entity, world and room exist, with the user and the agent in the room."""
+        """Make sure the entity, world and room exist, with the user and the agent in the room.
+
+        Announces what changed: WORLD_JOINED (or WORLD_CONNECTED, once),
+        ROOM_JOINED, ENTITY_JOINED, ENTITY_UPDATED (names added).
+        """
         world_id = world_id or room_id
         names = [n for n in (name, user_name) if n]
         found = await self.adapter.get_entities_by_ids([entity_id])
@@ -1236,9 +1569,12 @@ class AgentRuntime(StorageDelegation):
                 },
             )
             await self.adapter.update_entity(merged)
-        await self._ensure_world(
-            World(id=world_id, name=world_name or world_id, message_server_id=message_server_id)
-        )
+            await self.emit_event(
+                EventType.ENTITY_UPDATED,
+                {"entity": merged, "entity_id": entity_id, "room_id": room_id, "source": source},
+            )
+        world = World(id=world_id, name=world_name or world_id, message_server_id=message_server_id)
+        await self._announce_world(world, stored=await self._ensure_world(world), source=source)
         room = Room(
             id=room_id,
             name=name or room_id,
@@ -1248,19 +1584,38 @@ class AgentRuntime(StorageDelegation):
             message_server_id=message_server_id,
             world_id=world_id,
         )
-        await self._ensure_rooms([room], [entity_id, self.agent_id])
+        stored, added = await self._ensure_rooms([room], [entity_id, self.agent_id])
+        await self._announce_rooms(stored, added, source)
 
     async def ensure_connections(
         self, entities: Sequence[Entity], rooms: Sequence[Room], source: str, world: World
     ) -> None:
-        """Set up many entities and rooms of one world at once (few round trips)."""
-        await self._ensure_world(world)
+        """Set up many entities and rooms of one world at once (few round trips).
+
+        Announces as ``ensure_connection`` does (the world, each room stored,
+        each entity added to a room).
+        """
+        stored_world = await self._ensure_world(world)
+        await self._announce_world(world, stored=stored_world, source=source)
         known = {e.id for e in await self.adapter.get_entities_by_ids([e.id for e in entities])}
         if fresh := [e for e in entities if e.id not in known]:
             with contextlib.suppress(Conflict):
                 await self.adapter.create_entities(fresh)
-        await self._ensure_rooms(rooms, [*(e.id for e in entities), self.agent_id])
-        del source  # kept for elizaOS's signature; entities carry their own metadata
+        stored, added = await self._ensure_rooms(rooms, [*(e.id for e in entities), self.agent_id])
+        await self._announce_rooms(stored, added, source)
+
+    async def announce_connection(self, context: TurnContext, source: str) -> None:
+        """Announce what ``begin_turn`` stored for a turn, as ``ensure_connection`` does.
+
+        WORLD_JOINED for the world it stored, ROOM_JOINED for the room it
+        stored (or put the agent in), ENTITY_JOINED per other entity it put in
+        the room. Nothing when the turn found everything in place.
+        """
+        if context.world is not None and context.world_created:
+            await self._announce_world(context.world, stored=True, source=source)
+        room = context.room
+        added = [(entity_id, room) for entity_id in context.participants_added]
+        await self._announce_rooms([room] if context.room_created else [], added, source)
 
     # -- tasks ----------------------------------------------------------------
 
@@ -1291,7 +1646,7 @@ class AgentRuntime(StorageDelegation):
         """Say whether this runtime belongs to an ``ElizaOS`` (``runtime.elizaos``)."""
         return self.elizaos is not None
 
-    async def _log(self, kind: str, body: dict[str, Any]) -> None:
+    async def _log(self, kind: str, body: Mapping[str, object]) -> None:
         """Append an audit row: at the turn's commit inside a turn, else now."""
         turn = current_turn()
         run_id = turn.run_id if turn is not None else _RUN_ID.get()
@@ -1330,7 +1685,7 @@ def _normal(name: str) -> str:
     return name.lower().replace("_", "")
 
 
-def _number(value: Any) -> Any:
+def _number(value: object) -> object:
     if isinstance(value, str):
         try:
             return int(value)

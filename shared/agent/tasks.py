@@ -4,46 +4,36 @@ A task names a worker (``runtime.register_task_worker``). Tasks tagged
 ``queue`` run on the service's next tick when their worker's ``validate``
 accepts them; ``repeat`` tasks run again every ``metadata["update_interval"]``
 milliseconds; others are deleted once done.
+
+Every process hosting an agent may tick, so a task runs only once it is
+claimed in storage (``claim_task``: one atomic conditional update), and the
+task runs once per stack however many replicas host the agent. A process
+that dies or fails while running a task holds it until the claim ends
+(``TASK_CLAIM_SECONDS``, default 300), then another tick tries it again.
+``TASK_LOOP=off`` starts no loop at all (the evaluator service's agents).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from contracts.records import Task, now_ms
-from shared.agent.types import Service
+from shared.agent.types import Service, TaskExecute, TaskValidate, TaskWorker
 
 if TYPE_CHECKING:
     from shared.agent.runtime import AgentRuntime
 
+__all__ = ["TaskExecute", "TaskService", "TaskValidate", "TaskWorker"]
+
 logger = logging.getLogger("elizamesh.tasks")
-
-TaskExecute = Callable[["AgentRuntime", Mapping[str, Any], Task], Awaitable[None]]
-TaskValidate = Callable[["AgentRuntime", Task], Awaitable[bool]]
-
-
-async def _always(runtime: AgentRuntime, task: Task) -> bool:
-    del runtime, task
-    return True
-
-
-@dataclass(frozen=True)
-class TaskWorker:
-    """Knows how to run the tasks called ``name``."""
-
-    name: str
-    execute: TaskExecute
-    validate: TaskValidate = _always
 
 
 class TaskService(Service):
-    """Runs due tasks every ``TASK_TICK_SECONDS`` (default 1)."""
+    """Runs due tasks every ``TASK_TICK_SECONDS`` (default 1), each claimed before it runs."""
 
     service_type = "task"
     capability_description = "Runs queued and repeating tasks."
@@ -51,15 +41,23 @@ class TaskService(Service):
     def __init__(self, runtime: AgentRuntime) -> None:
         super().__init__(runtime)
         self.tick = float(runtime.get_setting("TASK_TICK_SECONDS") or 1.0)
+        self.claim_ms = int(float(runtime.get_setting("TASK_CLAIM_SECONDS") or 300) * 1000)
         self._loop: asyncio.Task[None] | None = None
         self._running = asyncio.Lock()  # one pass at a time: a task never runs twice at once
 
     @classmethod
     async def start(cls, runtime: AgentRuntime) -> TaskService:
-        """Start ticking in the background."""
+        """Start ticking in the background (unless the setting ``TASK_LOOP`` is ``off``)."""
         service = cls(runtime)
-        service._loop = asyncio.create_task(service._run_forever(), name="task-service")
+        loop = runtime.get_setting("TASK_LOOP")  # "false" comes back as False
+        if loop is not False and str(loop).lower() not in _OFF:
+            service._loop = asyncio.create_task(service._run_forever(), name="task-service")
         return service
+
+    @property
+    def ticking(self) -> bool:
+        """Whether this service runs due tasks on its own (not with ``TASK_LOOP=off``)."""
+        return self._loop is not None and not self._loop.done()
 
     async def stop(self) -> None:
         """Stop ticking (a task being run is cancelled)."""
@@ -86,6 +84,11 @@ class TaskService(Service):
             worker = self.runtime.get_task_worker(task.name)
             if worker is None or not _due(task) or not await worker.validate(self.runtime, task):
                 continue
+            claimed = await self.runtime.adapter.claim_task(
+                task.id, task.updated_at, now_ms() + self.claim_ms
+            )
+            if not claimed:  # another process runs it, or ran it since we read it
+                continue
             try:
                 await worker.execute(self.runtime, task.metadata, task)
             except Exception:
@@ -99,6 +102,9 @@ class TaskService(Service):
             else:
                 await self.runtime.adapter.delete_task(task.id)
         return ran
+
+
+_OFF = {"off", "0", "no"}
 
 
 def _due(task: Task) -> bool:

@@ -12,8 +12,9 @@ from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from contracts import Content
-from contracts.records import Memory
+from contracts.records import Memory, Task
 from shared.errors import Internal, ServiceError
+from shared.storage.adapter import DatabaseAdapter
 
 if TYPE_CHECKING:
     from shared.agent.runtime import AgentRuntime
@@ -52,7 +53,45 @@ STREAMABLE_MODELS = frozenset(
 
 
 class EventType(StrEnum):
-    """Everything the runtime announces (elizaOS's EventType); all of them are emitted."""
+    """Everything the runtime announces (elizaOS's EventType), and where each one fires.
+
+    Every payload carries ``agent_id`` and, where they exist, ``run_id``,
+    ``message_id`` and ``room_id`` (filled from the current turn, or from
+    the payload's ``message``). Events are facts: each fires after what it
+    names has happened.
+
+    - ``WORLD_JOINED``: a world new to the agent is stored (``create_world``,
+      ``ensure_world_exists``, ``ensure_connection(s)``). ``WORLD_CONNECTED``:
+      the first time, since ``initialize``, one of these finds the world
+      already stored (the agent is back in a world it knew).
+      ``WORLD_LEFT``: ``remove_world``.
+    - ``ROOM_JOINED``: a room new to the agent is stored (``create_room(s)``,
+      ``ensure_room_exists``, ``ensure_connection(s)``) or the agent is added
+      to a room. ``ROOM_LEFT``: ``delete_room`` (and each room of a removed
+      world), or the agent taken out of a room (``remove_participant``).
+    - ``ENTITY_JOINED``: an entity is added to a room it was not in
+      (``add_participant(s_room)``, ``ensure_participant_in_room``,
+      ``ensure_connection(s)``). ``ENTITY_LEFT``: ``remove_participant``.
+      ``ENTITY_UPDATED``: ``update_entity``, or ``ensure_connection`` adding
+      names.
+    - ``MESSAGE_RECEIVED`` / ``MESSAGE_SENT``: each turn's inbound message and
+      each thing the agent says. ``VOICE_MESSAGE_RECEIVED`` /
+      ``VOICE_MESSAGE_SENT``: the same, in addition, in a VOICE_DM or
+      VOICE_GROUP room. ``MESSAGE_DELETED``: a memory of the ``messages``
+      table is deleted (``delete_message``, ``delete_memory``).
+      ``CHANNEL_CLEARED``: a room's messages are deleted (``clear_channel``,
+      ``delete_all_memories(room, "messages")``).
+    - ``RUN_STARTED`` / ``RUN_ENDED`` / ``RUN_TIMEOUT``, ``ACTION_*``,
+      ``EVALUATOR_*``, ``MODEL_USED``, ``EMBEDDING_GENERATION_*``: the turn,
+      its actions and evaluators, every model call, the embedding queue.
+    - ``CONTROL_MESSAGE``: ``send_control_message`` (enable or disable a
+      client's input in a room).
+    - ``REACTION_RECEIVED``, ``INTERACTION_RECEIVED``, ``POST_GENERATED``:
+      come from connectors and plugins, as in elizaOS: a connector emits them
+      with ``runtime.emit_event(...)``; the bootstrap plugin stores a
+      reaction's ``message``. In the runtime service every event is also
+      published on the bus (``<ns>.event.<agent>.<type>``).
+    """
 
     WORLD_JOINED = "WORLD_JOINED"
     WORLD_CONNECTED = "WORLD_CONNECTED"
@@ -107,7 +146,15 @@ class EvaluatorOutputError(ValueError):
 
 
 class StateError(Internal):
-    """State could not be composed (a provider failed)."""
+    """State could not be composed, or the runtime is not ready for it.
+
+    ``provider`` names the required provider that is missing or failed
+    (None when the runtime itself is not ready).
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message, details={"provider": provider} if provider else None)
+        self.provider = provider
 
 
 class ModelError(ServiceError):
@@ -149,7 +196,7 @@ class ActionResult:
 
 # -- components ----------------------------------------------------------------
 
-Callback = Callable[[Content], Awaitable[Any]]
+Callback = Callable[[Content], Awaitable[object]]
 """Delivers content to the user (the connector sends it; the runtime stores it)."""
 
 StreamChunk = Callable[[str, str | None], Awaitable[None]]
@@ -187,7 +234,7 @@ class Action:
     handler: ActionHandler
     description: str = ""
     similes: Sequence[str] = ()
-    examples: Sequence[Sequence[Mapping[str, Any]]] = ()
+    examples: Sequence[Sequence[Mapping[str, object]]] = ()
     validate: Validator = always
 
 
@@ -199,7 +246,9 @@ class Provider:
     """A source of context for the state (recent messages, time, facts, ...).
 
     ``dynamic`` providers run only when asked for; ``private`` ones are not
-    listed to the model; lower ``position`` comes first in the prompt.
+    listed to the model; lower ``position`` comes first in the prompt. A
+    ``required`` provider's failure stops ``compose_state`` with a
+    ``StateError`` naming it, instead of leaving its part out.
     """
 
     name: str
@@ -208,10 +257,11 @@ class Provider:
     dynamic: bool = False
     position: int = 0
     private: bool = False
+    required: bool = False
 
 
 EvaluatorHandler = Callable[
-    ["AgentRuntime", Memory, State, Callback | None, Sequence[Memory]], Awaitable[Any]
+    ["AgentRuntime", Memory, State, Callback | None, Sequence[Memory]], Awaitable[object]
 ]
 
 
@@ -223,18 +273,18 @@ class Evaluator:
     handler: EvaluatorHandler
     description: str = ""
     similes: Sequence[str] = ()
-    examples: Sequence[Mapping[str, Any]] = ()
+    examples: Sequence[Mapping[str, object]] = ()
     always_run: bool = False
     validate: Validator = always
 
 
 ModelResult = Any
 ModelHandler = Callable[
-    ["AgentRuntime", dict[str, Any]], Awaitable[ModelResult | AsyncIterator[str]]
+    ["AgentRuntime", dict[str, object]], Awaitable[ModelResult | AsyncIterator[str]]
 ]
 """Serves one model type; may return an async iterator of text chunks to stream."""
 
-EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+EventHandler = Callable[[dict[str, object]], Awaitable[None]]
 
 
 class Service:
@@ -259,6 +309,26 @@ class Service:
         """Release what the service holds; the default holds nothing."""
 
 
+TaskExecute = Callable[["AgentRuntime", Mapping[str, object], Task], Awaitable[None]]
+"""Runs one task: the runtime, the task's metadata, the task."""
+TaskValidate = Callable[["AgentRuntime", Task], Awaitable[bool]]
+"""Says whether a task may run now."""
+
+
+async def _always_run(runtime: AgentRuntime, task: Task) -> bool:
+    del runtime, task
+    return True
+
+
+@dataclass(frozen=True)
+class TaskWorker:
+    """Knows how to run the tasks called ``name`` (``runtime.register_task_worker``)."""
+
+    name: str
+    execute: TaskExecute
+    validate: TaskValidate = _always_run
+
+
 Route = Mapping[str, Any]
 
 
@@ -279,4 +349,4 @@ class Plugin:
     routes: Sequence[Route] = ()
     dependencies: Sequence[str] = ()
     priority: int = PluginPriority.CORE
-    adapter: Any = None
+    adapter: DatabaseAdapter | None = None

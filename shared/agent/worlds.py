@@ -102,7 +102,7 @@ async def extract(
     return dict(parse_key_value_xml(str(answer)) or {})
 
 
-def _merged(world: World, key: str, changes: Mapping[str, Any]) -> World:
+def _merged(world: World, key: str, changes: Mapping[str, object]) -> World:
     current = world.metadata.get(key) or {}
     metadata = {
         **world.metadata,

@@ -81,6 +81,12 @@ class MiniLM:
         import onnxruntime as ort  # noqa: PLC0415 - only loaded when local embeddings are used
         from tokenizers import Tokenizer  # noqa: PLC0415
 
+        for path, what, setting in (
+            (model, "model", "LOCAL_EMBEDDING_PATH"),
+            (tokenizer, "tokenizer", "LOCAL_TOKENIZER_PATH"),
+        ):
+            if not path.is_file():
+                raise ModelError(f"local embedding {what} not found at {path}: check {setting}")
         if sha256 is not None and (found := sha256_of(model)) != sha256:
             raise ModelError(
                 f"{model} has sha256 {found}, expected {sha256}: reinstall the package"

@@ -37,7 +37,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import bpe_openai
+import msgspec
 import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
@@ -512,6 +512,22 @@ def _object_handler(size: str) -> Handler:
 # -- embeddings ------------------------------------------------------------------
 
 
+class _Embedded(msgspec.Struct):
+    """One item of an embeddings answer (``embedding``: numbers, base64 or, wrongly, lists)."""
+
+    embedding: list[Any] | str
+    index: int = 0
+
+
+class _Embeddings(msgspec.Struct):
+    """The part of an embeddings answer that is read."""
+
+    data: list[_Embedded]
+
+
+_EMBEDDINGS = msgspec.json.Decoder(_Embeddings)
+
+
 async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> list[float] | list[list[float]]:
     """Embed ``text`` (one vector) or ``texts`` (a batch, one request).
 
@@ -525,9 +541,11 @@ async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> list[float] | 
     texts = [str(t) for t in params["texts"]] if batch else [str(params.get("text", ""))]
     dims = setting(runtime, "OPENAI_EMBEDDING_DIMENSIONS")
     try:
-        reply = await _call(
+        # The raw body, read with msgspec: the client's own parse builds a
+        # model object per number (a third of the embedding service's CPU).
+        raw = await _call(
             runtime,
-            lambda c: c.embeddings.create(
+            lambda c: c.embeddings.with_raw_response.create(
                 model=model,
                 input=[t or " " for t in texts],
                 dimensions=int(dims) if dims else openai.omit,
@@ -543,10 +561,22 @@ async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> list[float] | 
             endpoint="/embeddings",
             embedding=True,
         ) from exc
+    try:
+        reply = _EMBEDDINGS.decode(raw.content)
+    except msgspec.DecodeError as exc:  # not JSON, or no list of {index, embedding}
+        raise EmbeddingShapeError(
+            f"the embedding endpoint at {_where(runtime, embedding=True)} answered something "
+            f"else than embeddings for model {model!r}: {exc}"
+        ) from exc
     vectors = [
         _vector(runtime, item.embedding, model)
         for item in sorted(reply.data, key=lambda d: d.index)
     ]
+    if len(vectors) != len(texts):
+        raise EmbeddingShapeError(
+            f"the embedding endpoint at {_where(runtime, embedding=True)} returned "
+            f"{len(vectors)} vectors for {len(texts)} texts (model {model!r})"
+        )
     expected = int(dims) if dims else _dimensions.setdefault(runtime, len(vectors[0]))
     if wrong := next((v for v in vectors if len(v) != expected), None):
         named = "OPENAI_EMBEDDING_DIMENSIONS" if dims else "OPENAI_EMBEDDING_MODEL"
@@ -679,6 +709,10 @@ def _encoding(runtime: AgentRuntime) -> Any:
     bpe-openai carries the OpenAI vocabularies inside its wheel, so this works
     offline (tiktoken downloads them on first use).
     """
+    # Imported on first use: the vocabularies take ~60 MB of memory, and only
+    # the tokenizer model types need them.
+    import bpe_openai  # noqa: PLC0415
+
     model = str(setting(runtime, "OPENAI_LARGE_MODEL"))
     try:
         return bpe_openai.encoding_for_model(model)

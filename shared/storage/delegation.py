@@ -371,6 +371,10 @@ class StorageDelegation(ABC):
         """Replace a task's fields (``updated_at`` is set now), or raise ``NotFound``."""
         await self.adapter.update_task(task)
 
+    async def claim_task(self, task_id: str, updated_at: int, claimed_until: int) -> bool:
+        """Take the task for one run until ``claimed_until`` (ms since the epoch), atomically."""
+        return await self.adapter.claim_task(task_id, updated_at, claimed_until)
+
     async def delete_task(self, task_id: str) -> None:
         """Delete one task."""
         await self.adapter.delete_task(task_id)

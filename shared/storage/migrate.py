@@ -13,15 +13,18 @@ import fcntl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.errors import Internal
+from shared.storage.tables import Base
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x656C697A616D  # "elizam": one advisory lock for the elizamesh schema
@@ -104,3 +107,19 @@ async def check(engine: AsyncEngine) -> None:
             "shared.storage.migrate.upgrade(engine))",
             details={"revision": ", ".join(sorted(current)), "needed": ", ".join(sorted(heads))},
         )
+
+
+async def drift(engine: AsyncEngine, metadata: MetaData = Base.metadata) -> list[Any]:
+    """What ``alembic check`` finds: how the table models differ from the migrated schema.
+
+    Empty when the migrations create exactly the tables, columns, types,
+    keys and indexes of ``metadata`` (default: ``shared.storage.tables``);
+    else Alembic's autogenerate differences (``("add_table", Table)``, ...).
+    """
+
+    def compare(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(compare)

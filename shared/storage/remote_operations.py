@@ -531,6 +531,16 @@ class RemoteStorageOperations(ABC):
         """Replace a task's fields (``updated_at`` is set now), or raise ``NotFound``."""
         await self.call(OPERATIONS["update_task"], {"task": task})
 
+    async def claim_task(self, task_id: str, updated_at: int, claimed_until: int) -> bool:
+        """Take the task for one run until ``claimed_until`` (ms since the epoch), atomically."""
+        return cast(
+            "bool",
+            await self.call(
+                OPERATIONS["claim_task"],
+                {"task_id": task_id, "updated_at": updated_at, "claimed_until": claimed_until},
+            ),
+        )
+
     async def delete_task(self, task_id: str) -> None:
         """Delete one task."""
         await self.call(OPERATIONS["delete_task"], {"task_id": task_id})

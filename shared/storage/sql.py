@@ -63,6 +63,7 @@ from shared.storage.tables import (
     RoomRow,
     TaskRow,
     WorldRow,
+    owned_by_agents,
 )
 from shared.storage.validation import at_the_edge, check_id
 from shared.storage.vectors import (
@@ -179,7 +180,7 @@ def _writes(dialect: str) -> _Writes:
         memories=insert(_MEMORIES).on_conflict_do_nothing().returning(_MEMORIES.c.id),
         embeddings=vector,
         vectors=vector.on_conflict_do_update(
-            index_elements=[_EMBEDDINGS.c.memory_id],
+            index_elements=[_EMBEDDINGS.c.memory_id, _EMBEDDINGS.c.agent_id],
             set_={"dim": vector.excluded.dim, "vector": vector.excluded.vector},
         ),
         logs=insert(_LOGS).on_conflict_do_nothing(),
@@ -333,21 +334,10 @@ class SqlAdapter:
     async def delete_agent(self, agent_id: str) -> bool:
         """Delete the agent and everything it owns; False if there was none."""
         async with self._tx() as s:
-            memory_ids = select(MemoryRow.id).where(MemoryRow.agent_id == agent_id)
-            await s.execute(delete(EmbeddingRow).where(EmbeddingRow.memory_id.in_(memory_ids)))
-            for table in (
-                MemoryRow,
-                ParticipantRow,
-                RoomRow,
-                WorldRow,
-                EntityRow,
-                CacheRow,
-                RelationshipRow,
-                LogRow,
-                ComponentRow,
-                TaskRow,
-            ):
-                await s.execute(delete(table).where(table.agent_id == agent_id))
+            # Every table that references the agent, read from the schema (so a new
+            # table cannot be forgotten), rows that reference others' rows first.
+            for table, owner in owned_by_agents(Base.metadata):
+                await s.execute(delete(table).where(owner == agent_id))
             done = await s.execute(delete(AgentRow).where(AgentRow.id == agent_id))
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
@@ -416,7 +406,8 @@ class SqlAdapter:
                 MemoryRow,
                 m,
                 type=table,
-                agent_id=m.agent_id or self.agent_id,
+                # A memory belongs to the agent whose adapter stores it, whatever it says.
+                agent_id=self.agent_id,
                 unique=m.unique and unique,
             )
             for m, table in by_id.values()
@@ -432,7 +423,12 @@ class SqlAdapter:
             await c.execute(
                 self._writes.embeddings,
                 [
-                    {"memory_id": i, "dim": len(v), "vector": to_bytes(v)}
+                    {
+                        "memory_id": i,
+                        "agent_id": self.agent_id,
+                        "dim": len(v),
+                        "vector": to_bytes(v),
+                    }
                     for i, v in vectors.items()
                 ],
             )
@@ -531,7 +527,7 @@ class SqlAdapter:
                     world_id=world_id,
                     unique=unique,
                 )
-                .join(EmbeddingRow, EmbeddingRow.memory_id == MemoryRow.id)
+                .join(EmbeddingRow, _embedding_of_memory())
                 .with_only_columns(MemoryRow.id, EmbeddingRow.vector)
                 .order_by(MemoryRow.id)
             )
@@ -541,7 +537,14 @@ class SqlAdapter:
             )
             ids = [rows[i].id for i, _ in best]
             found = (
-                {r.id: r for r in await s.scalars(select(MemoryRow).where(MemoryRow.id.in_(ids)))}
+                {
+                    r.id: r
+                    for r in await s.scalars(
+                        select(MemoryRow).where(
+                            MemoryRow.agent_id == self.agent_id, MemoryRow.id.in_(ids)
+                        )
+                    )
+                }
                 if ids
                 else {}
             )
@@ -567,8 +570,8 @@ class SqlAdapter:
     ) -> bool:
         """Change the given fields (metadata is merged); False if there is no such memory."""
         async with self._tx() as s:
-            row = await s.get(MemoryRow, memory_id)
-            if row is None or row.agent_id != self.agent_id:
+            row = await s.get(MemoryRow, (memory_id, self.agent_id))
+            if row is None:
                 return False
             if content is not None:
                 row.content = msgspec.to_builtins(content)
@@ -578,7 +581,7 @@ class SqlAdapter:
                 row.unique = unique
             if embedding is not None:
                 await self._fix_dimension(await s.connection(), [len(embedding)])
-                await s.merge(_embedding_row(memory_id, embedding))
+                await s.merge(_embedding_row(memory_id, self.agent_id, embedding))
         return True
 
     async def set_embeddings(self, memory_ids: Sequence[str], vectors: Sequence[bytes]) -> int:
@@ -619,7 +622,7 @@ class SqlAdapter:
             await c.execute(
                 self._writes.vectors,
                 [
-                    {"memory_id": i, "dim": sizes[i], "vector": blob}
+                    {"memory_id": i, "agent_id": self.agent_id, "dim": sizes[i], "vector": blob}
                     for i, blob in batch.items()
                     if i in owned
                 ],
@@ -650,7 +653,7 @@ class SqlAdapter:
         text = MemoryRow.content["text"].as_string()
         query = (
             select(_MEMORIES)
-            .outerjoin(EmbeddingRow, EmbeddingRow.memory_id == MemoryRow.id)
+            .outerjoin(EmbeddingRow, _embedding_of_memory())
             .where(
                 MemoryRow.agent_id == self.agent_id,
                 EmbeddingRow.memory_id.is_(None),
@@ -664,21 +667,32 @@ class SqlAdapter:
 
     async def delete_memory(self, memory_id: str) -> None:
         """Delete one memory and its vector."""
-        mine = (MemoryRow.id == memory_id, MemoryRow.agent_id == self.agent_id)
         async with self._tx() as s:
             await s.execute(
                 delete(EmbeddingRow).where(
-                    EmbeddingRow.memory_id.in_(select(MemoryRow.id).where(*mine))
+                    EmbeddingRow.agent_id == self.agent_id, EmbeddingRow.memory_id == memory_id
                 )
             )
-            await s.execute(delete(MemoryRow).where(*mine))
+            await s.execute(
+                delete(MemoryRow).where(
+                    MemoryRow.agent_id == self.agent_id, MemoryRow.id == memory_id
+                )
+            )
 
     async def delete_all_memories(self, room_id: str, table_name: str) -> None:
         """Delete a room's memories of one table, with their vectors."""
         ids = self._memory_filter(table_name, room_id=room_id).with_only_columns(MemoryRow.id)
         async with self._tx() as s:
-            await s.execute(delete(EmbeddingRow).where(EmbeddingRow.memory_id.in_(ids)))
-            await s.execute(delete(MemoryRow).where(MemoryRow.id.in_(ids.scalar_subquery())))
+            await s.execute(
+                delete(EmbeddingRow).where(
+                    EmbeddingRow.agent_id == self.agent_id, EmbeddingRow.memory_id.in_(ids)
+                )
+            )
+            await s.execute(
+                delete(MemoryRow).where(
+                    MemoryRow.agent_id == self.agent_id, MemoryRow.id.in_(ids.scalar_subquery())
+                )
+            )
 
     async def count_memories(
         self, room_id: str, unique: bool = False, table_name: str | None = None
@@ -726,7 +740,8 @@ class SqlAdapter:
             if include_embeddings and rows:
                 found = await c.execute(
                     select(EmbeddingRow.memory_id, EmbeddingRow.vector).where(
-                        EmbeddingRow.memory_id.in_([r["id"] for r in rows])
+                        EmbeddingRow.agent_id == self.agent_id,
+                        EmbeddingRow.memory_id.in_([r["id"] for r in rows]),
                     )
                 )
                 vectors = {e.memory_id: from_bytes(e.vector) for e in found}
@@ -833,8 +848,8 @@ class SqlAdapter:
     async def update_component(self, component: Component) -> None:
         """Replace a component's data, or raise ``NotFound``."""
         async with self._tx() as s:
-            row = await s.get(ComponentRow, component.id)
-            if row is None or row.agent_id != self.agent_id:
+            row = await s.get(ComponentRow, (component.id, self.agent_id))
+            if row is None:
                 raise NotFound(f"component {component.id} does not exist")
             row.data = component.data
 
@@ -929,7 +944,11 @@ class SqlAdapter:
         """Delete this agent's rooms among ``room_ids`` with its participants and memories there."""
         mine = MemoryRow.agent_id == self.agent_id
         memories = select(MemoryRow.id).where(mine, MemoryRow.room_id.in_(room_ids))
-        await s.execute(delete(EmbeddingRow).where(EmbeddingRow.memory_id.in_(memories)))
+        await s.execute(
+            delete(EmbeddingRow).where(
+                EmbeddingRow.agent_id == self.agent_id, EmbeddingRow.memory_id.in_(memories)
+            )
+        )
         await s.execute(delete(MemoryRow).where(mine, MemoryRow.room_id.in_(room_ids)))
         await s.execute(
             delete(ParticipantRow).where(
@@ -1135,8 +1154,8 @@ class SqlAdapter:
     async def update_task(self, task: Task) -> None:
         """Replace a task's fields (``updated_at`` is set now), or raise ``NotFound``."""
         async with self._tx() as s:
-            row = await s.get(TaskRow, task.id)
-            if row is None or row.agent_id != self.agent_id:
+            row = await s.get(TaskRow, (task.id, self.agent_id))
+            if row is None:
                 raise NotFound(f"task {task.id} does not exist")
             await s.merge(
                 _row(
@@ -1145,8 +1164,32 @@ class SqlAdapter:
                     agent_id=self.agent_id,
                     created_at=row.created_at,
                     updated_at=now_ms(),
+                    claimed_until=None,  # a task written anew is free to run again
                 )
             )
+
+    async def claim_task(self, task_id: str, updated_at: int, claimed_until: int) -> bool:
+        """Take the task for one run, until ``claimed_until`` (ms); False if another has it.
+
+        Atomic (one conditional UPDATE): the claim holds only if the task is
+        still as read (its ``updated_at``) and nobody holds it now, so of the
+        processes hosting the agent, one runs it. ``update_task`` and
+        ``delete_task`` end the claim; a process that dies holding it loses it
+        at ``claimed_until``.
+        """
+        now = now_ms()
+        async with self._tx() as s:
+            done = await s.execute(
+                update(TaskRow)
+                .where(
+                    TaskRow.id == task_id,
+                    TaskRow.agent_id == self.agent_id,
+                    TaskRow.updated_at == updated_at,
+                    TaskRow.claimed_until.is_(None) | (TaskRow.claimed_until <= now),
+                )
+                .values(claimed_until=claimed_until)
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
 
     async def delete_task(self, task_id: str) -> None:
         """Delete one task."""
@@ -1264,7 +1307,9 @@ class SqlAdapter:
             known = {e["id"]: e for m in members if (e := _part(m, _ENTITIES)) is not None}
             entities = {i: _from_row(Entity, row) for i, row in known.items()}
             entities[sender] = await self._ensure_sender(c, sender, connection, known.get(sender))
-            room, world = await self._ensure_room(c, message, connection)
+            room, world, world_created, room_created = await self._ensure_room(
+                c, message, connection
+            )
             if missing := [
                 e for e in dict.fromkeys([sender, self.agent_id]) if e not in participants
             ]:
@@ -1304,6 +1349,9 @@ class SqlAdapter:
                 outcome=cached.get(outcome_key) if outcome_key is not None else None,
                 cache={k: cached[k] for k in cache_keys or () if k in cached},
                 tasks=[_from_row(Task, row) for row in tasks],
+                world_created=world_created,
+                room_created=room_created,
+                participants_added=missing,
             )
 
     async def _ensure_sender(
@@ -1355,22 +1403,28 @@ class SqlAdapter:
 
     async def _ensure_room(
         self, c: AsyncConnection, message: Memory, connection: Connection
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """Create the message's world and room if missing; return the room and its world."""
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, bool, bool]:
+        """Create the message's world and room if missing.
+
+        Returns the room, its world, and whether this call stored the world
+        and the room (the turn announces what it stored: WORLD_JOINED, ROOM_JOINED).
+        """
         world_id = message.world_id or message.room_id
         place = await self._room_and_world(c, message.room_id)
         if place is not None and place[1] is not None and place[1]["id"] == world_id:
-            return place
+            return (*place, False, False)
         world = World(
             id=world_id,
             name=connection.world_name or world_id,
             message_server_id=connection.message_server_id,
         )
-        await c.execute(
+        world_created = await c.scalar(
             self._insert(WorldRow)
             .values(_values(WorldRow, world, agent_id=self.agent_id))
             .on_conflict_do_nothing()
+            .returning(_WORLDS.c.id)
         )
+        room_created = None
         if place is None:
             room = Room(
                 id=message.room_id,
@@ -1381,15 +1435,17 @@ class SqlAdapter:
                 message_server_id=connection.message_server_id,
                 world_id=world_id,
             )
-            await c.execute(
+            room_created = await c.scalar(
                 self._insert(RoomRow)
                 .values(_values(RoomRow, room, agent_id=self.agent_id))
                 .on_conflict_do_nothing()
+                .returning(_ROOMS.c.id)
             )
         place = await self._room_and_world(c, message.room_id)
         if place is None:
             raise Conflict(f"room {message.room_id} was deleted while being created; retry")
-        return place
+        # None from RETURNING: the row existed (or a replica stored it first).
+        return (*place, world_created is not None, room_created is not None)
 
     async def _room_and_world(
         self, c: AsyncConnection, room_id: str
@@ -1546,8 +1602,15 @@ def _conflict() -> Conflict:
     )
 
 
-def _embedding_row(memory_id: str, vector: Sequence[float]) -> EmbeddingRow:
-    return EmbeddingRow(memory_id=memory_id, dim=len(vector), vector=to_bytes(vector))
+def _embedding_row(memory_id: str, agent_id: str, vector: Sequence[float]) -> EmbeddingRow:
+    return EmbeddingRow(
+        memory_id=memory_id, agent_id=agent_id, dim=len(vector), vector=to_bytes(vector)
+    )
+
+
+def _embedding_of_memory() -> Any:
+    """The join condition of a memory and its vector (both keyed per agent)."""
+    return (EmbeddingRow.memory_id == MemoryRow.id) & (EmbeddingRow.agent_id == MemoryRow.agent_id)
 
 
 # Every operation takes ``uuid.UUID`` ids and checks its records before use

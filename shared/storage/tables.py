@@ -2,11 +2,16 @@
 
 Ids are text (any subject-safe id, UUIDs included) and times are
 milliseconds since the epoch, so SQLite and Postgres store the same thing.
+Every row an agent owns references ``agents.id`` and is keyed per agent
+((id, agent_id); the cache by (key, agent_id)): two agents may use the same
+id, and ``delete_agent`` finds every such table from the foreign keys
+(``owned_by_agents``).
 Vectors are float32 bytes: portable, compact, and read straight into numpy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import (
@@ -16,12 +21,14 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     LargeBinary,
+    MetaData,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.schema import Column, Table
 
 ID = String(64)
 Json = JSON().with_variant(JSONB(), "postgresql")
@@ -49,7 +56,10 @@ class AgentRow(Base):
 
 
 class MemoryRow(Base):
-    """A memory; ``type`` is the elizaOS table name (messages, facts, documents, ...)."""
+    """A memory of one agent; ``type`` is the elizaOS table name (messages, facts, ...).
+
+    Keyed by (id, agent_id): two agents given the same message id keep one copy each.
+    """
 
     __tablename__ = "memories"
     __table_args__ = (
@@ -59,7 +69,9 @@ class MemoryRow(Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
-    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
     entity_id: Mapped[str] = mapped_column(ID)
     room_id: Mapped[str] = mapped_column(ID)
     world_id: Mapped[str | None] = mapped_column(ID)
@@ -70,12 +82,21 @@ class MemoryRow(Base):
 
 
 class EmbeddingRow(Base):
-    """The vector of one memory, as little-endian float32 bytes."""
+    """The vector of one memory of one agent, as little-endian float32 bytes."""
 
     __tablename__ = "embeddings"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["memory_id", "agent_id"],
+            ["memories.id", "memories.agent_id"],
+            name="fk_embeddings_memory",
+            ondelete="CASCADE",
+        ),
+    )
 
-    memory_id: Mapped[str] = mapped_column(
-        ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True
+    memory_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
     )
     dim: Mapped[int]
     vector: Mapped[bytes] = mapped_column(LargeBinary)
@@ -157,20 +178,24 @@ class RelationshipRow(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     source_entity_id: Mapped[str] = mapped_column(ID)
     target_entity_id: Mapped[str] = mapped_column(ID)
-    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
     tags: Mapped[list[str]]
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class LogRow(Base):
-    """An audit row (model calls, actions, run events)."""
+    """An audit row (model calls, actions, run events) of one agent, keyed by (id, agent_id)."""
 
     __tablename__ = "logs"
     __table_args__ = (Index("ix_logs_agent_type_created", "agent_id", "type", "created_at"),)
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
     entity_id: Mapped[str] = mapped_column(ID)
     room_id: Mapped[str | None] = mapped_column(ID)
     type: Mapped[str] = mapped_column(String(128))
@@ -179,13 +204,15 @@ class LogRow(Base):
 
 
 class ComponentRow(Base):
-    """Typed data attached to an entity."""
+    """Typed data attached to an entity, as one agent knows it; keyed by (id, agent_id)."""
 
     __tablename__ = "components"
     __table_args__ = (Index("ix_components_agent_entity_type", "agent_id", "entity_id", "type"),)
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
     entity_id: Mapped[str] = mapped_column(ID)
     room_id: Mapped[str | None] = mapped_column(ID)
     world_id: Mapped[str | None] = mapped_column(ID)
@@ -196,13 +223,19 @@ class ComponentRow(Base):
 
 
 class TaskRow(Base):
-    """Work for an agent to do later or repeatedly."""
+    """Work for an agent to do later or repeatedly; keyed by (id, agent_id).
+
+    ``claimed_until`` (ms since the epoch): a process running the task holds it
+    until then, so a task runs once however many processes host the agent.
+    """
 
     __tablename__ = "tasks"
     __table_args__ = (Index("ix_tasks_agent_name", "agent_id", "name"),)
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(Text)
     room_id: Mapped[str | None] = mapped_column(ID)
@@ -212,6 +245,7 @@ class TaskRow(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+    claimed_until: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CacheRow(Base):
@@ -225,3 +259,31 @@ class CacheRow(Base):
     )
     value: Mapped[Any] = mapped_column(Json)
     expires_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+def owned_by_agents(metadata: MetaData) -> Iterator[tuple[Table, Column[Any]]]:
+    """Every table of ``metadata`` with a column referencing ``agents.id``, and that column.
+
+    In the order rows can be deleted: a table that references another comes
+    before it (vectors before their memories, participants before their rooms).
+    """
+    for table in reversed(metadata.sorted_tables):
+        for key in table.foreign_keys:
+            if key.column.table.name == "agents" and key.column.name == "id":
+                yield table, key.parent
+                break
+
+
+def unowned_agent_columns(metadata: MetaData) -> list[str]:
+    """The ``<table>.agent_id`` columns that do not reference ``agents.id``.
+
+    Deleting an agent deletes the rows of every table ``owned_by_agents``
+    finds: a table with an ``agent_id`` but no reference would keep a deleted
+    agent's rows, so a test says this list is empty.
+    """
+    owned = {table.name for table, _ in owned_by_agents(metadata)}
+    return sorted(
+        f"{table.name}.agent_id"
+        for table in metadata.sorted_tables
+        if "agent_id" in table.c and table.name not in owned
+    )

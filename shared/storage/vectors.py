@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Sequence
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from shared.errors import BadRequest
 
-Matrix = npt.NDArray[np.float32]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Matrix = npt.NDArray[np.float32]
 
 
 class DimensionMismatch(BadRequest):
@@ -18,7 +22,11 @@ class DimensionMismatch(BadRequest):
 
 def to_bytes(vector: Sequence[float]) -> bytes:
     """Return ``vector`` as little-endian float32 bytes."""
-    return np.asarray(vector, dtype="<f4").tobytes()
+    # array, not numpy: the services that only pack vectors need not load numpy (~17 MB).
+    packed = array("f", vector)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
 
 
 def dimensions_of(blob: bytes) -> int:
@@ -37,8 +45,10 @@ def dimensions_of(blob: bytes) -> int:
 
 def from_bytes(blob: bytes) -> list[float]:
     """Return the floats stored by ``to_bytes``."""
-    floats: list[float] = np.frombuffer(blob, dtype="<f4").tolist()
-    return floats
+    unpacked = array("f", blob)
+    if sys.byteorder == "big":
+        unpacked.byteswap()
+    return unpacked.tolist()
 
 
 def check_dimension(expected: int | None, vector: Sequence[float]) -> int:
@@ -73,6 +83,8 @@ def top_k(
     """
     if not blobs or count <= 0:
         return []
+    import numpy as np  # noqa: PLC0415 - only the services that search load it
+
     matrix: Matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
     q = np.asarray(query, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(q))

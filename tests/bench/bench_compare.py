@@ -29,6 +29,11 @@ nats-server, gateway, runtimes, memory, embedding and evaluator, and show the
 fake model server and the HTTP clients apart. Ratios are to elizaOS in the
 same round, then the median over the rounds.
 
+Once the distributed stack is up and before any message, every message on
+its bus is counted for ``BENCH_IDLE_SECONDS`` (10) and printed by subject:
+an idle stack's JetStream pulls (``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``,
+one per long poll), health answers and replies (``_INBOX.*``).
+
 Only prints; the machine is shared and noisy. Environment: ``BENCH_ROUNDS``
 (2), ``BENCH_LEVELS`` (``1:24,8:4,64:2``: rooms in flight and measured messages
 per room), ``BENCH_LANES`` (all), ``BENCH_POSTGRES_URL``
@@ -48,15 +53,17 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import httpx
+import nats
+from nats.aio.msg import Msg
 
 from shared.natsserver import NatsServer, free_port
 from tests.bench import bench_replicas as replicas
@@ -366,6 +373,39 @@ class Distributed:
         )
 
 
+IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "10"))
+
+
+def subject_kind(subject: str) -> str:
+    """A subject as counted: itself, or ``_INBOX.*`` for any reply.
+
+    A service's pull shows as ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``.
+    """
+    return "_INBOX.* (replies)" if subject.startswith("_INBOX.") else subject
+
+
+async def bus_traffic(url: str, seconds: float) -> Counter[str]:
+    """Every message on the bus (``>``, JetStream API calls included) for ``seconds``, by kind."""
+    heard: Counter[str] = Counter()
+    client = await nats.connect(url, name="bench-listener")
+    try:
+
+        async def count(message: Msg) -> None:
+            heard[subject_kind(message.subject)] += 1
+
+        await client.subscribe(">", cb=count)
+        await asyncio.sleep(seconds)
+    finally:
+        await client.close()
+    return heard
+
+
+def by_rate(heard: Counter[str]) -> str:
+    """``heard`` as ``subject rate/s`` by rate, or ``none``."""
+    shown = [f"{subject} {count / IDLE_SECONDS:.2f}" for subject, count in heard.most_common()]
+    return ", ".join(shown) or "none"
+
+
 @contextmanager
 def distributed_stack(folder: Path) -> Iterator[Distributed]:
     """The distributed stack with the bench's character, up until the block ends."""
@@ -378,9 +418,9 @@ def distributed_stack(folder: Path) -> Iterator[Distributed]:
     character.write_text(json.dumps(data))
     model_url = folder / "model-url"
     port = free_port()
-    with NatsServer() as nats, ExitStack() as services:
+    with NatsServer() as server, ExitStack() as services:
         env = {
-            "NATS_URL": nats.url,
+            "NATS_URL": server.url,
             "DATABASE_URL": f"sqlite:///{folder / 'memory.db'}",
             "AGENT_CHARACTERS": str(character),
             "OPENAI_API_KEY": "sk-bench",
@@ -394,10 +434,12 @@ def distributed_stack(folder: Path) -> Iterator[Distributed]:
         stack = replicas.Stack(env=env, logs=logs, base_url=f"http://127.0.0.1:{port}")
         stack.bring_up(services, model_url, port)
         before = replicas.cpu_ms(stack.labels)
-        time.sleep(2)
-        idle_rate = replicas.stack_total(replicas.used(before, replicas.cpu_ms(stack.labels))) / 2
+        heard = asyncio.run(bus_traffic(server.url, IDLE_SECONDS))
+        spent = replicas.used(before, replicas.cpu_ms(stack.labels))
+        idle_rate = replicas.stack_total(spent) / IDLE_SECONDS
         stack.idle_ms = idle_rate * replicas.IDLE_INTERVAL * 1.5 + 30
         print(f"distributed stack up (logs in {logs}); idle {idle_rate:.0f} CPU ms/s", flush=True)
+        print(f"idle bus, messages/s over {IDLE_SECONDS:.0f} s: {by_rate(heard)}", flush=True)
         yield Distributed(stack, model_url, rss_start=Distributed(stack, model_url).rss())
 
 

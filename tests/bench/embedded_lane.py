@@ -115,7 +115,7 @@ async def main(url: str) -> None:
     await runtime.initialize()
     service = runtime.message_service
     queue = runtime.embedding_queue
-    if service is None or not hasattr(queue, "drained"):
+    if service is None or queue is None or not hasattr(queue, "drained"):
         raise RuntimeError("the embedded runtime has no message service or in-process queue")
 
     async def say(room: str, text: str) -> None:

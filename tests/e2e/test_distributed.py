@@ -713,7 +713,8 @@ def test_one_message_is_one_trace_from_the_gateway_through_every_service(stack: 
     evaluated = [s for s in trace if s.name == "evaluate"]
     assert evaluated
     # run.ended is published when the turn is over, by the runtime's handling of the message
-    [handling] = [a for a in spans.ancestors(the_turn) if a.name.endswith("message.handle process")]
+    handle = f"process {stack.subjects.namespace}.agent.{{agent_id}}.message.handle"
+    [handling] = [a for a in spans.ancestors(the_turn) if a.name == handle]
     assert handling.service == "elizamesh-runtime"
     assert all(
         under(e, handling) and not under(e, the_turn) for e in evaluated

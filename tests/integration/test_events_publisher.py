@@ -168,7 +168,11 @@ async def test_the_trace_of_the_turn_travels_in_the_headers(
     trace_id = f"{turn.get_span_context().trace_id:032x}"
     assert headers["traceparent"].split("-")[1] == trace_id
     (produced,) = [s for s in recorded_spans.get_finished_spans() if s.kind is SpanKind.PRODUCER]
-    assert produced.name == f"{subject} publish"
+    # <operation> <destination template> (shared/bus_spans.py), not the concrete subject.
+    template = f"{subjects.namespace}.event.{{agent_id}}.{{event_domain}}.{{event_name}}"
+    assert produced.name == f"publish {template}"
+    assert produced.attributes is not None
+    assert produced.attributes["messaging.destination.name"] == subject
     assert produced.parent is not None
     assert produced.parent.span_id == turn.get_span_context().span_id
     assert f"{produced.context.span_id:016x}" in headers["traceparent"]

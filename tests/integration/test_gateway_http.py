@@ -73,7 +73,7 @@ async def test_posting_a_message_returns_the_agents_reply(
         (
             "agent-1",
             b'{"entity_id": "u", "content": {}}',
-            "data",
+            "room_id",
             "missing required field `room_id`",
         ),
         ("bad.agent", b'{"entity_id": "u", "room_id": "r", "content": {}}', "agent_id", "regex"),

@@ -100,7 +100,7 @@ async def test_four_processes_migrating_at_once_leave_one_good_schema(empty_data
         assert await table_names(engine) == TABLES
         async with engine.connect() as conn:
             rows = (await conn.execute(text("select version_num from alembic_version"))).all()
-        assert [v for (v,) in rows] == ["0004"]
+        assert [v for (v,) in rows] == ["0005"]
     finally:
         await engine.dispose()
 
@@ -148,5 +148,89 @@ async def test_a_room_two_agents_shared_becomes_one_per_agent_and_back(
         async with engine.connect() as conn:
             rooms = (await conn.execute(text("select id, agent_id from rooms"))).all()
         assert sorted(rooms) == [("general", "agent-a"), ("general", "agent-b")]
+    finally:
+        await engine.dispose()
+
+
+TWO_AGENTS_AT_0004 = [
+    "insert into agents (id, name, enabled, character, created_at, updated_at) values "
+    "('agent-a', 'A', true, '{}', 0, 0), ('agent-b', 'B', true, '{}', 0, 0)",
+    "insert into memories (id, type, agent_id, entity_id, room_id, content, metadata, "
+    '"unique", created_at) values '
+    "('m-1', 'messages', 'agent-a', 'u', 'r', '{\"text\": \"a\"}', '{}', true, 1), "
+    "('m-2', 'messages', 'agent-b', 'u', 'r', '{\"text\": \"b\"}', '{}', true, 2)",
+    "insert into embeddings (memory_id, dim, vector) values ('m-1', 1, :vector)",
+    "insert into logs (id, agent_id, entity_id, type, body, created_at) values "
+    "('l-1', 'agent-a', 'u', 'action', '{}', 1)",
+    "insert into components (id, agent_id, entity_id, type, data, created_at) values "
+    "('c-1', 'agent-b', 'u', 'contact', '{}', 1)",
+    "insert into tasks (id, agent_id, name, description, tags, metadata, created_at, "
+    "updated_at) values ('t-1', 'agent-a', 'digest', '', '[]', '{}', 1, 1)",
+    "insert into relationships (id, source_entity_id, target_entity_id, agent_id, tags, "
+    "metadata, created_at) values ('k-1', 'u', 'v', 'agent-b', '[]', '{}', 1)",
+]
+PER_AGENT = ("memories", "embeddings", "logs", "components", "tasks", "relationships")
+
+
+async def rows_by_agent(engine: AsyncEngine) -> dict[str, list[tuple[str, str]]]:
+    """Each per-agent table's (id, agent_id) rows, sorted; a vector's id is its memory's."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    async with engine.connect() as conn:
+        for table in PER_AGENT:
+            key = "memory_id" if table == "embeddings" else "id"
+            query = f"select {key}, agent_id from {table}"  # noqa: S608 - names of this test
+            rows = await conn.execute(text(query))
+            found[table] = sorted((i, a) for i, a in rows.all())
+    return found
+
+
+async def test_memories_logs_tasks_and_components_become_per_agent_and_back(
+    empty_database: str,
+) -> None:
+    engine = create_engine(empty_database)
+    try:
+        await upgrade(engine, "0004")
+        async with engine.begin() as conn:
+            for statement in TWO_AGENTS_AT_0004:
+                bound = {"vector": b"\x00\x00\x80?"} if ":vector" in statement else {}
+                await conn.execute(text(statement), bound)
+        await upgrade(engine, "0005")
+        assert await rows_by_agent(engine) == {
+            "memories": [("m-1", "agent-a"), ("m-2", "agent-b")],
+            "embeddings": [("m-1", "agent-a")],
+            "logs": [("l-1", "agent-a")],
+            "components": [("c-1", "agent-b")],
+            "tasks": [("t-1", "agent-a")],
+            "relationships": [("k-1", "agent-b")],
+        }
+        # The same ids are now free for the other agent.
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "insert into memories (id, type, agent_id, entity_id, room_id, content, "
+                    'metadata, "unique", created_at) values '
+                    "('m-1', 'messages', 'agent-b', 'u', 'r', '{}', '{}', true, 3)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "insert into embeddings (memory_id, agent_id, dim, vector) "
+                    "values ('m-1', 'agent-b', 1, :vector)"
+                ),
+                {"vector": b"\x00\x00\x00@"},
+            )
+            claimed = await conn.execute(text("update tasks set claimed_until = 5"))
+            assert claimed.rowcount == 1
+
+        await downgrade(engine, "0004")
+        async with engine.connect() as conn:
+            memories = (await conn.execute(text("select id, agent_id from memories"))).all()
+            vectors = (await conn.execute(text("select memory_id, vector from embeddings"))).all()
+        # One row per id is kept (the smallest agent id's), with its own vector.
+        assert sorted(memories) == [("m-1", "agent-a"), ("m-2", "agent-b")]
+        assert vectors == [("m-1", b"\x00\x00\x80?")]
+
+        await upgrade(engine)
+        assert (await rows_by_agent(engine))["embeddings"] == [("m-1", "agent-a")]
     finally:
         await engine.dispose()

@@ -90,7 +90,13 @@ class Replicas:
 
 
 async def _replica(
-    nats_url: str, subjects: Subjects, model: SlowModel, *, lease: float, turns: int
+    nats_url: str,
+    subjects: Subjects,
+    model: SlowModel,
+    *,
+    lease: float,
+    turns: int,
+    settings: dict[str, str] | None = None,
 ) -> tuple[NatsBroker, AgentHost]:
     broker = create_broker(nats_url, name="runtime-under-test")
     await broker.start()
@@ -105,7 +111,7 @@ async def _replica(
     await host.add(
         Character(name="Eliza", id=AGENT, bio=["A helpful agent."]),
         [model.plugin()],
-        {"TASK_TICK_SECONDS": "3600"},
+        {"TASK_TICK_SECONDS": "3600", **(settings or {})},
     )
     await host.rooms.open()
     for subscriber in attach(broker, subjects, host).values():
@@ -138,6 +144,7 @@ async def replicas(
                     model,
                     lease=options.get("lease", 10.0),
                     turns=options.get("turns", 16),
+                    settings=options.get("settings"),
                 )
                 brokers.append(broker)
                 hosts.append(host)
@@ -269,3 +276,50 @@ async def test_a_burst_to_one_room_over_two_replicas_runs_one_turn_at_a_time(
         results = await asyncio.gather(*(replicas.send(f"n{i}", "room-burst") for i in range(4)))
         assert all(r.status == "completed" for r in results)
     assert replicas.model.most["room-burst"] == 1
+
+
+@pytest.mark.parametrize(
+    ("replicas", "statuses"),
+    [
+        ({"count": 2, "delay": 0.6}, ["completed", "completed", "completed"]),
+        (
+            {"count": 2, "delay": 0.6, "settings": {"SUPERSEDE_IN_ROOM": "true"}},
+            ["superseded", "superseded", "completed"],
+        ),
+    ],
+    indirect=["replicas"],
+)
+async def test_a_newer_message_in_a_room_supersedes_older_ones_only_when_asked(
+    replicas: Replicas, statuses: list[str]
+) -> None:
+    # By default every message of a room is answered, one at a time; with
+    # SUPERSEDE_IN_ROOM the newest takes over: the one running ends without an
+    # answer when its plan comes back, the one waiting never reaches the model.
+    sends = []
+    for i in range(3):
+        sends.append(asyncio.create_task(replicas.send(f"message {i}", "room-two-people")))
+        await asyncio.sleep(0.15)
+    results = await asyncio.gather(*sends)
+    assert [r.status for r in results] == statuses
+    assert [r.did_respond for r in results] == [s == "completed" for s in statuses]
+    assert replicas.model.calls == statuses.count("completed") + (statuses[0] == "superseded")
+
+
+@pytest.mark.parametrize("replicas", [{"count": 2, "lease": 30.0, "delay": 0.05}], indirect=True)
+async def test_the_rooms_of_a_replica_that_is_gone_are_taken_over_before_its_lease_expires(
+    replicas: Replicas,
+) -> None:
+    replicas.model.gate = asyncio.Event()
+    stuck = asyncio.create_task(replicas.send("stuck", "room-gone", timeout=60))
+    await asyncio.wait_for(replicas.model.called.wait(), timeout=20)
+    owner = next(i for i, h in enumerate(replicas.hosts) if h.rooms.held())
+    await replicas.brokers[owner].config.connection_state.connection.close()
+    replicas.model.gate.set()
+    started = time.monotonic()
+    result = await replicas.send("after the crash", "room-gone", timeout=60)
+    recovered = time.monotonic() - started
+    assert result.status == "completed"
+    # Its subject has no subscriber and its lease is not renewed: taken over
+    # about 5 s after the first hand-over found nobody, far sooner than 30 s.
+    assert recovered < 20, recovered
+    stuck.cancel()

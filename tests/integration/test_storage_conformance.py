@@ -468,13 +468,25 @@ async def test_participants_can_leave_a_room(adapter: DatabaseAdapter) -> None:
     assert await adapter.get_participants_for_room(room.id) == ["u2"]
 
 
+async def test_a_memory_naming_another_agent_is_stored_as_the_adapters_agents(
+    adapter: DatabaseAdapter,
+) -> None:
+    named = Memory(agent_id=new_id(), entity_id="u", room_id="r", content=Content(text="?"))
+    await adapter.create_memory(named, "messages")
+    stored = await adapter.get_memory_by_id(named.id)
+    assert stored is not None
+    assert stored.agent_id == adapter.agent_id
+    assert await adapter.for_agent(named.agent_id or "").get_memory_by_id(named.id) is None
+
+
 async def test_a_memory_for_an_unknown_agent_is_a_conflict_not_a_crash(
     adapter: DatabaseAdapter,
 ) -> None:
-    stranger = Memory(agent_id=new_id(), entity_id="u", room_id="r", content=Content(text="?"))
+    stranger = adapter.for_agent(new_id())
+    memory = Memory(entity_id="u", room_id="r", content=Content(text="?"))
     with pytest.raises(Conflict, match="does not exist"):
-        await adapter.create_memory(stranger, "messages")
-    assert await adapter.get_memory_by_id(stranger.id) is None
+        await stranger.create_memory(memory, "messages")
+    assert await stranger.get_memory_by_id(memory.id) is None
 
 
 # -- turns: one read and one write per turn ------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 from contracts import Content
 from contracts.agent import MentionContext
 from contracts.records import ChannelType, Memory, ParticipantState, Room
-from shared.agent.message_service import MessageOptions
+from shared.agent.message_service import DefaultMessageService, MessageOptions
 from shared.agent.runtime import AgentRuntime
 from shared.agent.types import Action, ActionResult, Callback, EventType, HandlerOptions, State
 from tests.scripted import ScriptedModel, decide, plan
@@ -239,7 +239,8 @@ async def test_two_messages_at_once_in_a_room_are_both_answered_one_after_the_ot
 async def test_with_superseding_on_a_newer_message_takes_over_from_an_older_one(
     runtime: AgentRuntime, model: ScriptedModel
 ) -> None:
-    assert runtime.message_service is not None
+    service = runtime.message_service
+    assert isinstance(service, DefaultMessageService)
     model.gate = asyncio.Event()
     model.large.extend([plan("answer to the first"), plan("answer to the second")])
     message = said("first")
@@ -247,7 +248,7 @@ async def test_with_superseding_on_a_newer_message_takes_over_from_an_older_one(
     await model.wait_for_prompts("TEXT_LARGE", 1)
     second = asyncio.create_task(handle(runtime, said("second"), supersede=True))
     await asyncio.sleep(0.2)
-    assert not runtime.message_service.is_latest(runtime, "dm-1", message.id)
+    assert not service.is_latest(runtime, "dm-1", message.id)
     model.gate.set()
     old, new = await first, await second
     assert old.status == "superseded"

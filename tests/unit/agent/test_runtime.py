@@ -276,7 +276,7 @@ async def test_services_start_after_initialize_and_can_be_awaited(database_url: 
     await runtime.initialize()
     service = await asyncio.wait_for(waiting, timeout=5)
     assert runtime.get_service("counter") is service
-    assert runtime.get_registered_service_types() == ["counter", "task"]  # task: bootstrap's
+    assert runtime.get_registered_service_types() == ["counter", "knowledge", "task"]  # bootstrap
     assert runtime.get_services_by_type("counter") == [service]
     assert runtime.get_all_services()["counter"] == [service]
     await runtime.stop()

@@ -58,9 +58,11 @@ def record_run_ids(runtime: AgentRuntime) -> list[tuple[str, str, str]]:
     ):
 
         async def listener(payload: dict[str, Any], name: str = name) -> None:
-            message = payload.get("message")
-            message_id = payload.get("message_id") or (
-                message.content.in_reply_to or message.id if message is not None else None
+            message = payload.get("message")  # a reply names the message it answers
+            message_id = (
+                message.content.in_reply_to or message.id
+                if message is not None
+                else payload.get("message_id")
             )
             seen.append((name, str(message_id), str(payload["run_id"])))
 
@@ -196,6 +198,7 @@ def transactions(runtime: AgentRuntime) -> Iterator[list[str]]:
 async def test_an_embedded_turn_reads_once_and_writes_once(
     runtime: AgentRuntime, model: ScriptedModel, transactions: list[str]
 ) -> None:
+    assert runtime.embedding_queue is not None
     await runtime.embedding_queue.stop()  # vectors are background work, counted apart
     model.default = plan("counted", actions="REPLY")
     await runtime.message_service.handle_message(runtime, said("warm up", "r-count"))
