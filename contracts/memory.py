@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 import msgspec
 from msgspec import Meta
@@ -51,10 +52,10 @@ def _camel(name: str) -> str:
     return "".join(word.title() for word in name.split("_"))
 
 
-def _operation(name: str, method: Any) -> MemoryOperation:
+def _operation(name: str, method: Callable[..., object]) -> MemoryOperation:
     hints = typing.get_type_hints(method, include_extras=True)
     signature = inspect.signature(method)
-    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    fields: list[tuple[str, object] | tuple[str, object, object]] = []
     for parameter in list(signature.parameters.values())[1:]:
         if parameter.default is inspect.Parameter.empty:
             fields.append((parameter.name, hints[parameter.name]))

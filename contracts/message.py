@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, overload
 
 import msgspec
 from msgspec import Meta
@@ -60,7 +60,13 @@ def create_unique_uuid(agent_id: str, platform_id: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{platform_id}:{agent_id}"))
 
 
-def plain_id(value: Any) -> Any:
+@overload
+def plain_id(value: str | uuid.UUID) -> str: ...
+@overload
+def plain_id(value: None) -> None: ...
+@overload
+def plain_id(value: object) -> object: ...
+def plain_id(value: object) -> object:
     """Return ``value`` with every ``uuid.UUID`` in it (or in a list of it) as canonical text."""
     if isinstance(value, uuid.UUID):
         return str(value)

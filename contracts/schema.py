@@ -452,7 +452,7 @@ def _components(ref_template: str) -> JsonObject:
     return dict(sorted(components.items()))
 
 
-def _walk(node: Any) -> list[JsonObject]:
+def _walk(node: object) -> list[JsonObject]:
     """Every object inside a JSON Schema document, ``node`` included."""
     if isinstance(node, dict):
         return [node, *(found for value in node.values() for found in _walk(value))]
@@ -495,7 +495,7 @@ def _field_changes(name: str, old_def: JsonObject, new_def: JsonObject) -> list[
     return problems
 
 
-def _shape(schema: Any) -> Any:
+def _shape(schema: object) -> object:
     """The schema without its prose, so reworded descriptions are not breaking."""
     if isinstance(schema, dict):
         return {k: _shape(v) for k, v in schema.items() if k not in {"description", "title"}}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from contracts import Content, Error, ErrorCode, HandleMessage, HandleMessageResult
@@ -92,7 +92,7 @@ def _exports() -> dict[str, str]:
 _MODULE_OF = _exports()
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module 'elizamesh' has no attribute {name!r}")

@@ -18,7 +18,7 @@ import sys
 import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 
 def _quit(signum: int, _frame: object) -> None:
@@ -57,6 +57,7 @@ SERVICES = ("memory", "embedding", "evaluator", "runtime", "gateway")
 """What ``up`` starts, in this order (the memory service first: the others use it)."""
 
 _S = TypeVar("_S", bound="CommonSettings")
+_Answer = TypeVar("_Answer")
 
 
 def console() -> Console:
@@ -641,7 +642,7 @@ def _port_free(port: int) -> bool:
 # -- agent --------------------------------------------------------------------------
 
 
-def _gateway(path: str, method: str = "GET", body: object = None) -> Any:
+def _gateway(path: str, method: str = "GET", body: object = None) -> object:
     """Call the gateway's API; exit with one line on any failure. Returns the JSON answer."""
     import httpx  # noqa: PLC0415
 
@@ -664,16 +665,32 @@ def _gateway(path: str, method: str = "GET", body: object = None) -> Any:
         except (ValueError, KeyError, TypeError):
             detail = reply.text[:200]
         fail(f"{method} {path}: {reply.status_code} {detail}")
-    return reply.json()
+    answer: object = reply.json()
+    return answer
+
+
+def _gateway_answer(
+    shape: type[_Answer], path: str, method: str = "GET", body: object = None
+) -> _Answer:
+    """``_gateway``'s answer as ``shape`` (a contract type); exit with one line if it is not one."""
+    import msgspec  # noqa: PLC0415
+
+    answer = _gateway(path, method, body)
+    try:
+        return msgspec.convert(answer, shape)
+    except msgspec.ValidationError as exc:
+        fail(f"{method} {path}: unexpected answer from the gateway: {exc}")
 
 
 @agent_app.command(name="list")
 def agent_list() -> None:
     """List the stored agents, running or not."""
-    agents = _gateway("/v1/agents")["agents"]
+    from contracts.events import AgentList  # noqa: PLC0415
+
+    agents = _gateway_answer(AgentList, "/v1/agents").agents
     for agent in agents:
-        state = "running" if agent.get("enabled", True) else "stopped"
-        typer.echo(f"{agent['id']:<24} {agent.get('name', ''):<24} {state}")
+        state = "running" if agent.enabled else "stopped"
+        typer.echo(f"{agent.id:<24} {agent.name:<24} {state}")
     if not agents:
         typer.echo("no agents")
 
@@ -688,8 +705,10 @@ def agent_add(
     """Add an agent from a character file and start it on every runtime replica."""
     read_characters([character])  # one line per problem, before anything is sent
     body = {"character": json.loads(character.read_text()), "plugins": plugin or []}
-    status = _gateway("/v1/agents", "POST", body)
-    typer.echo(f"added {status['id']} ({status['name']})")
+    from contracts.control import AgentStatus  # noqa: PLC0415
+
+    status = _gateway_answer(AgentStatus, "/v1/agents", "POST", body)
+    typer.echo(f"added {status.id} ({status.name})")
 
 
 @agent_app.command(name="start")

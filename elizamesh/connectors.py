@@ -21,12 +21,12 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from typing import Any
 
 import msgspec
 import nats.js.errors
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
 
 from contracts import Content, HandleMessage, HandleMessageResult, Subjects
 from contracts.control import OutboundMessage, ServiceHealth
@@ -63,7 +63,7 @@ async def terminal_chat(
     broker = create_broker(nats_url, name="elizamesh-chat", inbox_prefix=inbox_of(connector))
     decoder = msgspec.json.Decoder(OutboundMessage)
 
-    async def show_outbound(msg: Any) -> None:
+    async def show_outbound(msg: Msg) -> None:
         sent = decoder.decode(msg.data)
         if sent.room_id == _room(user) or sent.entity_id == user:
             sys.stdout.write(f"\n{sent.agent_id} (sent)> {sent.content.text}\n")

@@ -16,7 +16,7 @@ import re
 import sys
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import msgspec
 import nats.errors
@@ -29,9 +29,10 @@ from faststream.message import StreamMessage
 from faststream.middlewares import BaseMiddleware, ExceptionMiddleware
 from faststream.nats import NatsBroker, NatsMessage, NatsResponse
 from faststream.response import PublishCommand, PublishType
-from faststream.types import BrokerMiddleware
+from faststream.types import BrokerMiddleware, DecodedMessage
 from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NATSClient
+from nats.aio.msg import Msg
 from nats.js.api import RetentionPolicy
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class JsonCodec:
     which would surface as a confusing type error; here it is a ``BadRequest``.
     """
 
-    async def decode(self, msg: StreamMessage[Any]) -> Any:
+    async def decode(self, msg: StreamMessage[object]) -> DecodedMessage:
         """Return the JSON body as Python objects, or raise ``BadRequest``.
 
         Raises:
@@ -75,7 +76,7 @@ class JsonCodec:
         return decode_json(msg.body)
 
     async def encode(
-        self, msg: Any, serializer: SerializerProto | None = None
+        self, msg: object, serializer: SerializerProto | None = None
     ) -> tuple[bytes, str | None]:
         """Return ``msg`` as JSON bytes and its content type."""
         del serializer  # msgspec encodes every Struct, dict and bytes we send
@@ -91,20 +92,21 @@ HEADER_LIMIT = 256
 """Characters of the ``Nats-Service-Error`` header: headers count against max_payload."""
 
 
-def decode_json(body: bytes) -> Any:
+def decode_json(body: bytes) -> DecodedMessage:
     """Return ``body`` decoded as JSON (Python objects).
 
     Raises:
         BadRequest: not JSON, not UTF-8, or nested deeper than msgspec decodes.
     """
     try:
-        return msgspec.json.decode(body)
+        decoded: DecodedMessage = msgspec.json.decode(body)  # JSON decodes to these only
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the body is not UTF-8 (byte {exc.start})") from None
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
+    return decoded
 
 
 def truncated(text: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -222,8 +224,8 @@ class _BoundedReplies(BaseMiddleware):
     """
 
     async def publish_scope(
-        self, call_next: Callable[[PublishCommand], Awaitable[Any]], cmd: PublishCommand
-    ) -> Any:
+        self, call_next: Callable[[PublishCommand], Awaitable[object]], cmd: PublishCommand
+    ) -> object:
         try:
             return await call_next(cmd)
         except nats.errors.MaxPayloadError:
@@ -249,7 +251,7 @@ def create_broker(
     nats_url: str,
     *,
     name: str,
-    middlewares: Sequence[BrokerMiddleware[Any, Any]] = (),
+    middlewares: Sequence[BrokerMiddleware[Msg, PublishCommand]] = (),
     inbox_prefix: str | None = None,
     reconnect_wait: float = 2.0,
 ) -> NatsBroker:
@@ -393,7 +395,7 @@ def jetstream_replicas() -> int:
 
 
 @functools.cache
-def _reply_decoder(result_type: type[Message]) -> msgspec.json.Decoder[Any]:
+def _reply_decoder(result_type: type[Message]) -> msgspec.json.Decoder[Message | Error]:
     return msgspec.json.Decoder(result_type | Error)
 
 
@@ -430,7 +432,7 @@ async def request(
         raise Internal(f"unreadable reply on {subject}: {exc}") from exc
     if isinstance(decoded, Error):
         raise from_error(decoded)
-    return decoded  # type: ignore[no-any-return]
+    return cast("ResultT", decoded)  # decoded as result_type, the only Message it admits
 
 
 def current_subject(broker: NatsBroker) -> str:

@@ -22,13 +22,14 @@ import functools
 import re
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any
 
+from faststream.message import StreamMessage
 from faststream.nats.opentelemetry.provider import (
     NatsBatchTelemetrySettingsProvider,
     NatsTelemetrySettingsProvider,
 )
-from faststream.opentelemetry import TelemetryMiddleware, TelemetrySettingsProvider
+from faststream.opentelemetry import TelemetryMiddleware
+from faststream.response import PublishCommand
 from nats.aio.msg import Msg
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -39,7 +40,7 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
 )
 from opentelemetry.trace import Link, SpanKind
-from opentelemetry.util.types import Attributes
+from opentelemetry.util.types import Attributes, AttributeValue
 from typing_extensions import override
 
 from contracts.schema import operations
@@ -140,36 +141,37 @@ class HousekeepingSampler(Sampler):
 class _Bounded(NatsTelemetrySettingsProvider):
     """FastStream's NATS attributes, with the template as the destination's name."""
 
-    def get_publish_destination_name(self, cmd: Any) -> str:
+    def get_publish_destination_name(self, cmd: PublishCommand) -> str:
         return destination_template(cmd.destination)
 
-    def get_consume_destination_name(self, msg: Any) -> str:
+    def get_consume_destination_name(self, msg: StreamMessage[Msg]) -> str:
         return destination_template(msg.raw_message.subject)
 
-    def get_publish_attrs_from_cmd(self, cmd: Any) -> dict[str, Any]:
+    def get_publish_attrs_from_cmd(self, cmd: PublishCommand) -> dict[str, AttributeValue]:
         return {**super().get_publish_attrs_from_cmd(cmd), **_template_attributes(cmd.destination)}
 
-    def get_consume_attrs_from_message(self, msg: Any) -> dict[str, Any]:
+    def get_consume_attrs_from_message(self, msg: StreamMessage[Msg]) -> dict[str, AttributeValue]:
         attributes = super().get_consume_attrs_from_message(msg)
         return {**attributes, **_template_attributes(msg.raw_message.subject)}
 
 
 class _BoundedBatch(NatsBatchTelemetrySettingsProvider):
-    def get_publish_destination_name(self, cmd: Any) -> str:
+    def get_publish_destination_name(self, cmd: PublishCommand) -> str:
         return destination_template(cmd.destination)
 
-    def get_consume_destination_name(self, msg: Any) -> str:
+    def get_consume_destination_name(self, msg: StreamMessage[list[Msg]]) -> str:
         return destination_template(msg.raw_message[0].subject)
 
 
-def _template_attributes(subject: str) -> dict[str, Any]:
+def _template_attributes(subject: str) -> dict[str, AttributeValue]:
     template = destination_template(subject)
     if template == REPLY:
         return {DESTINATION_TEMPORARY: True}
     return {DESTINATION_TEMPLATE: template}
 
 
-def _bounded_provider(msg: Any) -> TelemetrySettingsProvider[Any] | None:
+def _bounded_provider(msg: object) -> _Bounded | _BoundedBatch | None:
+    """FastStream's attributes for ``msg``: a NATS ``Msg``, a batch of them, or ``None``."""
     if isinstance(msg, Sequence):
         return _BoundedBatch()
     if isinstance(msg, Msg) or msg is None:
@@ -183,22 +185,71 @@ class _OperationFirst(trace.Tracer):
     def __init__(self, tracer: trace.Tracer) -> None:
         self.tracer = tracer
 
-    def start_span(self, name: str, *args: Any, **kwargs: Any) -> trace.Span:
-        return self.tracer.start_span(_operation_first(name), *args, **kwargs)
-
     # Every argument passes through as given; only the name changes.
+    @override
+    def start_span(
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        return self.tracer.start_span(
+            _operation_first(name),
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+
+    @override
     def start_as_current_span(  # type: ignore[override]
-        self, name: str, *args: Any, **kwargs: Any
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
     ) -> AbstractContextManager[trace.Span]:
-        return self.tracer.start_as_current_span(_operation_first(name), *args, **kwargs)
+        return self.tracer.start_as_current_span(
+            _operation_first(name),
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+            end_on_exit,
+        )
 
 
 class _OperationFirstProvider(trace.TracerProvider):
     def __init__(self, provider: trace.TracerProvider) -> None:
         self.provider = provider
 
-    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
-        return _OperationFirst(self.provider.get_tracer(*args, **kwargs))
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> trace.Tracer:
+        tracer = self.provider.get_tracer(
+            instrumenting_module_name, instrumenting_library_version, schema_url, attributes
+        )
+        return _OperationFirst(tracer)
 
 
 def _operation_first(name: str) -> str:
@@ -208,7 +259,7 @@ def _operation_first(name: str) -> str:
 
 def bounded_bus_middleware(
     tracer_provider: trace.TracerProvider, meter_provider: metrics.MeterProvider | None = None
-) -> TelemetryMiddleware[Any]:
+) -> TelemetryMiddleware[PublishCommand]:
     """Return FastStream's telemetry middleware for NATS, with bounded span names.
 
     Spans are named ``<operation> <destination template>`` (``publish (reply)``,

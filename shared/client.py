@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import msgspec
 from faststream.nats import NatsBroker
@@ -53,7 +53,7 @@ from shared.runs import follow_kept_run, start_run
 
 logger = logging.getLogger("elizamesh.client")
 
-CharacterSource = Character | Mapping[str, Any] | str | Path
+CharacterSource = Character | Mapping[str, object] | str | Path
 """A character: parsed, as a dict, or the path of its JSON file."""
 
 
@@ -195,10 +195,10 @@ class ElizaOSClient:
         agent_id: str,
         message: HandleMessage,
         *,
-        on_response: Callable[[Content], Awaitable[Any]] | None = None,
+        on_response: Callable[[Content], Awaitable[object]] | None = None,
         on_stream_chunk: Callable[[str, str | None], Awaitable[None]] | None = None,
-        on_error: Callable[[BaseException], Awaitable[Any]] | None = None,
-        on_complete: Callable[[], Awaitable[Any]] | None = None,
+        on_error: Callable[[BaseException], Awaitable[object]] | None = None,
+        on_complete: Callable[[], Awaitable[object]] | None = None,
     ) -> HandleMessageResult:
         """Have an agent handle ``message``.
 

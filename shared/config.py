@@ -526,7 +526,7 @@ def settings_rows() -> Iterator[tuple[str, str, str, str]]:
         )
 
 
-def _shown_default(name: str, default: Any) -> str:
+def _shown_default(name: str, default: object) -> str:
     if name == "agent_plugins":
         return "openai or local"
     if default is None or default in ((), ""):

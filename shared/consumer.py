@@ -25,13 +25,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
+from fast_depends.library.serializer import SerializerProto
 from faststream import AckPolicy, FastStream
 from faststream.message import StreamMessage
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats.subscriber import LogicSubscriber
+from nats.aio.msg import Msg
 
 from contracts import Subjects
 from contracts.control import ConsumerHealth
@@ -47,7 +49,7 @@ T = TypeVar("T")
 QUEUE_WAIT = 10.0
 """Seconds a pull waits on the server for a message: an idle consumer's one request."""
 
-Handler = Callable[[NatsMessage], Coroutine[Any, Any, None]]
+Handler = Callable[[NatsMessage], Coroutine[object, object, None]]
 """Settles one message: ``ack``, ``nack(delay=...)`` (a retry), or ``dead_letter``; or raises."""
 
 DEAD_REASON_HEADER = "Elizamesh-Dead-Reason"
@@ -130,7 +132,7 @@ async def dead_letter(
     await message.reject()
 
 
-def _plain(headers: Mapping[str, Any]) -> dict[str, str]:
+def _plain(headers: Mapping[str, object]) -> dict[str, str]:
     # Nats-Msg-Id would make the dead-letter stream drop it as a duplicate of itself.
     return {k: str(v) for k, v in headers.items() if not k.startswith("Nats-")}
 
@@ -161,7 +163,7 @@ class Durable:
 
     stream: str
     name: str
-    subscriber: LogicSubscriber[Any]
+    subscriber: LogicSubscriber[Msg]
 
 
 def pull_consumer(
@@ -249,11 +251,13 @@ async def _settle_failed(
 class _Undecoded:
     """Leaves the body to the handler: one that is not JSON is its to reject, not a crash."""
 
-    async def decode(self, msg: StreamMessage[Any]) -> bytes:
+    async def decode(self, msg: StreamMessage[object]) -> bytes:
         """Return the body as it arrived."""
         return msg.body
 
-    async def encode(self, msg: Any, serializer: Any = None) -> tuple[bytes, str | None]:
+    async def encode(
+        self, msg: object, serializer: SerializerProto | None = None
+    ) -> tuple[bytes, str | None]:
         """Return ``msg`` as JSON bytes (a queue consumer sends no replies)."""
         del serializer
         return msgspec.json.encode(msg), "application/json"
@@ -313,7 +317,7 @@ def serve_consumers(
     """
     running: list[QueueConsumers] = []
 
-    async def probe() -> tuple[list[ConsumerHealth], dict[str, Any]]:
+    async def probe() -> tuple[list[ConsumerHealth], dict[str, object]]:
         if not running:
             return [ConsumerHealth(name=name, alive=False)], {"state": "starting"}
         return await running[0].consumers(), {}

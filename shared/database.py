@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from shared.sqlite_inline import inline_creator
 
@@ -42,7 +43,7 @@ def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
     # Looked up at call time: OpenTelemetry's SQLAlchemy instrumentation wraps
     # the module's function, and a name imported before that would bypass it.
     create_async_engine = sqlalchemy_asyncio.create_async_engine
-    pool: dict[str, Any] = {} if pool_size is None else {"pool_size": pool_size}
+    pool: dict[str, int] = {} if pool_size is None else {"pool_size": pool_size}
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(parsed, pool_pre_ping=True, **pool)
     if parsed.database not in (None, "", ":memory:"):
@@ -57,7 +58,7 @@ def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     """Make SQLite enforce foreign keys (as Postgres does) and let readers run beside a writer.
 
     In WAL mode, ``synchronous=NORMAL`` syncs at checkpoints rather than at every

@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 from faststream.nats import NatsBroker, NatsMessage
@@ -314,7 +313,9 @@ class EmbeddingWorker(QueueConsumers):
             stream=self.subjects.dead_letters_stream,
         )
 
-    async def _announce(self, request: EmbeddingRequested, event: EventType, **data: Any) -> None:
+    async def _announce(
+        self, request: EmbeddingRequested, event: EventType, **data: object
+    ) -> None:
         """Publish ``event`` about ``request``'s memory on the events stream (never raises).
 
         ``data``: the event's details (``error``, ``type``, ...), beside ``memory_id``.

@@ -15,23 +15,24 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import version
-from typing import Any
 
 import msgspec
 import nats.js.errors
 from faststream.nats import NatsBroker
+from faststream.nats.subscriber import LogicSubscriber
+from nats.aio.msg import Msg
 
 from contracts import Subjects
 from contracts.control import CheckHealth, ConsumerHealth, ServiceHealth
 
-Probe = Callable[[], Awaitable[tuple[list[ConsumerHealth], dict[str, Any]]]]
+Probe = Callable[[], Awaitable[tuple[list[ConsumerHealth], dict[str, object]]]]
 """Measures a service now: its consumers, and details such as the database latency."""
 
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 _DECODER = msgspec.json.Decoder(ServiceHealth)
 
 
-async def no_consumers() -> tuple[list[ConsumerHealth], dict[str, Any]]:
+async def no_consumers() -> tuple[list[ConsumerHealth], dict[str, object]]:
     """The probe of a service with nothing to report beyond its connection."""
     return [], {}
 
@@ -81,7 +82,7 @@ async def consumer_health(
     )
 
 
-def subscription_health(name: str, subscriber: Any) -> ConsumerHealth:
+def subscription_health(name: str, subscriber: LogicSubscriber[Msg]) -> ConsumerHealth:
     """The state of a FastStream core-NATS subscriber: subscribed, and messages waiting."""
     subscription = getattr(subscriber, "subscription", None)
     alive = bool(subscriber.running) and subscription is not None
@@ -97,7 +98,7 @@ async def gather_health(
     inbox = connection.new_inbox()
     answers: list[ServiceHealth] = []
 
-    async def collect(msg: Any) -> None:
+    async def collect(msg: Msg) -> None:
         # Anything but a health answer (a misbehaving client's reply) is ignored.
         with contextlib.suppress(msgspec.DecodeError):
             answers.append(_DECODER.decode(msg.data))

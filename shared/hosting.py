@@ -23,7 +23,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import nats.errors
@@ -38,7 +37,7 @@ from shared.agent.edge import agent_id_for, message_id_for
 from shared.agent.message_service import MessageOptions
 from shared.agent.plugin import resolve_plugins
 from shared.agent.runtime import AgentRuntime, TargetInfo
-from shared.agent.types import EventType, ModelType, Plugin
+from shared.agent.types import EventHandler, EventType, ModelType, Plugin
 from shared.bus import as_service_error, bounded, ensure_stream, error_headers
 from shared.config import HostSettings
 from shared.embedding import JetStreamEmbeddingQueue, ensure_embedding_stream
@@ -577,10 +576,10 @@ class AgentHost:
             runtime, message, run.response if run is not None else None, options
         )
 
-    def _publisher(self, agent_id: str, event: EventType) -> Any:
+    def _publisher(self, agent_id: str, event: EventType) -> EventHandler:
         subject = self.subjects.event(agent_id, event.value.lower().replace("_", ".", 1))
 
-        async def publish(payload: dict[str, Any]) -> None:
+        async def publish(payload: dict[str, object]) -> None:
             message = AgentEventOccurred(
                 agent_id=agent_id,
                 event_type=event.value.lower().replace("_", ".", 1),
@@ -612,21 +611,21 @@ _DETAIL_KEYS = (
 )
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     return str(value) if value is not None else None
 
 
-def _message_id(payload: Mapping[str, Any]) -> str | None:
+def _message_id(payload: Mapping[str, object]) -> str | None:
     message = payload.get("message")
     return message.id if isinstance(message, Memory) else _text(payload.get("message_id"))
 
 
-def _room_id(payload: Mapping[str, Any]) -> str | None:
+def _room_id(payload: Mapping[str, object]) -> str | None:
     message = payload.get("message")
     return message.room_id if isinstance(message, Memory) else None
 
 
-def _details(payload: Mapping[str, Any]) -> dict[str, Any]:
+def _details(payload: Mapping[str, object]) -> dict[str, object]:
     details = {k: payload[k] for k in _DETAIL_KEYS if payload.get(k) is not None}
     message = payload.get("message")
     if isinstance(message, Memory):

@@ -67,7 +67,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 import nats.errors
@@ -191,7 +191,7 @@ async def ensure_lease_bucket(broker: NatsBroker, subjects: Subjects, ttl: float
     return existing
 
 
-Serve = Callable[[Arrival], Coroutine[Any, Any, None]]
+Serve = Callable[[Arrival], Coroutine[object, object, None]]
 """Runs one message's turn and answers its caller; never raises."""
 
 Arrived = Callable[[Arrival], None]

@@ -30,11 +30,11 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 import nats.errors
 from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts import HandleMessage, HandleMessageResult, Subjects, new_id
@@ -66,7 +66,7 @@ class RunFollower:
     run_id: str
     timeout: float
     _queue: asyncio.Queue[bytes]
-    _stop: Callable[[], Awaitable[Any]]
+    _stop: Callable[[], Awaitable[object]]
     _closed: bool = field(default=False, init=False)
 
     async def events(self) -> AsyncIterator[tuple[RunEvent, bytes]]:
@@ -150,7 +150,7 @@ async def start_run(
     run_id = message.run_id or new_id()
     queue: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def collect(msg: Any) -> None:
+    async def collect(msg: Msg) -> None:
         await queue.put(msg.data)
 
     connection = broker.config.connection_state.connection
@@ -212,7 +212,7 @@ async def follow_kept_run(
     """
     queue: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def collect(msg: Any) -> None:
+    async def collect(msg: Msg) -> None:
         await queue.put(msg.data)
 
     connection = broker.config.connection_state.connection

@@ -25,7 +25,7 @@ import msgspec
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from shared.agent.character import Character
+from shared.agent.character import Character, Secret
 from shared.errors import BadRequest, Internal
 
 SECRET_KEY_SETTINGS = ("ELIZAMESH_SECRET_KEY", "SECRET_SALT")
@@ -65,7 +65,7 @@ class _Sealed(msgspec.Struct, kw_only=True, frozen=True):
 class _Secrets(msgspec.Struct, kw_only=True, frozen=True):
     """What is sealed: a character's ``secrets`` and its ``settings.secrets``."""
 
-    secrets: dict[str, Any] = msgspec.field(default_factory=dict)
+    secrets: dict[str, Secret] = msgspec.field(default_factory=dict)
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -81,7 +81,7 @@ class SecretBox:
 
     key: str | None = field(default=None, repr=False)
 
-    def seal(self, character: Character) -> dict[str, Any] | None:
+    def seal(self, character: Character) -> dict[str, object] | None:
         """Return the character's secrets sealed for storage; None when it has none.
 
         Raises:
@@ -99,10 +99,10 @@ class SecretBox:
         salt = os.urandom(_SALT_BYTES)
         token = _fernet(self.key, salt).encrypt(msgspec.json.encode(secrets))
         sealed = _Sealed(v=_VERSION, salt=_b64(salt), token=token.decode("ascii"))
-        result: dict[str, Any] = msgspec.to_builtins(sealed)
+        result: dict[str, object] = msgspec.to_builtins(sealed)
         return result
 
-    def open_into(self, character: Character, sealed: Any) -> Character:
+    def open_into(self, character: Character, sealed: object) -> Character:
         """Return ``character`` with the secrets ``seal`` stored put back in.
 
         Raises:

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _DEFAULT_TIMEOUT = 5.0  # seconds, as sqlite3.connect's
@@ -49,7 +52,7 @@ class InlineConnection(aiosqlite.Connection):
         self._busy_ms = busy_ms
         self._thread.daemon = True  # as SQLAlchemy does for aiosqlite's own
 
-    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _execute(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
         try:
@@ -57,10 +60,10 @@ class InlineConnection(aiosqlite.Connection):
         except sqlite3.OperationalError as exc:
             if not _busy(exc):
                 raise
-        on_thread: Callable[..., Awaitable[Any]] = super()._execute
+        on_thread: Callable[..., Awaitable[T]] = super()._execute
         return await on_thread(self._waiting, fn, *args, **kwargs)
 
-    def _waiting(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _waiting(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` with the busy timeout (on the connection's thread), then set it back to 0."""
         connection = self._conn
         connection.execute(f"PRAGMA busy_timeout = {self._busy_ms}")

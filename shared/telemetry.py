@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from importlib.metadata import version
-from typing import Any
+from typing import overload
 from urllib.parse import urlsplit
 
 from faststream import ContextRepo
@@ -50,7 +50,9 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     SamplingResult,
 )
-from opentelemetry.trace import Span, SpanKind, Status
+from opentelemetry.trace import Link, Span, SpanKind, Status, TraceState
+from opentelemetry.util.types import Attributes, AttributeValue
+from typing_extensions import override
 
 from shared.bus_spans import HousekeepingSampler, bounded_bus_middleware
 
@@ -131,7 +133,11 @@ def configured_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, .
     return tuple(sorted((s for s in found if len(s) >= _SHORTEST_SECRET), key=len, reverse=True))
 
 
-def redact(value: Any, secrets: Sequence[str]) -> Any:
+@overload
+def redact(value: str, secrets: Sequence[str]) -> str: ...
+@overload
+def redact(value: AttributeValue, secrets: Sequence[str]) -> AttributeValue: ...
+def redact(value: AttributeValue, secrets: Sequence[str]) -> AttributeValue:
     """``value`` with every secret replaced by ``[REDACTED]`` (in strings and sequences)."""
     if isinstance(value, str):
         for secret in secrets:
@@ -144,8 +150,8 @@ def redact(value: Any, secrets: Sequence[str]) -> Any:
 
 
 def _redacted_attributes(
-    attributes: Mapping[str, Any] | None, secrets: Sequence[str]
-) -> dict[str, Any]:
+    attributes: Mapping[str, AttributeValue] | None, secrets: Sequence[str]
+) -> dict[str, AttributeValue]:
     return {k: redact(v, secrets) for k, v in (attributes or {}).items()}
 
 
@@ -212,8 +218,21 @@ class _Switch(Sampler):
         self._off = ParentBased(ALWAYS_OFF)
         self._on = ParentBased(HousekeepingSampler())
 
-    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
-        return (self._on if self.on else self._off).should_sample(*args, **kwargs)
+    @override
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        sampler = self._on if self.on else self._off
+        return sampler.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
 
     def get_description(self) -> str:
         return f"Switch({'on' if self.on else 'off'})"
@@ -250,7 +269,7 @@ class BusTelemetry:
         self.provider = provider
         self.traced = bounded_bus_middleware(provider, metrics.get_meter_provider())
 
-    def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> BaseMiddleware[Any]:
+    def __call__(self, msg: object, /, *, context: ContextRepo) -> BaseMiddleware[PublishCommand]:
         """The middleware for one message (FastStream makes one per message)."""
         quiet = isinstance(self.provider, QuietTracerProvider) and not self.provider.listened
         if quiet:
@@ -267,8 +286,10 @@ class TraceContextOnly(BaseMiddleware):
     """
 
     async def consume_scope(
-        self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
-    ) -> Any:
+        self,
+        call_next: Callable[[StreamMessage[object]], Awaitable[object]],
+        msg: StreamMessage[object],
+    ) -> object:
         """Run the handler inside the message's trace context."""
         parent = propagate.extract(msg.headers)
         if not trace.get_current_span(parent).get_span_context().is_valid:
@@ -280,8 +301,8 @@ class TraceContextOnly(BaseMiddleware):
             otel_context.detach(token)
 
     async def publish_scope(
-        self, call_next: Callable[[PublishCommand], Awaitable[Any]], cmd: PublishCommand
-    ) -> Any:
+        self, call_next: Callable[[PublishCommand], Awaitable[object]], cmd: PublishCommand
+    ) -> object:
         """Publish with the current trace context in the headers."""
         propagate.inject(cmd.headers)
         return await call_next(cmd)
@@ -383,7 +404,9 @@ QUEUE_DEPTH = _meter.create_gauge(
 
 
 @contextlib.contextmanager
-def consumed(name: str, headers: Mapping[str, str] | None, **attributes: Any) -> Iterator[Span]:
+def consumed(
+    name: str, headers: Mapping[str, str] | None, **attributes: AttributeValue | None
+) -> Iterator[Span]:
     """A span for a message pulled from a JetStream queue, child of the span that published it.
 
     The bus middleware traces what FastStream subscribers consume; queue
@@ -443,7 +466,7 @@ def recorded() -> bool:
     return isinstance(provider, TracerProvider)
 
 
-def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span]:
+def span(name: str, **attributes: AttributeValue | None) -> contextlib.AbstractContextManager[Span]:
     """A span around a step (``None`` attributes left out); an exception marks it failed.
 
     When nothing would record it (``recorded``), no span is made and the
@@ -457,7 +480,7 @@ def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span
 
 
 @contextlib.contextmanager
-def timed(histogram: metrics.Histogram, **attributes: Any) -> Iterator[None]:
+def timed(histogram: metrics.Histogram, **attributes: AttributeValue | None) -> Iterator[None]:
     """Record how long the block took in ``histogram``, failed or not."""
     started = time.perf_counter()
     try:

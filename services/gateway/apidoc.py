@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import copy
 import html
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, entry_points, version
-from typing import Any
 
 import msgspec
 from litestar import Request
+from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
@@ -26,6 +27,7 @@ from contracts.events import AgentList
 from services.gateway.bodies import Readiness, RoomMessages, StackReadiness
 from services.gateway.completions import ChatCompletionRequest
 from shared.agent.character import Character
+from shared.json_value import JsonObject, JsonValue
 
 TITLE = "elizamesh gateway"
 BEARER = "bearer"
@@ -99,14 +101,14 @@ SSE_EVENT = {
 }
 
 
-def wire_schemas(document: dict[str, Any]) -> dict[str, Any]:
+def wire_schemas(document: Mapping[str, object]) -> dict[str, object]:
     """``document`` with the contract types' schemas as msgspec generates and enforces them.
 
     Litestar's own rendering of these Structs loses constraints (an optional
     id's pattern) and cannot know what the runtime checks in an agent's
     character; msgspec's is the one the gateway and the runtime decode with.
     """
-    patched = copy.deepcopy(document)
+    patched = copy.deepcopy(dict(document))
     _, components = msgspec.json.schema_components(
         WIRE_TYPES, ref_template="#/components/schemas/{name}"
     )
@@ -123,24 +125,49 @@ def wire_schemas(document: dict[str, Any]) -> dict[str, Any]:
     for name in STORED:
         components[name] = _storable(components[name])
     components["StoredValue"] = STORED_VALUE
-    patched.setdefault("components", {}).setdefault("schemas", {}).update(components)
+    _child(_child(patched, "components"), "schemas").update(components)
+    paths = _at(patched, "paths")
     for path, name in REQUEST_BODIES.items():
-        patched["paths"][path]["post"]["requestBody"] = {
+        _at(paths, path, "post")["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
         }
-    completions = patched["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]
-    completions.setdefault("content", {})["text/event-stream"] = {"schema": SSE_EVENT}
-    for item in patched["paths"].values():
-        for operation in item.values():
+    completions = _at(paths, "/v1/chat/completions", "post", "responses", "200")
+    _child(completions, "content")["text/event-stream"] = {"schema": SSE_EVENT}
+    for item in paths.values():
+        for operation in _at(item).values():
             for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
                 _absent_is_not_null(parameter)
     return patched
 
 
-NO_NUL = {"type": "string", "pattern": "^[^\\u0000]*$"}
+def _at(node: object, *keys: str) -> dict[str, object]:
+    """The JSON object at ``node[keys[0]][keys[1]]...``.
+
+    Raises:
+        KeyError: a key is missing.
+        TypeError: a step is not a JSON object.
+    """
+    if not isinstance(node, dict):
+        raise TypeError("the OpenAPI document is not an object")
+    for key in keys:
+        node = node[key]
+        if not isinstance(node, dict):
+            raise TypeError(f"the OpenAPI document has no object at {'/'.join(keys)}")
+    return node
+
+
+def _child(node: dict[str, object], key: str) -> dict[str, object]:
+    """The JSON object ``node[key]``, made empty when absent (TypeError if not an object)."""
+    child = node.setdefault(key, {})
+    if not isinstance(child, dict):
+        raise TypeError(f"{key!r} of the OpenAPI document is not an object")
+    return child
+
+
+NO_NUL: JsonObject = {"type": "string", "pattern": "^[^\\u0000]*$"}
 """A string the database can store (Postgres text holds no NUL character)."""
-STORED_VALUE: dict[str, Any] = {
+STORED_VALUE: JsonObject = {
     "description": "Any JSON value without a NUL character in its strings or keys.",
     "anyOf": [
         {"type": ["null", "boolean", "number"]},
@@ -157,7 +184,7 @@ STORED = ("Character", "Style", "MessageExample")
 """Schemas whose every string is stored as it is (an agent's character)."""
 
 
-def _storable(schema: Any) -> Any:
+def _storable(schema: JsonValue) -> JsonValue:
     """``schema`` with every string and key free of NUL, as storage requires."""
     if isinstance(schema, list):
         return [_storable(item) for item in schema]
@@ -173,12 +200,14 @@ def _storable(schema: Any) -> Any:
     return node
 
 
-def _absent_is_not_null(parameter: dict[str, Any]) -> None:
+def _absent_is_not_null(parameter: dict[str, object]) -> None:
     """An optional header or query parameter is left out, never sent as ``null``."""
     schema = parameter.get("schema", {})
+    if not isinstance(schema, dict):
+        return
     choices = schema.get("oneOf")
-    if parameter.get("in") in {"header", "query"} and choices:
-        kept = [c for c in choices if c.get("type") != "null"]
+    if parameter.get("in") in {"header", "query"} and isinstance(choices, list) and choices:
+        kept = [c for c in choices if isinstance(c, dict) and c.get("type") != "null"]
         if len(kept) == 1:
             parameter["schema"] = {**{k: v for k, v in schema.items() if k != "oneOf"}, **kept[0]}
 
@@ -191,7 +220,9 @@ def installed_plugins() -> list[str]:
 class WireJson(JsonRenderPlugin):
     """``openapi.json`` with the contract types' own schemas (see ``wire_schemas``)."""
 
-    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+    def render(
+        self, request: Request[object, object, State], openapi_schema: dict[str, object]
+    ) -> bytes:
         """The document as JSON."""
         return super().render(request, wire_schemas(openapi_schema))
 
@@ -199,12 +230,14 @@ class WireJson(JsonRenderPlugin):
 class OfflinePage(OpenAPIRenderPlugin):
     """The document as plain HTML: every operation, its summary and answers; no scripts."""
 
-    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+    def render(
+        self, request: Request[object, object, State], openapi_schema: dict[str, object]
+    ) -> bytes:
         """The page for ``openapi_schema``."""
-        info = openapi_schema.get("info", {})
+        info = _object(openapi_schema.get("info"))
         rows = []
-        for path, item in openapi_schema.get("paths", {}).items():
-            for method, operation in item.items():
+        for path, item in _object(openapi_schema.get("paths")).items():
+            for method, operation in _object(item).items():
                 if not isinstance(operation, dict) or "responses" not in operation:
                     continue
                 answers = ", ".join(operation["responses"])
@@ -230,6 +263,11 @@ td{{padding:.2rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}}</style
 <table><tr><th>method</th><th>path</th><th>summary</th><th>answers</th></tr>
 {"".join(rows)}</table></body></html>"""
         return page.encode()
+
+
+def _object(value: object) -> dict[str, object]:
+    """``value`` if it is a JSON object, else an empty one (the page shows what it can)."""
+    return value if isinstance(value, dict) else {}
 
 
 def openapi_config(*, keys_required: bool) -> OpenAPIConfig:

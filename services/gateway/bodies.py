@@ -8,10 +8,11 @@ the field by its path.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import msgspec
 from litestar import Request
+from litestar.datastructures import State
 from msgspec import Meta
 
 from contracts.control import ServiceHealth
@@ -62,7 +63,7 @@ def field_of(message: str) -> str:
     return next((g for g in found.groups() if g), "body")
 
 
-async def decode_body(request: Request[Any, Any, Any], kind: type[T]) -> T:
+async def decode_body(request: Request[object, object, State], kind: type[T]) -> T:
     """The request's JSON body as ``kind``, strictly.
 
     Raises:

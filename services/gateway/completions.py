@@ -20,22 +20,24 @@ import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from faststream.nats import NatsBroker
 from litestar import Request, Response, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import Stream
+from litestar.types import ExceptionHandlersMap
 from msgspec import Meta
 
 from contracts import ID_PATTERN, MAX_TEXT_LENGTH, STATUS_BY_CODE, ErrorCode, HandleMessage
 from contracts.events import AgentInfo, AgentList, ListAgents, RunChunk, RunEnded, RunResponse
 from services.gateway.bodies import decode_body
-from services.gateway.turns import paced, start_turn
+from services.gateway.turns import Paced, paced, start_turn
 from shared.bus import request
 from shared.config import GatewaySettings
 from shared.errors import BadRequest, NotFound, ServiceError
@@ -206,12 +208,16 @@ def openai_error(error: ServiceError) -> Response[OpenAIError]:
     return Response(body, status_code=status)
 
 
-def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[OpenAIError]:
+def _service_error(
+    request: Request[object, object, State], exc: ServiceError
+) -> Response[OpenAIError]:
     del request
     return openai_error(exc)
 
 
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[OpenAIError]:
+def _http_error(
+    request: Request[object, object, State], exc: HTTPException
+) -> Response[OpenAIError]:
     del request
     details = {
         str(item.get("key", "body")): str(item.get("message", item))
@@ -224,7 +230,10 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return response
 
 
-OPENAI_ERROR_HANDLERS: Any = {ServiceError: _service_error, HTTPException: _http_error}
+OPENAI_ERROR_HANDLERS: ExceptionHandlersMap = {
+    ServiceError: _service_error,
+    HTTPException: _http_error,
+}
 
 
 async def _agents(broker: NatsBroker, settings: GatewaySettings) -> list[AgentInfo]:
@@ -332,7 +341,7 @@ async def _agent_of(model: str, broker: NatsBroker, settings: GatewaySettings) -
     tags=["OpenAI-compatible"],
 )
 async def chat_completions(
-    request: Request[Any, Any, Any],
+    request: Request[object, object, State],
     broker: NamedDependency[NatsBroker],
     settings: NamedDependency[GatewaySettings],
 ) -> Response[ChatCompletion] | Stream:
@@ -382,7 +391,7 @@ def _raise_if_failed(ended: RunEnded) -> None:
 
 
 async def _chunks(
-    events: AsyncIterator[Any], completion_id: str, created: int, model: str
+    events: AsyncIterator[Paced], completion_id: str, created: int, model: str
 ) -> AsyncIterator[bytes]:
     def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
         body = {

@@ -6,13 +6,14 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 from faststream.nats import NatsBroker
 from litestar import MediaType, Request, Response, WebSocket, delete, get, post, websocket
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, SerializationException
@@ -75,7 +76,7 @@ SSE_DOC = (
 @post("/v1/agents/{agent_id:str}/messages", status_code=200, responses=errors(404, 409, 503))
 async def send_message(
     agent_id: AgentId,
-    request: Request[Any, Any, Any],
+    request: Request[object, object, State],
     broker: NamedDependency[NatsBroker],
     settings: NamedDependency[GatewaySettings],
 ) -> HandleMessageResult:
@@ -104,7 +105,7 @@ RESUME_PATTERN = rf"^({RUN_OWNER}__[A-Za-z0-9_-]{{1,54}}:[0-9]{{1,9}})?$"
 )
 async def stream_message(
     agent_id: AgentId,
-    request: Request[Any, Any, Any],
+    request: Request[object, object, State],
     broker: NamedDependency[NatsBroker],
     settings: NamedDependency[GatewaySettings],
     last_event_id: Annotated[
@@ -180,7 +181,7 @@ async def stream_message(
 @websocket("/v1/agents/{agent_id:str}/ws")
 async def chat_socket(
     agent_id: AgentId,
-    socket: WebSocket[Any, Any, Any],
+    socket: WebSocket[object, object, State],
     broker: NamedDependency[NatsBroker],
     settings: NamedDependency[GatewaySettings],
 ) -> None:
@@ -239,7 +240,7 @@ async def list_agents(
 
 @post("/v1/agents", status_code=201, responses=errors(409, 503))
 async def add_agent(
-    request: Request[Any, Any, Any],
+    request: Request[object, object, State],
     broker: NamedDependency[NatsBroker],
     settings: NamedDependency[GatewaySettings],
 ) -> AgentStatus:
@@ -303,11 +304,13 @@ async def health(broker: NamedDependency[NatsBroker]) -> dict[str, bool]:
     opt={"public": True},
     security=PUBLIC,
     responses={
-        503: ResponseSpec(cast("Any", StackReadiness | Readiness), description="Not ready.")
+        503: ResponseSpec(
+            cast("type[object]", StackReadiness | Readiness), description="Not ready."
+        )
     },
 )
 async def ready(
-    request: Request[Any, Any, Any],
+    request: Request[object, object, State],
     broker: NamedDependency[NatsBroker],
     settings: NamedDependency[GatewaySettings],
 ) -> Response[StackReadiness | Readiness]:
@@ -379,7 +382,10 @@ def key_is_valid(given: str, keys: frozenset[str]) -> bool:
     return found and bool(given)
 
 
-def _authorized(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+def _authorized(
+    connection: ASGIConnection[BaseRouteHandler, object, object, State]
+    | Request[object, object, State],
+) -> bool:
     keys: frozenset[str] = connection.app.state.settings.api_keys
     if not keys:
         return True
@@ -391,7 +397,7 @@ def _authorized(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
 
 
 def require_api_key(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    connection: ASGIConnection[BaseRouteHandler, object, object, State], handler: BaseRouteHandler
 ) -> None:
     """With ``GATEWAY_API_KEYS`` set, every route but the public ones needs a key.
 
@@ -484,13 +490,17 @@ def request_ids(app: ASGIApp) -> ASGIApp:
     return with_request_id
 
 
-def service_error_response(request: Request[Any, Any, Any], exc: ServiceError) -> Response[Error]:
+def service_error_response(
+    request: Request[object, object, State], exc: ServiceError
+) -> Response[Error]:
     """Answer a failed NATS request with its ``Error`` and the matching HTTP status."""
     error = exc.to_error(request.headers.get("x-request-id"))
     return Response(error, status_code=STATUS_BY_CODE[error.code])
 
 
-def http_error_response(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Error]:
+def http_error_response(
+    request: Request[object, object, State], exc: HTTPException
+) -> Response[Error]:
     """Answer Litestar's own errors (bad JSON, bad path, missing field) as an ``Error``."""
     code = next((c for c, s in STATUS_BY_CODE.items() if s == exc.status_code), None)
     if code is None:

@@ -10,7 +10,6 @@ its first byte (of the connection, for the first), or the connection is closed.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import h11
 import uvicorn
@@ -73,9 +72,23 @@ def deadline_protocol(read_timeout: float) -> type[DeadlineH11Protocol]:
 
 
 def server_config(
-    app: Litestar, *, host: str, port: int, read_timeout: float, **options: Any
+    app: Litestar,
+    *,
+    host: str,
+    port: int,
+    read_timeout: float,
+    log_level: str | int | None = None,
+    log_config: dict[str, object] | str | None = uvicorn.config.LOGGING_CONFIG,
 ) -> uvicorn.Config:
-    """The uvicorn configuration of the gateway (h11 with a request deadline)."""
+    """The uvicorn configuration of the gateway (h11 with a request deadline).
+
+    ``log_config=None`` leaves logging as configured (uvicorn's own format otherwise).
+    """
     return uvicorn.Config(
-        app, host=host, port=port, http=deadline_protocol(read_timeout), **options
+        app,
+        host=host,
+        port=port,
+        http=deadline_protocol(read_timeout),
+        log_level=log_level,
+        log_config=log_config,
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from faststream import FastStream
 from faststream.nats import NatsBroker
 from sqlalchemy.exc import DBAPIError
@@ -34,7 +32,7 @@ def create_broker_for(settings: MemorySettings, storage: SqlAdapter) -> NatsBrok
     )
     operations(memory_handler(storage, broker))
 
-    async def probe() -> tuple[list[ConsumerHealth], dict[str, Any]]:
+    async def probe() -> tuple[list[ConsumerHealth], dict[str, object]]:
         latency = await storage.ping()  # a database that does not answer makes it not ok
         return [subscription_health("operations", operations)], {"database_ms": round(latency, 2)}
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
 from faststream.nats.subscriber import LogicSubscriber
+from nats.aio.msg import Msg
 
 from contracts import QUEUE_RUNTIME, Subjects
 from contracts.control import AGENT_COMMANDS, ConsumerHealth
@@ -25,12 +25,12 @@ logger = logging.getLogger("elizamesh.runtime.service")
 
 def attach(
     broker: NatsBroker, subjects: Subjects, host: AgentHost
-) -> dict[str, LogicSubscriber[Any]]:
+) -> dict[str, LogicSubscriber[Msg]]:
     """Subscribe the runtime's handlers; return the subscribers by name."""
     # One worker on purpose: the handler only queues the message in its room's
     # FIFO (shared.rooms), in the order NATS delivered it; the turns then run
     # side by side across rooms, TURNS_IN_PARALLEL at most (host.rooms).
-    subscribers: dict[str, LogicSubscriber[Any]] = {
+    subscribers: dict[str, LogicSubscriber[Msg]] = {
         "messages": broker.subscriber(subjects.message_handle_template, queue=QUEUE_RUNTIME),
         "agents.list": broker.subscriber(subjects.agents_list, queue=QUEUE_RUNTIME),
         "agents.add": broker.subscriber(subjects.agents_add, queue=QUEUE_RUNTIME),
@@ -68,9 +68,9 @@ def create_app(settings: RuntimeSettings) -> FastStream:
         remote_embeddings=settings.remote_embeddings,
         remote_evaluators=settings.remote_evaluators,
     )
-    subscribers: dict[str, LogicSubscriber[Any]] = {}
+    subscribers: dict[str, LogicSubscriber[Msg]] = {}
 
-    async def probe() -> tuple[list[ConsumerHealth], dict[str, Any]]:
+    async def probe() -> tuple[list[ConsumerHealth], dict[str, object]]:
         consumers = [subscription_health(name, s) for name, s in subscribers.items()]
         if not subscribers:  # still starting its agents: not ready to take messages
             consumers = [ConsumerHealth(name="messages", alive=False)]

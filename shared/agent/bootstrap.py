@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from contracts import Content
 from contracts.records import Entity, Memory, ParticipantState, Relationship
@@ -186,9 +185,10 @@ async def action_state_provider(
     runtime: AgentRuntime, message: Memory, state: State
 ) -> ProviderResult:
     """What the actions of this turn have done so far."""
-    results: Sequence[ActionResult] = state.data.get(
-        "action_results"
-    ) or runtime.get_action_results(message.id)
+    stored = state.data.get("action_results")
+    results: Sequence[ActionResult] = (
+        stored if isinstance(stored, list) and stored else runtime.get_action_results(message.id)
+    )
     if not results:
         return ProviderResult()
     lines = [
@@ -383,7 +383,7 @@ _RELATIONSHIP = re.compile(r"<relationship>(.*?)</relationship>", re.DOTALL)
 _REFLECTION_KEYS = frozenset({"thought", "facts", "relationships"})
 
 
-def read_reflection(answer: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def read_reflection(answer: str) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """Read REFLECTION's answer into (facts, relationships), each a list of field dicts.
 
     The forms models produce: the asked-for XML (``<fact><claim>..</claim>
@@ -406,20 +406,25 @@ def read_reflection(answer: str) -> tuple[list[dict[str, Any]], list[dict[str, A
     data = parse_json_object(answer)
     if data is None or not _REFLECTION_KEYS & data.keys():
         raise EvaluatorOutputError(f"no reflection in the model's answer: {answer[:200]!r}")
-    facts: list[dict[str, Any]] = []
-    for item in data.get("facts") or []:
+    facts: list[dict[str, object]] = []
+    for item in _listed(data.get("facts")):
         if isinstance(item, str):
             facts.append({"claim": item})
         elif isinstance(item, dict):
             claim = item.get("claim") or item.get("fact") or item.get("text")
             facts.append({**item, "claim": str(claim or "")})
-    links: list[dict[str, Any]] = []
-    for item in data.get("relationships") or []:
+    links: list[dict[str, object]] = []
+    for item in _listed(data.get("relationships")):
         if isinstance(item, dict):
             tags = item.get("tags")
             joined = ",".join(map(str, tags)) if isinstance(tags, list) else tags
             links.append({**item, "tags": joined})
     return facts, links
+
+
+def _listed(value: object) -> list[object]:
+    """``value`` if the model wrote a list there; nothing otherwise."""
+    return list(value) if isinstance(value, list) else []
 
 
 async def reflection_validate(runtime: AgentRuntime, message: Memory, state: State | None) -> bool:
@@ -494,7 +499,7 @@ async def _set_cache(runtime: AgentRuntime, key: str, value: object) -> None:
         await runtime.adapter.set_cache(key, value)
 
 
-async def _remember_relationship(runtime: AgentRuntime, fields: dict[str, Any]) -> None:
+async def _remember_relationship(runtime: AgentRuntime, fields: dict[str, object]) -> None:
     source = str(fields.get("sourceEntityId") or "").strip()
     target = str(fields.get("targetEntityId") or "").strip()
     if not source or not target:
@@ -531,7 +536,7 @@ async def _remember_relationship(runtime: AgentRuntime, fields: dict[str, Any]) 
 # -- events ----------------------------------------------------------------------
 
 
-async def store_reaction(payload: dict[str, Any]) -> None:
+async def store_reaction(payload: dict[str, object]) -> None:
     """REACTION_RECEIVED: store the reaction (``payload["message"]``) with the room's messages.
 
     As elizaOS's bootstrap: a connector reports a reaction as a message
@@ -542,7 +547,9 @@ async def store_reaction(payload: dict[str, Any]) -> None:
     Raises:
         BadRequest: the payload has no ``message`` Memory, or it breaks a limit.
     """
-    runtime: AgentRuntime = payload["runtime"]
+    runtime = payload["runtime"]
+    if not isinstance(runtime, AgentRuntime):
+        raise TypeError(f"REACTION_RECEIVED: 'runtime' is a {type(runtime).__name__}")
     message = payload.get("message")
     if not isinstance(message, Memory):
         raise BadRequest(

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict, Unpack
 
 import msgspec
 
@@ -521,8 +521,25 @@ def _ids(agent_ids: Iterable[str | uuid.UUID]) -> list[str]:
     return [plain_id(i) for i in agent_ids]
 
 
+class MessageFields(TypedDict, total=False):
+    """The other fields a new message may be given (``Memory``'s)."""
+
+    agent_id: str | None
+    world_id: str | None
+    embedding: list[float] | None
+    created_at: int
+    unique: bool
+    similarity: float | None
+    metadata: dict[str, object]
+
+
 def new_message(
-    entity_id: str, room_id: str, text: str, *, source: str = "api", **fields: Any
+    entity_id: str,
+    room_id: str,
+    text: str,
+    *,
+    source: str = "api",
+    **fields: Unpack[MessageFields],
 ) -> Memory:
     """Return an inbound message, the shape ``handle_message`` expects."""
     return Memory(

@@ -23,10 +23,10 @@ import hashlib
 import importlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from contracts import Content
 from contracts.message import create_unique_uuid
@@ -69,7 +69,9 @@ class Document:
     text: str
 
 
-def read_documents(entries: Sequence[str | dict[str, Any]]) -> tuple[list[Document], set[str]]:
+def read_documents(
+    entries: Sequence[str | Mapping[str, object]],
+) -> tuple[list[Document], set[str]]:
     """Return the documents of a character's ``knowledge``, and the sources that cannot be read.
 
     Each unreadable source is logged as a warning naming it.
@@ -119,7 +121,7 @@ def _read(file: Path) -> str | None:
 
 def _read_pdf(file: Path) -> str | None:
     try:
-        pypdf: Any = importlib.import_module("pypdf")
+        pypdf = importlib.import_module("pypdf")
     except ImportError:
         logger.warning("knowledge file %s skipped: reading PDF needs `pip install pypdf`", file)
         return None
@@ -252,7 +254,8 @@ async def knowledge_provider(
         # The evaluation of a turn after it (message_service.evaluate): it reads
         # nothing, and its evaluators learn from the conversation, not from this.
         return ProviderResult()
-    previous = state.data.get("providers", {}).get("KNOWLEDGE")
+    composed = state.data.get("providers")
+    previous = composed.get("KNOWLEDGE") if isinstance(composed, dict) else None
     if isinstance(previous, ProviderResult):  # composed earlier in this turn
         return previous
     if runtime.get_model(ModelType.TEXT_EMBEDDING) is not None:

@@ -52,7 +52,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import msgspec
 
@@ -65,6 +65,7 @@ from shared.agent.interface import EvaluationSink, MessageOptions
 from shared.agent.prompts import compose_prompt
 from shared.agent.turn import Turn, current_turn, entered, outcome_key, reflection_key
 from shared.agent.types import (
+    Action,
     ActionResult,
     Callback,
     EventType,
@@ -72,7 +73,7 @@ from shared.agent.types import (
     State,
     StreamChunk,
 )
-from shared.agent.xml import TextTagStreamer, parse_key_value_xml, plain_text
+from shared.agent.xml import TextTagStreamer, XmlValue, parse_key_value_xml, plain_text
 from shared.errors import NotFound, Unavailable
 from shared.telemetry import MESSAGES_HANDLED, TURN_DURATION, span, timed
 
@@ -638,7 +639,8 @@ class _Pipeline:
                 on_stream_chunk=self.options.on_stream_chunk,
             )
         failures = [r for r in turn.action_results if not r.success]
-        provider_errors = (turn.state.data.get("provider_errors") if turn.state else None) or {}
+        found = turn.state.data.get("provider_errors") if turn.state else None
+        provider_errors: dict[str, str] = found if isinstance(found, dict) else {}
         if failures or provider_errors:
             turn.error = "; ".join(
                 [f"{r.action}: {r.error}" for r in failures]
@@ -757,7 +759,7 @@ class _Pipeline:
         results: list[ActionResult] = []
         # The values of the actions run so far: every later step's state has them
         # (elizaOS#5841), as in chained mode.
-        carried: dict[str, Any] = {}
+        carried: dict[str, object] = {}
         state = State()
         for iteration in range(1, limit + 1):
             state = await runtime.compose_state(
@@ -823,8 +825,8 @@ class _Pipeline:
         required: Sequence[str] = (),
         stream: bool = False,
         plain_reply_only: bool = False,
-        prose: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        prose: Mapping[str, XmlValue] | None = None,
+    ) -> dict[str, XmlValue]:
         """Ask TEXT_LARGE for an XML answer with ``fields``; retry until ``required`` are there.
 
         ``fields`` and ``choices`` also go to the model plugin, which may force
@@ -835,7 +837,7 @@ class _Pipeline:
         taken: ``{**prose, "text": that text}`` (elizaOS/eliza#3993: small
         models chat instead of writing XML).
         """
-        parsed: dict[str, Any] = {}
+        parsed: dict[str, XmlValue] = {}
         streamer = TextTagStreamer() if stream and self.options.on_stream_chunk else None
         for attempt in range(1, self.options.max_retries + 1):
             forward = (
@@ -946,7 +948,7 @@ class _Pipeline:
             prompt,
             ["thought", "actions", "providers", "text"],
             choices={
-                "actions": [a.name for a in state.data.get("actions") or runtime.actions],
+                "actions": [a.name for a in _planned_actions(state) or runtime.actions],
                 "providers": [p.name for p in runtime.providers if p.dynamic and not p.private],
             },
             required=["thought", "actions"],
@@ -954,8 +956,8 @@ class _Pipeline:
             plain_reply_only=True,
             prose={"thought": "", "actions": ["REPLY"], "providers": []},
         )
-        actions = [str(a).upper() for a in parsed.get("actions") or ["REPLY"]]
-        providers = list(parsed.get("providers") or [])
+        actions = [str(a).upper() for a in _xml_items(parsed.get("actions")) or ["REPLY"]]
+        providers = _xml_items(parsed.get("providers"))
         text = str(parsed.get("text") or "")
         if "IGNORE" in actions and len(actions) > 1:
             actions = ["IGNORE"] if not text else [a for a in actions if a != "IGNORE"]
@@ -1007,7 +1009,18 @@ def _names(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def _json_object(value: object) -> dict[str, Any] | None:
+def _xml_items(value: XmlValue | None) -> list[str]:
+    """A list field of the model's answer (a bare tag, ``True``, lists nothing)."""
+    return [] if value is None or isinstance(value, bool) else list(value)
+
+
+def _planned_actions(state: State) -> list[Action]:
+    """The actions offered for this message in ``state.data["actions"]``, if any."""
+    offered = state.data.get("actions")
+    return [a for a in offered if isinstance(a, Action)] if isinstance(offered, list) else []
+
+
+def _json_object(value: object) -> dict[str, object] | None:
     """Parse the ``<parameters>`` of a step: empty is ``{}``; anything but an object is None."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}

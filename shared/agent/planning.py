@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Required, TypedDict
 
 from contracts.records import Memory
 from shared.agent.types import ActionError, ActionResult, Callback, State, StateError
@@ -37,10 +37,26 @@ class PlannedToolCall:
     params: Mapping[str, object] = field(default_factory=dict)
 
 
+class ToolContextFields(TypedDict, total=False):
+    """A ``ToolContext`` given as a dict (elizaOS callers pass plain objects)."""
+
+    message: Required[Memory]
+    state: State | None
+    active_contexts: Sequence[str]
+    user_roles: Sequence[str]
+
+
+class PlannedToolCallFields(TypedDict, total=False):
+    """A ``PlannedToolCall`` given as a dict."""
+
+    name: Required[str]
+    params: Mapping[str, object]
+
+
 async def execute_planned_tool_call(
     runtime: AgentRuntime,
-    context: ToolContext | Mapping[str, Any],
-    call: PlannedToolCall | Mapping[str, Any],
+    context: ToolContext | ToolContextFields,
+    call: PlannedToolCall | PlannedToolCallFields,
     callback: Callback | None = None,
 ) -> ActionResult:
     """Run ``call`` for ``context`` and return its result, or raise why it could not run."""

@@ -176,7 +176,7 @@ class AgentRuntime(StorageDelegation):
     ) -> None:
         self.character = character.validated()
         self.agent_id = check_id(agent_id or self.character.agent_id, "agent_id")
-        self.settings: dict[str, Any] = dict(settings or {})
+        self.settings: dict[str, object] = dict(settings or {})
         self.conversation_length = conversation_length
         self.actions: list[Action] = []
         self.providers: list[Provider] = []
@@ -830,8 +830,10 @@ class AgentRuntime(StorageDelegation):
             outcomes = await asyncio.gather(
                 *(self._provide(p, message, base) for p in selected), return_exceptions=True
             )
-        results: dict[str, ProviderResult] = dict(cached.data.get("providers", {}))
-        errors: dict[str, str] = dict(cached.data.get("provider_errors", {}))
+        composed = cached.data.get("providers")
+        failed = cached.data.get("provider_errors")
+        results: dict[str, ProviderResult] = dict(composed) if isinstance(composed, dict) else {}
+        errors: dict[str, str] = dict(failed) if isinstance(failed, dict) else {}
         for provider, outcome in zip(selected, outcomes, strict=True):
             if isinstance(outcome, BaseException) and (
                 provider.required or provider.name in required
@@ -851,7 +853,7 @@ class AgentRuntime(StorageDelegation):
         order = {p.name: p.position for p in self.providers}
         ordered = sorted(results.items(), key=lambda item: order.get(item[0], 0))
         text = "\n\n".join(r.text for _, r in ordered if r.text)
-        values: dict[str, Any] = dict(cached.values)
+        values: dict[str, object] = dict(cached.values)
         for _, result in ordered:
             values.update(result.values)
         values["providers"] = text
@@ -915,6 +917,8 @@ class AgentRuntime(StorageDelegation):
             state = await self.compose_state(message, ["RECENT_MESSAGES", "ACTION_STATE"])
             state.values.update(result.values)
             working = state.data.setdefault("working_memory", [])
+            if not isinstance(working, list):  # a plugin put something else there
+                working = state.data["working_memory"] = []
             working.append(result)
             del working[:-MAX_WORKING_MEMORY]
             state.data["action_results"] = list(results)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from contracts import Content
 from contracts.records import Memory, Task
@@ -168,8 +168,8 @@ class ModelError(ServiceError):
 class State:
     """What the agent knows for one message: template values, raw data, and prompt text."""
 
-    values: dict[str, Any] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, object] = field(default_factory=dict)
+    data: dict[str, object] = field(default_factory=dict)
     text: str = ""
 
 
@@ -178,8 +178,8 @@ class ProviderResult:
     """What one provider adds to the state."""
 
     text: str = ""
-    values: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
+    values: Mapping[str, object] = field(default_factory=dict)
+    data: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,8 +188,8 @@ class ActionResult:
 
     success: bool = True
     text: str | None = None
-    values: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
+    values: Mapping[str, object] = field(default_factory=dict)
+    data: Mapping[str, object] = field(default_factory=dict)
     error: str | None = None
     action: str = ""
 
@@ -216,7 +216,7 @@ class HandlerOptions:
     """What the runtime tells an action besides the message and state."""
 
     action_context: Sequence[ActionResult] = ()
-    parameters: Mapping[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, object] = field(default_factory=dict)
     on_stream_chunk: StreamChunk | None = None
 
 
@@ -278,7 +278,7 @@ class Evaluator:
     validate: Validator = always
 
 
-ModelResult = Any
+ModelResult = object
 ModelHandler = Callable[
     ["AgentRuntime", dict[str, object]], Awaitable[ModelResult | AsyncIterator[str]]
 ]
@@ -329,7 +329,7 @@ class TaskWorker:
     validate: TaskValidate = _always_run
 
 
-Route = Mapping[str, Any]
+Route = Mapping[str, object]
 
 
 @dataclass(frozen=True)

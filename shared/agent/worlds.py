@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -26,7 +26,7 @@ from shared.agent.types import (
     ProviderResult,
     State,
 )
-from shared.agent.xml import parse_key_value_xml
+from shared.agent.xml import XmlValue, parse_key_value_xml
 
 if TYPE_CHECKING:
     from shared.agent.runtime import AgentRuntime
@@ -86,7 +86,7 @@ def role_in(world: World, entity_id: str) -> Role:
 
 async def extract(
     runtime: AgentRuntime, message: Memory, state: State, task: str, fields: Sequence[str]
-) -> dict[str, Any]:
+) -> dict[str, XmlValue]:
     """Ask the small model to pull ``fields`` out of the message, as XML tags."""
     template = runtime.character.templates.get("extractTemplate") or EXTRACT
     prompt = compose_prompt(

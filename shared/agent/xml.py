@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import Any
 
 _LIST_KEYS = frozenset({"actions", "providers", "evaluators"})
 _BOOL_KEYS = frozenset({"simple", "is_finish", "isFinish"})
@@ -75,7 +74,7 @@ def plain_text(text: str) -> str:
     return "" if _TAG.search(visible) else visible
 
 
-def parse_json_object(text: str) -> dict[str, Any] | None:
+def parse_json_object(text: str) -> dict[str, object] | None:
     """Return the JSON object a model wrote, bare or in a code fence, or None.
 
     Reasoning is dropped first; a fenced block (```json ... ```) wins over

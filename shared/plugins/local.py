@@ -32,17 +32,23 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 from rich.console import Console
 from rich.status import Status
 
 from shared.agent.types import ModelError, ModelType, Plugin, PluginPriority
+from shared.plugins.params import as_choices, as_float, as_int, as_list, as_strings
 from shared.plugins.shape import without_system
 from shared.telemetry import record_tokens
 
 if TYPE_CHECKING:
+    from llama_cpp.llama_types import (
+        ChatCompletionRequestMessage,
+        CreateChatCompletionResponse,
+    )
+
     from shared.agent.runtime import AgentRuntime
 
 EMBEDDING_DIMENSIONS = 384
@@ -160,6 +166,31 @@ def choice_grammar(options: Sequence[str]) -> str:
     )
 
 
+class _Sampling(TypedDict):
+    """The sampling options of a chat completion (keyword arguments of llama.cpp's)."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    repeat_penalty: float
+
+
+def _llama_messages(messages: Sequence[Mapping[str, str]]) -> list[ChatCompletionRequestMessage]:
+    """``messages`` (``role``, ``content``) as llama.cpp's typed chat messages."""
+    typed: list[ChatCompletionRequestMessage] = []
+    for message in messages:
+        content = message["content"]
+        match message["role"]:
+            case "system":
+                typed.append({"role": "system", "content": content})
+            case "assistant":
+                typed.append({"role": "assistant", "content": content})
+            case _:
+                typed.append({"role": "user", "content": content})
+    return typed
+
+
 class SmolLM:
     """SmolLM2-135M-Instruct on llama.cpp; one generation at a time (a lock)."""
 
@@ -175,57 +206,73 @@ class SmolLM:
         # or Llama.__del__ fails noisily at exit.
         atexit.register(self.llm.close)
 
-    def _options(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    def _options(self, params: Mapping[str, object]) -> _Sampling:
+        seed = params.get("seed")
         return {
-            "max_tokens": int(params.get("max_tokens") or 160),
-            "temperature": float(params.get("temperature", 0.2) or 0.0),
-            "top_p": float(params.get("top_p") or 0.95),
-            "seed": int(params["seed"]) if params.get("seed") is not None else None,
+            "max_tokens": as_int(params.get("max_tokens") or 160, "max_tokens"),
+            "temperature": as_float(params.get("temperature", 0.2) or 0.0, "temperature"),
+            "top_p": as_float(params.get("top_p") or 0.95, "top_p"),
+            "seed": as_int(seed, "seed") if seed is not None else None,
             # A 135M model loops without it ("I'm ready to help." forever).
-            "repeat_penalty": float(params.get("repetition_penalty") or 1.3),
+            "repeat_penalty": as_float(
+                params.get("repetition_penalty") or 1.3, "repetition_penalty"
+            ),
         }
 
-    def _count(self, reply: Any) -> None:
+    def _count(self, reply: CreateChatCompletionResponse) -> None:
         """Note a completion's token usage on the model call's span and in the token counter."""
-        usage = reply.get("usage") or {}
+        usage = reply.get("usage")
         record_tokens(
-            self.name, prompt=usage.get("prompt_tokens"), completion=usage.get("completion_tokens")
+            self.name,
+            prompt=usage.get("prompt_tokens") if usage else None,
+            completion=usage.get("completion_tokens") if usage else None,
         )
 
-    def chat(self, messages: list[Any], params: Mapping[str, Any]) -> str:
+    def chat(self, messages: Sequence[Mapping[str, str]], params: Mapping[str, object]) -> str:
         """Return the model's answer to ``messages``."""
         with self._lock:
-            reply: Any = self.llm.create_chat_completion(messages=messages, **self._options(params))
+            reply = self.llm.create_chat_completion(
+                messages=_llama_messages(messages), **self._options(params)
+            )
+        if not isinstance(reply, dict):
+            raise ModelError("llama.cpp streamed an answer that was asked for whole")
         self._count(reply)
         return str(reply["choices"][0]["message"]["content"] or "")
 
-    def stream(self, messages: list[Any], params: Mapping[str, Any]) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[Mapping[str, str]], params: Mapping[str, object]
+    ) -> Iterator[str]:
         """Yield the model's answer piece by piece (holding the lock until done)."""
         with self._lock:
-            chunks: Any = self.llm.create_chat_completion(
-                messages=messages,
+            chunks = self.llm.create_chat_completion(
+                messages=_llama_messages(messages),
                 stream=True,
                 **self._options(params),
             )
+            if isinstance(chunks, dict):
+                raise ModelError("llama.cpp answered whole where a stream was asked for")
             generated = 0
             for chunk in chunks:
-                if piece := chunk["choices"][0]["delta"].get("content"):
+                piece = chunk["choices"][0]["delta"].get("content")
+                if isinstance(piece, str) and piece:
                     generated += 1  # llama.cpp streams one token per chunk
                     yield piece
             record_tokens(self.name, prompt=None, completion=generated)
 
-    def choose(self, messages: list[Any], options: Sequence[str]) -> str:
+    def choose(self, messages: Sequence[Mapping[str, str]], options: Sequence[str]) -> str:
         """Return the option the model picks, under a grammar that allows only ``options``."""
         from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415
 
         grammar = LlamaGrammar.from_string(choice_grammar(options), verbose=False)
         with self._lock:
-            reply: Any = self.llm.create_chat_completion(
-                messages=messages,
+            reply = self.llm.create_chat_completion(
+                messages=_llama_messages(messages),
                 max_tokens=16,
                 temperature=0.0,
                 grammar=grammar,
             )
+        if not isinstance(reply, dict):
+            raise ModelError("llama.cpp streamed an answer that was asked for whole")
         self._count(reply)
         answer = str(reply["choices"][0]["message"]["content"] or "")
         return answer if answer in options else options[0]
@@ -240,14 +287,17 @@ def smollm(model: str | None, threads: int) -> SmolLM:
 
 
 def _threads(runtime: AgentRuntime) -> int:
-    return int(runtime.get_setting("LOCAL_THREADS") or 1)
+    return as_int(runtime.get_setting("LOCAL_THREADS") or 1, "LOCAL_THREADS")
 
 
-def _shape(params: Mapping[str, Any]) -> XmlShape | None:
+def _shape(params: Mapping[str, object]) -> XmlShape | None:
     fields = params.get("xml_fields")
     if not fields:
         return None
-    return XmlShape(fields=list(fields), choices=dict(params.get("choices") or {}))
+    return XmlShape(
+        fields=as_strings(fields, "xml_fields"),
+        choices=as_choices(params.get("choices"), "choices"),
+    )
 
 
 _SECTION = re.compile(r"<(task|instructions|output)>.*?</\1>", re.DOTALL)
@@ -289,7 +339,9 @@ def conversation_messages(prompt: str, agent_name: str, system: str) -> list[dic
     return [{"role": "system", "content": context_text}, *turns] if context_text else turns
 
 
-async def generate_text(runtime: AgentRuntime, params: dict[str, Any]) -> str | AsyncIterator[str]:
+async def generate_text(
+    runtime: AgentRuntime, params: Mapping[str, object]
+) -> str | AsyncIterator[str]:
     """Answer ``prompt`` with the local chat model (streamed when asked)."""
     model = await asyncio.to_thread(smollm, _setting(runtime, "LOCAL_LLM_PATH"), _threads(runtime))
     system = str(params.get("system") or runtime.character.system or "")
@@ -309,7 +361,7 @@ async def generate_text(runtime: AgentRuntime, params: dict[str, Any]) -> str | 
 
 
 async def _xml_answer(
-    model: SmolLM, messages: list[dict[str, str]], params: Mapping[str, Any], shape: XmlShape
+    model: SmolLM, messages: list[dict[str, str]], params: Mapping[str, object], shape: XmlShape
 ) -> AsyncIterator[str]:
     """Write ``<response>`` field by field (see the module docstring); stream the text."""
     yield "<response>"
@@ -336,7 +388,7 @@ async def _xml_answer(
 
 
 async def _stream(
-    model: SmolLM, messages: list[dict[str, str]], params: Mapping[str, Any]
+    model: SmolLM, messages: list[dict[str, str]], params: Mapping[str, object]
 ) -> AsyncIterator[str]:
     """Run the blocking generator in a thread and hand its pieces to the event loop."""
     loop = asyncio.get_running_loop()
@@ -359,7 +411,9 @@ async def _stream(
     await producer
 
 
-async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> list[float] | list[list[float]]:
+async def embed(
+    runtime: AgentRuntime, params: Mapping[str, object]
+) -> list[float] | list[list[float]]:
     """Embed ``text`` (one vector) or ``texts`` (a batch)."""
     model = await asyncio.to_thread(
         minilm,
@@ -368,21 +422,21 @@ async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> list[float] | 
         _threads(runtime),
     )
     batch = "texts" in params
-    texts = [str(t) for t in params["texts"]] if batch else [str(params.get("text", ""))]
+    texts = as_strings(params["texts"], "texts") if batch else [str(params.get("text", ""))]
     vectors = await asyncio.to_thread(model.embed, texts)
     return vectors if batch else vectors[0]
 
 
-async def encode(runtime: AgentRuntime, params: dict[str, Any]) -> list[int]:
+async def encode(runtime: AgentRuntime, params: Mapping[str, object]) -> list[int]:
     """Return the chat model's token ids for ``text``."""
     model = await asyncio.to_thread(smollm, _setting(runtime, "LOCAL_LLM_PATH"), _threads(runtime))
     return list(model.llm.tokenize(str(params.get("text", "")).encode(), add_bos=False))
 
 
-async def decode(runtime: AgentRuntime, params: dict[str, Any]) -> str:
+async def decode(runtime: AgentRuntime, params: Mapping[str, object]) -> str:
     """Return the text of the chat model's token ids ``tokens``."""
     model = await asyncio.to_thread(smollm, _setting(runtime, "LOCAL_LLM_PATH"), _threads(runtime))
-    tokens = [int(t) for t in params.get("tokens", [])]
+    tokens = [as_int(t, "tokens") for t in as_list(params.get("tokens", []), "tokens")]
     return bytes(model.llm.detokenize(tokens)).decode("utf-8", errors="replace")
 
 

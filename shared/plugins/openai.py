@@ -39,15 +39,19 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
 import openai
-from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from contracts.error import ErrorCode
 from shared.agent.types import ModelError, ModelType, Plugin, PluginPriority, Service
+from shared.errors import BadRequest
+from shared.plugins.params import as_choices, as_int, as_list, as_strings
 from shared.plugins.shape import XmlFromJson, as_json_prompt, response_schema, without_system
 from shared.telemetry import record_tokens
 
 if TYPE_CHECKING:
+    from bpe_openai import Encoding
+
     from shared.agent.runtime import AgentRuntime
 
 DEFAULTS = {
@@ -74,7 +78,7 @@ _NO_ENDPOINT = frozenset({404, 405, 501})
 _RETRIED = frozenset({408, 409, 429})
 _SERVER_ERROR = 500
 
-Handler = Callable[["AgentRuntime", dict[str, Any]], Awaitable[Any]]
+Handler = Callable[["AgentRuntime", Mapping[str, object]], Awaitable[object]]
 T = TypeVar("T")
 
 
@@ -274,7 +278,9 @@ async def _call(
 # -- text ------------------------------------------------------------------------
 
 
-def _messages(runtime: AgentRuntime, params: dict[str, Any]) -> list[ChatCompletionMessageParam]:
+def _messages(
+    runtime: AgentRuntime, params: Mapping[str, object]
+) -> list[ChatCompletionMessageParam]:
     system = str(params.get("system") or runtime.character.system or "")
     prompt = without_system(str(params.get("prompt", "")), system)
     messages: list[ChatCompletionMessageParam] = (
@@ -285,16 +291,18 @@ def _messages(runtime: AgentRuntime, params: dict[str, Any]) -> list[ChatComplet
 
 
 def _options(
-    runtime: AgentRuntime, params: Mapping[str, Any], *, reasoning: bool
+    runtime: AgentRuntime, params: Mapping[str, object], *, reasoning: bool
 ) -> dict[str, Any]:
     """The request's sampling options, ``max_tokens`` (from OPENAI_MAX_TOKENS) and ``stop``."""
     names = _REASONING_SAMPLING if reasoning else _SAMPLING
     options = {k: params[k] for k in names if params.get(k) is not None}
-    limit = int(params.get("max_tokens") or _number(runtime, "OPENAI_MAX_TOKENS", int))
+    limit = as_int(
+        params.get("max_tokens") or _number(runtime, "OPENAI_MAX_TOKENS", int), "max_tokens"
+    )
     # Reasoning models count their hidden thinking in max_completion_tokens.
     options["max_completion_tokens" if reasoning else "max_tokens"] = limit
     if stop := params.get("stop"):
-        options["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        options["stop"] = [stop] if isinstance(stop, str) else as_list(stop, "stop")
     if reasoning and (effort := setting(runtime, "OPENAI_REASONING_EFFORT")):
         options["reasoning_effort"] = effort
     return options
@@ -313,7 +321,7 @@ def _modes(runtime: AgentRuntime) -> tuple[str, ...]:
     return _STRUCTURED_MODES[_STRUCTURED_MODES.index(learned) :]
 
 
-def _format(mode: str, schema: dict[str, Any]) -> dict[str, Any]:
+def _format(mode: str, schema: Mapping[str, object]) -> dict[str, object]:
     if mode == "json_schema":
         return {
             "type": "json_schema",
@@ -351,21 +359,23 @@ _Transform = XmlFromJson | _Closer
 def _text_handler(size: str, *, reasoning: bool = False) -> Handler:
     model_setting = f"OPENAI_REASONING_{size}_MODEL" if reasoning else f"OPENAI_{size}_MODEL"
 
-    async def generate(runtime: AgentRuntime, params: dict[str, Any]) -> str | AsyncIterator[str]:
+    async def generate(
+        runtime: AgentRuntime, params: Mapping[str, object]
+    ) -> str | AsyncIterator[str]:
         model = str(params.get("model") or setting(runtime, model_setting))
         request: dict[str, Any] = {
             "model": model,
             "messages": _messages(runtime, params),
             **_options(runtime, params, reasoning=reasoning),
         }
-        fields = list(params.get("xml_fields") or [])
+        fields = as_strings(params.get("xml_fields"), "xml_fields")
         if not fields:
             if _STOP in request["messages"][-1]["content"]:  # the prompt asks for XML anyway
                 return await _complete(
                     runtime, _shaped(request, "off", {}), params, _Closer(), model_setting
                 )
             return await _complete(runtime, request, params, None, model_setting)
-        schema = response_schema(fields, dict(params.get("choices") or {}))
+        schema = response_schema(fields, as_choices(params.get("choices"), "choices"))
         modes = _modes(runtime)
         for mode in modes:
             shaped = _shaped(request, mode, schema)
@@ -385,7 +395,7 @@ def _text_handler(size: str, *, reasoning: bool = False) -> Handler:
     return generate
 
 
-def _shaped(request: dict[str, Any], mode: str, schema: dict[str, Any]) -> dict[str, Any]:
+def _shaped(request: dict[str, Any], mode: str, schema: Mapping[str, object]) -> dict[str, Any]:
     """The request for one way of asking for the shape."""
     if mode == "off":
         stop = [*request.get("stop", []), _STOP]
@@ -405,7 +415,7 @@ class _Refused(Exception):  # noqa: N818 - a signal between two functions, never
 async def _complete(
     runtime: AgentRuntime,
     request: dict[str, Any],
-    params: Mapping[str, Any],
+    params: Mapping[str, object],
     transform: _Transform | None,
     model_setting: str,
 ) -> str | AsyncIterator[str]:
@@ -444,7 +454,10 @@ async def _complete(
 
 
 async def _deltas(
-    runtime: AgentRuntime, stream: Any, model: str, transform: _Transform | None
+    runtime: AgentRuntime,
+    stream: AsyncStream[ChatCompletionChunk],
+    model: str,
+    transform: _Transform | None,
 ) -> AsyncIterator[str]:
     try:
         async for chunk in stream:
@@ -470,7 +483,7 @@ async def _deltas(
 def _object_handler(size: str) -> Handler:
     model_setting = f"OPENAI_{size}_MODEL"
 
-    async def generate_object(runtime: AgentRuntime, params: dict[str, Any]) -> Any:
+    async def generate_object(runtime: AgentRuntime, params: Mapping[str, object]) -> object:
         """Answer with a JSON object, in JSON mode (held to ``schema`` if given) where possible."""
         model = str(params.get("model") or setting(runtime, model_setting))
         prompt = f"{params.get('prompt', '')}\n\nAnswer with one JSON object only."
@@ -480,6 +493,11 @@ def _object_handler(size: str) -> Handler:
             **_options(runtime, params, reasoning=False),
         }
         schema = params.get("schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise BadRequest(
+                f"model parameter schema must be a JSON schema object; got {type(schema).__name__}",
+                details={"field": "schema", "rule": "a JSON schema object"},
+            )
         modes = [m for m in _modes(runtime) if m != "off"]
         if schema:
             formats = [_format(m, schema) for m in modes]
@@ -515,7 +533,7 @@ def _object_handler(size: str) -> Handler:
 class _Embedded(msgspec.Struct):
     """One item of an embeddings answer (``embedding``: numbers, base64 or, wrongly, lists)."""
 
-    embedding: list[Any] | str
+    embedding: list[float | list[float]] | str
     index: int = 0
 
 
@@ -528,7 +546,9 @@ class _Embeddings(msgspec.Struct):
 _EMBEDDINGS = msgspec.json.Decoder(_Embeddings)
 
 
-async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> list[float] | list[list[float]]:
+async def embed(
+    runtime: AgentRuntime, params: Mapping[str, object]
+) -> list[float] | list[list[float]]:
     """Embed ``text`` (one vector) or ``texts`` (a batch, one request).
 
     Raises:
@@ -538,7 +558,7 @@ async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> list[float] | 
     """
     model = str(setting(runtime, "OPENAI_EMBEDDING_MODEL"))
     batch = "texts" in params
-    texts = [str(t) for t in params["texts"]] if batch else [str(params.get("text", ""))]
+    texts = as_strings(params["texts"], "texts") if batch else [str(params.get("text", ""))]
     dims = setting(runtime, "OPENAI_EMBEDDING_DIMENSIONS")
     try:
         # The raw body, read with msgspec: the client's own parse builds a
@@ -587,14 +607,14 @@ async def embed(runtime: AgentRuntime, params: dict[str, Any]) -> list[float] | 
     return vectors if batch else vectors[0]
 
 
-def _vector(runtime: AgentRuntime, raw: Any, model: str) -> list[float]:
+def _vector(runtime: AgentRuntime, raw: list[float | list[float]] | str, model: str) -> list[float]:
     if isinstance(raw, str):  # base64 floats, if a server answers so unasked
         return [float(x) for x in memoryview(base64.b64decode(raw)).cast("f")]
-    values = list(raw)
-    if values and isinstance(values[0], list):
+    values = [x for x in raw if not isinstance(x, list)]
+    if len(values) < len(raw):
         raise EmbeddingShapeError(
             f"the embedding endpoint at {_where(runtime, embedding=True)} returned one vector "
-            f"per token ({len(values)} of them) for model {model!r}, not one per text: serve an "
+            f"per token ({len(raw)} of them) for model {model!r}, not one per text: serve an "
             "embedding model with pooling (llama.cpp: --embedding --pooling mean) and "
             "check OPENAI_EMBEDDING_MODEL"
         )
@@ -604,7 +624,7 @@ def _vector(runtime: AgentRuntime, raw: Any, model: str) -> list[float]:
 # -- images and audio --------------------------------------------------------------
 
 
-async def describe_image(runtime: AgentRuntime, params: dict[str, Any]) -> str:
+async def describe_image(runtime: AgentRuntime, params: Mapping[str, object]) -> str:
     """Describe the image at ``image_url`` (needs a vision model)."""
     model = str(params.get("model") or setting(runtime, "OPENAI_SMALL_MODEL"))
     content = [
@@ -625,7 +645,9 @@ async def describe_image(runtime: AgentRuntime, params: dict[str, Any]) -> str:
     return reply.choices[0].message.content or ""
 
 
-async def generate_image(runtime: AgentRuntime, params: dict[str, Any]) -> list[dict[str, str]]:
+async def generate_image(
+    runtime: AgentRuntime, params: Mapping[str, object]
+) -> list[dict[str, str]]:
     """Make ``n`` images (1) of ``size`` (1024x1024) from ``prompt``; return ``[{"url": ...}]``.
 
     A server that answers with base64 (``gpt-image-1`` does) gets a ``data:`` URL.
@@ -637,7 +659,7 @@ async def generate_image(runtime: AgentRuntime, params: dict[str, Any]) -> list[
             lambda c: c.images.generate(
                 model=model,
                 prompt=str(params.get("prompt", "")),
-                n=int(params.get("n") or 1),
+                n=as_int(params.get("n") or 1, "n"),
                 size=str(params.get("size") or "1024x1024"),
             ),
         )
@@ -651,7 +673,7 @@ async def generate_image(runtime: AgentRuntime, params: dict[str, Any]) -> list[
     ]
 
 
-async def transcribe(runtime: AgentRuntime, params: dict[str, Any]) -> str:
+async def transcribe(runtime: AgentRuntime, params: Mapping[str, object]) -> str:
     """Return the text spoken in ``audio`` (bytes; ``filename`` tells the format, mp3 if not)."""
     model = str(params.get("model") or setting(runtime, "OPENAI_TRANSCRIPTION_MODEL"))
     audio = params.get("audio")
@@ -678,10 +700,18 @@ async def transcribe(runtime: AgentRuntime, params: dict[str, Any]) -> str:
     return str(getattr(reply, "text", reply))
 
 
-async def speak(runtime: AgentRuntime, params: dict[str, Any]) -> bytes:
+async def speak(runtime: AgentRuntime, params: Mapping[str, object]) -> bytes:
     """Return ``text`` spoken (mp3 bytes unless ``format`` says otherwise)."""
     model = str(params.get("model") or setting(runtime, "OPENAI_TTS_MODEL"))
     instructions = setting(runtime, "OPENAI_TTS_INSTRUCTIONS")
+    match params.get("format") or "mp3":
+        case "mp3" | "opus" | "aac" | "flac" | "wav" | "pcm" as audio_format:
+            pass
+        case other:
+            raise BadRequest(
+                f"model parameter format must be mp3, opus, aac, flac, wav or pcm; got {other!r}",
+                details={"field": "format", "rule": "mp3, opus, aac, flac, wav or pcm"},
+            )
     try:
         reply = await _call(
             runtime,
@@ -690,7 +720,7 @@ async def speak(runtime: AgentRuntime, params: dict[str, Any]) -> bytes:
                 voice=str(params.get("voice") or setting(runtime, "OPENAI_TTS_VOICE")),
                 input=str(params.get("text", "")),
                 instructions=instructions or openai.omit,
-                response_format=params.get("format") or "mp3",
+                response_format=audio_format,
             ),
         )
     except openai.OpenAIError as exc:
@@ -703,7 +733,7 @@ async def speak(runtime: AgentRuntime, params: dict[str, Any]) -> bytes:
 # -- tokenizer -----------------------------------------------------------------------
 
 
-def _encoding(runtime: AgentRuntime) -> Any:
+def _encoding(runtime: AgentRuntime) -> Encoding:
     """The tokenizer of ``OPENAI_LARGE_MODEL`` (o200k_base for models it does not know).
 
     bpe-openai carries the OpenAI vocabularies inside its wheel, so this works
@@ -720,14 +750,15 @@ def _encoding(runtime: AgentRuntime) -> Any:
         return bpe_openai.get_encoding("o200k_base")
 
 
-async def encode(runtime: AgentRuntime, params: dict[str, Any]) -> list[int]:
+async def encode(runtime: AgentRuntime, params: Mapping[str, object]) -> list[int]:
     """Return the token ids of ``text`` for the configured model."""
     return list(_encoding(runtime).encode(str(params.get("text", ""))))
 
 
-async def decode(runtime: AgentRuntime, params: dict[str, Any]) -> str:
+async def decode(runtime: AgentRuntime, params: Mapping[str, object]) -> str:
     """Return the text of the token ids ``tokens``."""
-    return str(_encoding(runtime).decode([int(t) for t in params.get("tokens", [])]))
+    tokens = as_list(params.get("tokens", []), "tokens")
+    return str(_encoding(runtime).decode([as_int(t, "tokens") for t in tokens]))
 
 
 def get_openai_plugin() -> Plugin:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TypedDict
 
 LIST_FIELDS = frozenset({"actions", "providers", "evaluators"})
 """Fields the pipeline reads as comma-separated lists (as ``shared.agent.xml`` does)."""
@@ -22,7 +22,16 @@ BOOL_FIELDS = frozenset({"simple", "isFinish", "is_finish"})
 """Fields the pipeline reads as booleans."""
 
 
-def response_schema(fields: Sequence[str], choices: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+class AnswerSchema(TypedDict):
+    """The JSON schema of an answer object (``response_schema``)."""
+
+    type: str
+    properties: dict[str, dict[str, object]]
+    required: list[str]
+    additionalProperties: bool
+
+
+def response_schema(fields: Sequence[str], choices: Mapping[str, Sequence[str]]) -> AnswerSchema:
     """Return the JSON schema of an answer with ``fields``, in order.
 
     A field in ``choices`` may hold only those words (a list field: a list of
@@ -30,13 +39,13 @@ def response_schema(fields: Sequence[str], choices: Mapping[str, Sequence[str]])
     has nothing to choose from and is left out. The schema is valid for
     OpenAI's strict mode: every property required, no others allowed.
     """
-    properties: dict[str, Any] = {}
+    properties: dict[str, dict[str, object]] = {}
     for name in fields:
         options = [str(o) for o in choices.get(name) or []]
         if name in LIST_FIELDS:
             if name in choices and not options:
                 continue
-            items: dict[str, Any] = (
+            items: dict[str, object] = (
                 {"type": "string", "enum": options} if options else {"type": "string"}
             )
             properties[name] = {"type": "array", "items": items}
@@ -238,14 +247,20 @@ class XmlFromJson:
 _OUTPUT = re.compile(r"<output>.*?</output>", re.DOTALL)
 
 
-def as_json_prompt(prompt: str, schema: Mapping[str, Any]) -> str:
+def as_json_prompt(prompt: str, schema: Mapping[str, object]) -> str:
     """Return ``prompt`` asking for the JSON answer instead of its XML example.
 
     The templates end with an ``<output>`` section that shows the XML to
     write; under a JSON schema that example only misleads (a small model
     copies its placeholders), so it becomes a line naming the keys.
+
+    Raises:
+        TypeError: ``schema`` has no ``properties`` object (not an object's schema).
     """
-    keys = ", ".join(schema["properties"])
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        raise TypeError("the schema of a JSON answer must have properties (an object's schema)")
+    keys = ", ".join(str(key) for key in properties)
     note = f"Respond with one JSON object with the keys {keys}, in that order."
     if _OUTPUT.search(prompt):
         return _OUTPUT.sub(lambda _: f"<output>\n{note}\n</output>", prompt, count=1)

@@ -8,7 +8,7 @@ errors (``ServiceError`` subclasses come back as the same class).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from faststream.nats import NatsBroker
 
@@ -49,7 +49,7 @@ class NatsMemoryClient(RemoteStorageOperations):
     async def close(self) -> None:
         """Nothing to release: the broker is the caller's."""
 
-    async def call(self, operation: MemoryOperation, arguments: dict[str, Any]) -> Any:
+    async def call(self, operation: MemoryOperation, arguments: Mapping[str, object]) -> object:
         """Send one storage operation for this agent and return its value."""
         result = await request(
             self.broker,

@@ -44,7 +44,7 @@ class Operation:
 
     name: str
     signature: inspect.Signature
-    hints: dict[str, Any]
+    hints: dict[str, object]
     summary: str
 
     @property
@@ -53,7 +53,7 @@ class Operation:
         return list(self.signature.parameters.values())[1:]
 
     @property
-    def returns(self) -> Any:
+    def returns(self) -> object:
         """The evaluated return type."""
         return self.hints["return"]
 
@@ -98,7 +98,7 @@ def operations() -> list[Operation]:
     return found
 
 
-def render_type(hint: Any, imports: _Imports) -> str:
+def render_type(hint: object, imports: _Imports) -> str:
     """Write an evaluated type as source, recording the imports it needs."""
     if hint is None or hint is type(None):
         return "None"
@@ -115,7 +115,7 @@ def render_type(hint: Any, imports: _Imports) -> str:
     raise TypeError(f"cannot write the type {hint!r}")
 
 
-def _render_generic(hint: Any, imports: _Imports) -> str:
+def _render_generic(hint: object, imports: _Imports) -> str:
     origin = typing.get_origin(hint)
     arguments = typing.get_args(hint)
     if origin in {types.UnionType, typing.Union}:
@@ -240,7 +240,7 @@ def remote_source(ops: list[Operation]) -> str:
     imports = _Imports()
     imports.add("abc", "ABC")
     imports.add("abc", "abstractmethod")
-    imports.add("typing", "Any")
+    imports.add("collections.abc", "Mapping")
     imports.add("contracts.memory", "OPERATIONS")
     imports.add("contracts.memory", "MemoryOperation")
     methods = [_method(op, imports, _remote_call(op, imports)) for op in ops]
@@ -249,7 +249,9 @@ def remote_source(ops: list[Operation]) -> str:
         '    """Every storage operation, as a request to the memory service."""\n'
         "\n"
         "    @abstractmethod\n"
-        "    async def call(self, operation: MemoryOperation, arguments: dict[str, Any]) -> Any:\n"
+        "    async def call(\n"
+        "        self, operation: MemoryOperation, arguments: Mapping[str, object]\n"
+        "    ) -> object:\n"
         '        """Send one operation with its arguments by name, and return its value."""\n'
         "\n"
     )

@@ -7,6 +7,7 @@ Generated from ``contracts.storage.StorageOperations`` by ``python -m shared.sto
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, cast
 
 from contracts.content import Content
@@ -30,7 +31,7 @@ class RemoteStorageOperations(ABC):
     """Every storage operation, as a request to the memory service."""
 
     @abstractmethod
-    async def call(self, operation: MemoryOperation, arguments: dict[str, Any]) -> Any:
+    async def call(self, operation: MemoryOperation, arguments: Mapping[str, object]) -> object:
         """Send one operation with its arguments by name, and return its value."""
 
     async def create_agent(self, agent: Agent) -> bool:

@@ -19,15 +19,27 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
 import msgspec
-from sqlalchemy import Label, bindparam, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Label,
+    RowMapping,
+    Select,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.schema import Table
+from sqlalchemy.util.typing import TupleAny
 
 from contracts import Content
 from contracts.records import (
@@ -94,13 +106,16 @@ _ROOMS = Base.metadata.tables["rooms"]
 _TASKS = Base.metadata.tables["tasks"]
 _WORLDS = Base.metadata.tables["worlds"]
 
+_Columns = RowMapping | Mapping[str, object]
+"""A row by column key: a Core row's mapping, or a part of one (``_part``)."""
 
-def _labelled(table: Table) -> list[Label[Any]]:
+
+def _labelled(table: Table) -> list[Label[object]]:
     """``table``'s columns, each labelled ``<table>_<column>`` so that a join keeps both ids."""
     return [column.label(f"{table.name}_{column.key}") for column in table.c]
 
 
-def _part(row: Mapping[Any, Any], table: Table) -> dict[str, Any] | None:
+def _part(row: RowMapping, table: Table) -> dict[str, object] | None:
     """``table``'s columns of a joined row (by column key), or None when the join found none."""
     values = {column.key: row[f"{table.name}_{column.key}"] for column in table.c}
     return values if values["id"] is not None else None
@@ -157,17 +172,17 @@ _ROOM_TASKS = (
 class _Writes:
     """The INSERTs of every turn, built once per dialect (the upserts are the dialect's own)."""
 
-    memories: Any
+    memories: Executable
     """New memories (ids that exist are skipped), returning the ids inserted."""
-    embeddings: Any
+    embeddings: Executable
     """The vectors of new memories."""
-    vectors: Any
+    vectors: Executable
     """Vectors, replacing a memory's previous one."""
-    logs: Any
+    logs: Executable
     """Audit rows; an id that exists is kept."""
-    cache: Any
+    cache: Executable
     """Cache values, replacing those under the same key."""
-    relationships: Any
+    relationships: Executable
     """Links, replacing the tags and metadata of the one between the same two entities."""
 
 
@@ -286,10 +301,11 @@ class SqlAdapter:
         except IntegrityError as exc:
             raise _conflict() from exc
 
-    def _insert(self, row_type: type[Base]) -> Any:
-        """Return an INSERT into ``row_type``'s table that can say ``on_conflict_do_nothing``."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        return dialect.insert(row_type.__table__)
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        """Return an INSERT into ``table`` that can say ``on_conflict_do_nothing``."""
+        if self.engine.dialect.name == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
 
     # -- agents ---------------------------------------------------------------
 
@@ -564,7 +580,7 @@ class SqlAdapter:
         memory_id: str,
         *,
         content: Content | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, object] | None = None,
         embedding: Sequence[float] | None = None,
         unique: bool | None = None,
     ) -> bool:
@@ -718,7 +734,7 @@ class SqlAdapter:
         entity_id: str | None = None,
         world_id: str | None = None,
         unique: bool = False,
-    ) -> Any:
+    ) -> Select[*TupleAny]:
         query = select(_MEMORIES).where(
             _MEMORIES.c.agent_id == self.agent_id, _MEMORIES.c.type == table_name
         )
@@ -732,7 +748,7 @@ class SqlAdapter:
             query = query.where(MemoryRow.unique.is_(True))
         return query
 
-    async def _memories(self, query: Any, include_embeddings: bool) -> list[Memory]:
+    async def _memories(self, query: Select[*TupleAny], include_embeddings: bool) -> list[Memory]:
         """The memories ``query`` (a Core select of the memories table) finds."""
         async with self._connection(write=False) as c:
             rows = (await c.execute(query)).mappings().all()
@@ -832,7 +848,7 @@ class SqlAdapter:
         entity_id: str,
         world_id: str | None,
         source_entity_id: str | None,
-        *conditions: Any,
+        *conditions: ColumnElement[bool],
     ) -> list[Component]:
         query = select(ComponentRow).where(
             ComponentRow.agent_id == self.agent_id, ComponentRow.entity_id == entity_id, *conditions
@@ -940,7 +956,7 @@ class SqlAdapter:
                 select(RoomRow.id).where(RoomRow.id == room_id, RoomRow.agent_id == self.agent_id),
             )
 
-    async def _delete_rooms(self, s: AsyncSession, room_ids: Any) -> None:
+    async def _delete_rooms(self, s: AsyncSession, room_ids: Select[str]) -> None:
         """Delete this agent's rooms among ``room_ids`` with its participants and memories there."""
         mine = MemoryRow.agent_id == self.agent_id
         memories = select(MemoryRow.id).where(mine, MemoryRow.room_id.in_(room_ids))
@@ -973,7 +989,7 @@ class SqlAdapter:
                 )
             )
 
-    async def _rooms(self, query: Any) -> list[Room]:
+    async def _rooms(self, query: Select[RoomRow]) -> list[Room]:
         async with self._tx(write=False) as s:
             return [_record(Room, r) for r in await s.scalars(query.order_by(RoomRow.id))]
 
@@ -1015,7 +1031,7 @@ class SqlAdapter:
             )
             return found is not None
 
-    def _participant(self, room_id: str, entity_id: str) -> tuple[Any, ...]:
+    def _participant(self, room_id: str, entity_id: str) -> tuple[ColumnElement[bool], ...]:
         return (
             ParticipantRow.room_id == room_id,
             ParticipantRow.entity_id == entity_id,
@@ -1142,7 +1158,7 @@ class SqlAdapter:
         """Return the tasks called ``name``, oldest first."""
         return await self._tasks(TaskRow.name == name)
 
-    async def _tasks(self, *conditions: Any) -> list[Task]:
+    async def _tasks(self, *conditions: ColumnElement[bool]) -> list[Task]:
         async with self._tx(write=False) as s:
             rows = await s.scalars(
                 select(TaskRow)
@@ -1235,7 +1251,7 @@ class SqlAdapter:
 
     # -- cache ----------------------------------------------------------------
 
-    async def get_cache(self, key: str) -> Any:
+    async def get_cache(self, key: str) -> object:
         """Return the cached JSON value, or None when absent or expired."""
         async with self._tx(write=False) as s:
             row = await s.get(CacheRow, (key, self.agent_id))
@@ -1243,7 +1259,7 @@ class SqlAdapter:
                 return None
             return row.value
 
-    async def set_cache(self, key: str, value: Any, expires_at: int | None = None) -> bool:
+    async def set_cache(self, key: str, value: object, expires_at: int | None = None) -> bool:
         """Store a JSON value under ``key``, replacing any previous one."""
         if not 0 < len(key) <= _KEY_LENGTH:
             raise BadRequest(
@@ -1314,7 +1330,7 @@ class SqlAdapter:
                 e for e in dict.fromkeys([sender, self.agent_id]) if e not in participants
             ]:
                 await c.execute(
-                    self._insert(ParticipantRow)
+                    self._insert(_PARTICIPANTS)
                     .values(
                         [
                             {"entity_id": e, "room_id": room_id, "agent_id": self.agent_id}
@@ -1359,7 +1375,7 @@ class SqlAdapter:
         c: AsyncConnection,
         entity_id: str,
         connection: Connection,
-        row: Mapping[Any, Any] | None,
+        row: _Columns | None,
     ) -> Entity:
         """Create the sender, or add the connection's new names and metadata to it."""
         bound = {"agent_id": self.agent_id, "ids": [entity_id]}
@@ -1373,7 +1389,7 @@ class SqlAdapter:
                 metadata={connection.source: dict(connection.entity_metadata)},
             )
             created = await c.scalar(
-                self._insert(EntityRow)
+                self._insert(_ENTITIES)
                 .values(_values(EntityRow, entity))
                 .on_conflict_do_nothing()
                 .returning(_ENTITIES.c.id)
@@ -1384,8 +1400,9 @@ class SqlAdapter:
             row = (await c.execute(_ENTITIES_BY_IDS, bound)).mappings().first()
             if row is None:
                 raise Conflict(f"entity {entity_id} was deleted while being created; retry")
-        names = list(dict.fromkeys([*row["names"], *connection.entity_names]))
-        metadata = row["metadata"]
+        stored = _from_row(Entity, row)
+        names = list(dict.fromkeys([*stored.names, *connection.entity_names]))
+        metadata = stored.metadata
         if connection.entity_metadata:
             platform = metadata.get(connection.source)
             merged = {
@@ -1393,17 +1410,17 @@ class SqlAdapter:
                 **connection.entity_metadata,
             }
             metadata = {**metadata, connection.source: merged}
-        if names != row["names"] or metadata != row["metadata"]:
+        if names != stored.names or metadata != stored.metadata:
             await c.execute(
                 update(_ENTITIES)
                 .where(_ENTITIES.c.id == entity_id, _ENTITIES.c.agent_id == self.agent_id)
                 .values(names=names, metadata=metadata)
             )
-        return _from_row(Entity, row, names=names, metadata=metadata)
+        return msgspec.structs.replace(stored, names=names, metadata=metadata)
 
     async def _ensure_room(
         self, c: AsyncConnection, message: Memory, connection: Connection
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, bool, bool]:
+    ) -> tuple[dict[str, object], dict[str, object] | None, bool, bool]:
         """Create the message's world and room if missing.
 
         Returns the room, its world, and whether this call stored the world
@@ -1419,7 +1436,7 @@ class SqlAdapter:
             message_server_id=connection.message_server_id,
         )
         world_created = await c.scalar(
-            self._insert(WorldRow)
+            self._insert(_WORLDS)
             .values(_values(WorldRow, world, agent_id=self.agent_id))
             .on_conflict_do_nothing()
             .returning(_WORLDS.c.id)
@@ -1436,7 +1453,7 @@ class SqlAdapter:
                 world_id=world_id,
             )
             room_created = await c.scalar(
-                self._insert(RoomRow)
+                self._insert(_ROOMS)
                 .values(_values(RoomRow, room, agent_id=self.agent_id))
                 .on_conflict_do_nothing()
                 .returning(_ROOMS.c.id)
@@ -1449,7 +1466,7 @@ class SqlAdapter:
 
     async def _room_and_world(
         self, c: AsyncConnection, room_id: str
-    ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    ) -> tuple[dict[str, object], dict[str, object] | None] | None:
         found = (
             (await c.execute(_ROOM_AND_WORLD, {"agent_id": self.agent_id, "room_id": room_id}))
             .mappings()
@@ -1458,7 +1475,7 @@ class SqlAdapter:
         room = _part(found, _ROOMS) if found is not None else None
         return (room, _part(found, _WORLDS)) if found is not None and room is not None else None
 
-    async def _cached(self, c: AsyncConnection, keys: Sequence[str]) -> dict[str, Any]:
+    async def _cached(self, c: AsyncConnection, keys: Sequence[str]) -> dict[str, object]:
         """Return the values under ``keys`` that exist and have not expired."""
         now = now_ms()
         rows = await c.execute(_CACHED, {"agent_id": self.agent_id, "keys": list(keys)})
@@ -1519,7 +1536,7 @@ RowT = TypeVar("RowT", bound=Base)
 RecordT = TypeVar("RecordT", bound=msgspec.Struct)
 
 
-def _row(row_type: type[RowT], record: msgspec.Struct, **columns: Any) -> RowT:
+def _row(row_type: type[RowT], record: msgspec.Struct, **columns: object) -> RowT:
     """Return a new row holding ``record``'s fields (as JSON-able values) plus ``columns``."""
     mapped = set(row_type.__mapper__.attrs.keys())
     values = msgspec.to_builtins(msgspec.structs.asdict(record))
@@ -1529,7 +1546,7 @@ def _row(row_type: type[RowT], record: msgspec.Struct, **columns: Any) -> RowT:
     return row_type(**kept)
 
 
-def _record(record_type: type[RecordT], row: Base, **fields: Any) -> RecordT:
+def _record(record_type: type[RecordT], row: Base, **fields: object) -> RecordT:
     """Return ``row`` as a validated ``record_type``; ``fields`` add what the row lacks."""
     mapped = set(type(row).__mapper__.attrs.keys())
     values = {
@@ -1540,7 +1557,7 @@ def _record(record_type: type[RecordT], row: Base, **fields: Any) -> RecordT:
     return msgspec.convert({**values, **fields}, record_type)
 
 
-def _from_row(record_type: type[RecordT], row: Mapping[Any, Any], **fields: Any) -> RecordT:
+def _from_row(record_type: type[RecordT], row: _Columns, **fields: object) -> RecordT:
     """Return a Core row (by column key) as a validated ``record_type``; ``fields`` add to it."""
     values = {name: row[name] for name in record_type.__struct_fields__ if name in row}
     return msgspec.convert({**values, **fields}, record_type)
@@ -1562,7 +1579,7 @@ def _sizes(row_type: type[Base]) -> tuple[tuple[str, int], ...]:
     )
 
 
-def _values(row_type: type[Base], record: msgspec.Struct, **columns: Any) -> dict[str, Any]:
+def _values(row_type: type[Base], record: msgspec.Struct, **columns: object) -> dict[str, object]:
     """Return ``record``'s fields (as JSON-able values) plus ``columns``, by column key.
 
     The parameters of a Core ``INSERT`` into ``row_type``'s table.
@@ -1573,12 +1590,12 @@ def _values(row_type: type[Base], record: msgspec.Struct, **columns: Any) -> dic
         for name, value in msgspec.structs.asdict(record).items()
         if _COLUMN_OF.get(name, name) in key_of
     }
-    values: dict[str, Any] = msgspec.to_builtins({**fields, **columns})
+    values: dict[str, object] = msgspec.to_builtins({**fields, **columns})
     _check_sizes(row_type, values)
     return {key_of[name]: value for name, value in values.items() if name in key_of}
 
 
-def _check_sizes(row_type: type[Base], values: dict[str, Any]) -> None:
+def _check_sizes(row_type: type[Base], values: Mapping[str, object]) -> None:
     """Refuse a text longer than its column, by attribute name (Postgres refuses it, SQLite not).
 
     Raises:
@@ -1608,7 +1625,7 @@ def _embedding_row(memory_id: str, agent_id: str, vector: Sequence[float]) -> Em
     )
 
 
-def _embedding_of_memory() -> Any:
+def _embedding_of_memory() -> ColumnElement[bool]:
     """The join condition of a memory and its vector (both keyed per agent)."""
     return (EmbeddingRow.memory_id == MemoryRow.id) & (EmbeddingRow.agent_id == MemoryRow.agent_id)
 

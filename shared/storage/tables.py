@@ -12,7 +12,6 @@ Vectors are float32 bytes: portable, compact, and read straight into numpy.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -37,7 +36,7 @@ Json = JSON().with_variant(JSONB(), "postgresql")
 class Base(DeclarativeBase):
     """Declarative base of every table."""
 
-    type_annotation_map = {dict[str, Any]: Json, list[str]: Json}  # noqa: RUF012 - SQLAlchemy's API
+    type_annotation_map = {dict[str, object]: Json, list[str]: Json}  # noqa: RUF012 - SQLAlchemy's API
 
 
 class AgentRow(Base):
@@ -49,7 +48,7 @@ class AgentRow(Base):
     name: Mapped[str] = mapped_column(String(255))
     username: Mapped[str | None] = mapped_column(String(255))
     enabled: Mapped[bool] = mapped_column(default=True)
-    character: Mapped[dict[str, Any]]
+    character: Mapped[dict[str, object]]
     embedding_dim: Mapped[int | None]
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
@@ -75,8 +74,8 @@ class MemoryRow(Base):
     entity_id: Mapped[str] = mapped_column(ID)
     room_id: Mapped[str] = mapped_column(ID)
     world_id: Mapped[str | None] = mapped_column(ID)
-    content: Mapped[dict[str, Any]]
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    content: Mapped[dict[str, object]]
+    metadata_: Mapped[dict[str, object]] = mapped_column("metadata")
     unique: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
@@ -112,7 +111,7 @@ class EntityRow(Base):
         ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
     )
     names: Mapped[list[str]]
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    metadata_: Mapped[dict[str, object]] = mapped_column("metadata")
 
 
 class WorldRow(Base):
@@ -126,7 +125,7 @@ class WorldRow(Base):
     )
     name: Mapped[str | None] = mapped_column(String(255))
     message_server_id: Mapped[str | None] = mapped_column(String(255))
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    metadata_: Mapped[dict[str, object]] = mapped_column("metadata")
 
 
 class RoomRow(Base):
@@ -145,7 +144,7 @@ class RoomRow(Base):
     channel_id: Mapped[str | None] = mapped_column(String(255))
     message_server_id: Mapped[str | None] = mapped_column(String(255))
     world_id: Mapped[str | None] = mapped_column(ID)
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    metadata_: Mapped[dict[str, object]] = mapped_column("metadata")
 
 
 class ParticipantRow(Base):
@@ -182,7 +181,7 @@ class RelationshipRow(Base):
         ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
     )
     tags: Mapped[list[str]]
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    metadata_: Mapped[dict[str, object]] = mapped_column("metadata")
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -199,7 +198,7 @@ class LogRow(Base):
     entity_id: Mapped[str] = mapped_column(ID)
     room_id: Mapped[str | None] = mapped_column(ID)
     type: Mapped[str] = mapped_column(String(128))
-    body: Mapped[dict[str, Any]]
+    body: Mapped[dict[str, object]]
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -218,7 +217,7 @@ class ComponentRow(Base):
     world_id: Mapped[str | None] = mapped_column(ID)
     source_entity_id: Mapped[str | None] = mapped_column(ID)
     type: Mapped[str] = mapped_column(String(128))
-    data: Mapped[dict[str, Any]]
+    data: Mapped[dict[str, object]]
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -242,7 +241,7 @@ class TaskRow(Base):
     world_id: Mapped[str | None] = mapped_column(ID)
     entity_id: Mapped[str | None] = mapped_column(ID)
     tags: Mapped[list[str]]
-    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    metadata_: Mapped[dict[str, object]] = mapped_column("metadata")
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
     claimed_until: Mapped[int | None] = mapped_column(BigInteger)
@@ -257,11 +256,11 @@ class CacheRow(Base):
     agent_id: Mapped[str] = mapped_column(
         ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
     )
-    value: Mapped[Any] = mapped_column(Json)
+    value: Mapped[object] = mapped_column(Json)
     expires_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
-def owned_by_agents(metadata: MetaData) -> Iterator[tuple[Table, Column[Any]]]:
+def owned_by_agents(metadata: MetaData) -> Iterator[tuple[Table, Column[object]]]:
     """Every table of ``metadata`` with a column referencing ``agents.id``, and that column.
 
     In the order rows can be deleted: a table that references another comes

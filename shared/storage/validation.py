@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
@@ -56,7 +56,7 @@ def checked(value: StructT) -> StructT:
         raise invalid(type(value).__name__, exc) from None
 
 
-def _nul_at(data: Any, path: str = "") -> str | None:
+def _nul_at(data: object, path: str = "") -> str | None:
     """The path of the first string (or key) in ``data`` holding a NUL character, if any."""
     if isinstance(data, str):
         return path if "\x00" in data else None
@@ -75,18 +75,18 @@ def _nul_at(data: Any, path: str = "") -> str | None:
     return None
 
 
-def check_id(value: Any, field: str) -> str:
+def check_id(value: object, field: str) -> str:
     """Return ``value`` (a ``uuid.UUID`` as text) if it is a valid id, else raise ``BadRequest``."""
-    value = plain_id(value)
-    if not is_id(value):
+    plain = plain_id(value)
+    if not isinstance(plain, str) or not is_id(plain):
         raise BadRequest(
-            f"{field} must match {ID_PATTERN}; got {str(value)[:80]!r}",
+            f"{field} must match {ID_PATTERN}; got {str(plain)[:80]!r}",
             details={"field": field, "rule": f"pattern {ID_PATTERN}"},
         )
-    return str(value)
+    return plain
 
 
-def edge_value(value: Any, name: str = "argument") -> Any:
+def edge_value(value: object, name: str = "argument") -> object:
     """One argument of a storage operation, as it may be used: UUIDs as text, records checked.
 
     Raises:
@@ -114,7 +114,7 @@ def at_the_edge(
     """Wrap a storage operation so that every argument goes through ``edge_value``."""
 
     @functools.wraps(operation)
-    async def edge(self: Any, *args: Any, **kwargs: Any) -> T:
+    async def edge(self: object, *args: object, **kwargs: object) -> T:
         return await operation(
             self,
             *(edge_value(a) for a in args),

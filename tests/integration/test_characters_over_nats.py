@@ -109,7 +109,9 @@ async def best_knowledge(runtime: AgentRuntime, question: str) -> str:
     """The fragment the KNOWLEDGE provider puts first for ``question``."""
     message = Memory(entity_id="user-1", room_id="room-1", content=Content(text=question))
     found = await knowledge_provider(runtime, message, State())
-    return str(found.data["knowledge"][0].content.text)
+    fragments = found.data["knowledge"]
+    assert isinstance(fragments, list)
+    return str(fragments[0].content.text)
 
 
 async def test_elizaos_1x_and_0x_character_files_are_hosted_by_the_runtime_service_and_answer(

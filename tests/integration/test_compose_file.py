@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from contracts import Subjects
+from shared.bus import create_broker, start_serving
+from shared.health import no_consumers, serve_health
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,9 +64,34 @@ def test_each_elizamesh_service_is_built_from_one_image_and_checks_its_own_healt
         assert service["environment"]["ELIZAMESH_SERVICE"] == name
     gateway_check = compose["services"]["gateway"]["healthcheck"]["test"]
     assert any("/v1/ready" in part for part in gateway_check)
-    runtime_check = " ".join(compose["services"]["runtime"]["healthcheck"]["test"])
-    # docker-compose prints the escaped $$; the container's shell sees $ELIZAMESH_SERVICE
-    assert "elizamesh health --this-host --service $$ELIZAMESH_SERVICE" in runtime_check
+    for name in ("runtime", "memory", "embedding", "evaluator"):
+        check = compose["services"][name]["healthcheck"]["test"]
+        # The cheap probe, not the full CLI (over a second of CPU every 10 s per container).
+        # docker-compose prints the escaped $$; the container's shell sees $ELIZAMESH_SERVICE
+        assert check == ["CMD-SHELL", "python -m shared.probe $$ELIZAMESH_SERVICE"], name
+
+
+async def test_the_workers_health_check_command_passes_against_a_healthy_instance(
+    compose: dict[str, Any], nats_url: str, subjects: Subjects
+) -> None:
+    kind, command = compose["services"]["runtime"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    service = create_broker(nats_url, name="compose-health-check")
+    serve_health(service, subjects, "runtime", no_consumers)
+    async with service:
+        await start_serving(service)
+        status, output = await _container_shell(command, nats_url, subjects, service="runtime")
+    assert status == 0, output
+    assert output.strip().endswith(" ok")
+
+
+async def test_the_workers_health_check_command_fails_when_its_service_does_not_answer(
+    compose: dict[str, Any], nats_url: str, subjects: Subjects
+) -> None:
+    _, command = compose["services"]["evaluator"]["healthcheck"]["test"]
+    status, output = await _container_shell(command, nats_url, subjects, service="evaluator")
+    assert status == 1
+    assert "evaluator" in output
 
 
 def test_every_elizamesh_service_sends_its_traces_to_jaeger(compose: dict[str, Any]) -> None:
@@ -86,6 +117,31 @@ def test_nats_runs_jetstream_from_the_config_in_deploy(compose: dict[str, Any]) 
     assert "jetstream" in (ROOT / "deploy" / "nats.conf").read_text()
     volumes = " ".join(str(v) for v in compose["services"]["nats"]["volumes"])
     assert "deploy/nats.conf" in volumes
+
+
+async def _container_shell(
+    command: str, nats_url: str, subjects: Subjects, *, service: str
+) -> tuple[int, str]:
+    """Run a CMD-SHELL check as the container does: ``$$`` is ``$``, ``python`` on the PATH."""
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "ELIZAMESH_SERVICE": service,
+        "NATS_URL": nats_url,
+        "ELIZA_NS": subjects.namespace,
+    }
+    process = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        command.replace("$$", "$"),
+        cwd=ROOT,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
 
 
 def _ports(service: dict[str, Any]) -> list[str]:

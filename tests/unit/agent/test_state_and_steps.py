@@ -64,7 +64,9 @@ async def test_a_required_provider_that_fails_is_a_state_error_naming_it(
     # Not required, the same failure is left out and reported; the state is composed.
     state = await runtime.compose_state(said(), ["WEATHER", "WALLET"], only_include=True)
     assert state.values["sky"] == "sunny"
-    assert "ConnectionError" in state.data["provider_errors"]["WALLET"]
+    errors = state.data["provider_errors"]
+    assert isinstance(errors, dict)
+    assert "ConnectionError" in errors["WALLET"]
 
 
 async def test_a_provider_marked_required_stops_the_turn_with_a_state_error(
