@@ -31,6 +31,11 @@ class MemoryRequest(Message, kw_only=True, frozen=True, forbid_unknown_fields=Tr
 class MemoryResult(Message, kw_only=True, frozen=True):
     """Base of every memory-service reply."""
 
+    if typing.TYPE_CHECKING:
+        # Each generated ``<Op>Result`` declares ``value`` with the operation's
+        # return type; readers that handle any operation see it as ``object``.
+        value: object
+
 
 @dataclass(frozen=True, slots=True)
 class MemoryOperation:

@@ -44,8 +44,6 @@ from contracts import (
 )
 from contracts.control import AddAgent, AgentCommand, AgentStatus
 from contracts.events import AgentList, ListAgents, RunChunk, RunEnded
-from contracts.memory import OPERATIONS
-from contracts.records import Memory
 from contracts.subjects import InvalidIdError, run_owner
 from services.gateway.apidoc import PUBLIC, errors
 from services.gateway.bodies import (
@@ -61,6 +59,7 @@ from shared.config import GatewaySettings
 from shared.errors import BadRequest, NotFound, ServiceError, Unauthorized
 from shared.health import gather_health, stack_ready
 from shared.runs import RunFollower, follow_run
+from shared.storage.client import memory_client
 
 READY_NEEDS = ("runtime", "memory")
 
@@ -530,9 +529,6 @@ RoomId = Annotated[str, Parameter(pattern=ID_PATTERN, description="The room (con
 HISTORY_PAGE_MAX = 200
 
 
-_GET_MEMORIES = OPERATIONS["get_memories"]
-
-
 @get("/v1/agents/{agent_id:str}/rooms/{room_id:str}/messages", responses=errors(404, 503))
 async def room_messages(  # noqa: PLR0917 - Litestar injects by name
     agent_id: AgentId,
@@ -559,24 +555,12 @@ async def room_messages(  # noqa: PLR0917 - Litestar injects by name
     )
     if not any(agent.id == agent_id for agent in listed.agents):
         raise NotFound(f"no agent {agent_id!r}", details={"agent_id": "unknown agent"})
-    asked = msgspec.convert(
-        {
-            "for_agent": agent_id,
-            "table_name": "messages",
-            "room_id": room_id,
-            "count": limit + 1,
-            "offset": offset,
-        },
-        _GET_MEMORIES.request,
+    storage = memory_client(
+        broker, agent_id=agent_id, subjects=settings.subjects, timeout=settings.request_timeout
     )
-    found = await bus_request(
-        broker,
-        settings.subjects.memory_operation(_GET_MEMORIES.name),
-        asked,
-        _GET_MEMORIES.result,
-        timeout=settings.request_timeout,
+    memories = await storage.get_memories(
+        table_name="messages", room_id=room_id, count=limit + 1, offset=offset
     )
-    memories: list[Memory] = found.value  # type: ignore[attr-defined]
     page = [
         RoomMessage(
             id=m.id,

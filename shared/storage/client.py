@@ -58,7 +58,7 @@ class NatsMemoryClient(RemoteStorageOperations):
             operation.result,
             timeout=self.timeout,
         )
-        return result.value  # type: ignore[attr-defined]
+        return result.value
 
 
 def memory_client(

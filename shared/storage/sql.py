@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.schema import Table
@@ -55,7 +56,6 @@ from contracts.records import (
     World,
     now_ms,
 )
-from contracts.storage import StorageOperations
 from contracts.turn import Connection, TurnCommit, TurnContext
 from shared.database import create_engine
 from shared.errors import BadRequest, Conflict, NotFound
@@ -309,6 +309,7 @@ class SqlAdapter:
 
     # -- agents ---------------------------------------------------------------
 
+    @at_the_edge
     async def create_agent(self, agent: Agent) -> bool:
         """Store ``agent``; False if one with its id exists."""
         try:
@@ -318,18 +319,21 @@ class SqlAdapter:
             return False
         return True
 
+    @at_the_edge
     async def get_agent(self, agent_id: str) -> Agent | None:
         """Return the agent, or None."""
         async with self._tx(write=False) as s:
             row = await s.get(AgentRow, agent_id)
             return _record(Agent, row) if row else None
 
+    @at_the_edge
     async def get_agents(self) -> list[Agent]:
         """Return every agent, by name."""
         async with self._tx(write=False) as s:
             rows = await s.scalars(select(AgentRow).order_by(AgentRow.name))
             return [_record(Agent, r) for r in rows]
 
+    @at_the_edge
     async def update_agent(self, agent_id: str, agent: Agent) -> bool:
         """Replace the stored agent's fields; False if there is none."""
         _check_sizes(AgentRow, {"name": agent.name, "username": agent.username})
@@ -345,8 +349,9 @@ class SqlAdapter:
                     updated_at=now_ms(),
                 )
             )
-            return bool(done.rowcount)  # type: ignore[attr-defined]
+            return _changed(done)
 
+    @at_the_edge
     async def delete_agent(self, agent_id: str) -> bool:
         """Delete the agent and everything it owns; False if there was none."""
         async with self._tx() as s:
@@ -355,8 +360,9 @@ class SqlAdapter:
             for table, owner in owned_by_agents(Base.metadata):
                 await s.execute(delete(table).where(owner == agent_id))
             done = await s.execute(delete(AgentRow).where(AgentRow.id == agent_id))
-            return bool(done.rowcount)  # type: ignore[attr-defined]
+            return _changed(done)
 
+    @at_the_edge
     async def ensure_embedding_dimension(self, dimension: int) -> None:
         """Fix this agent's vector size, or raise ``DimensionMismatch`` if another is fixed."""
         async with self._connection() as c:
@@ -383,11 +389,13 @@ class SqlAdapter:
 
     # -- memories -------------------------------------------------------------
 
+    @at_the_edge
     async def create_memory(self, memory: Memory, table_name: str, unique: bool = True) -> str:
         """Store ``memory`` in ``table_name``; a memory whose id exists is left as it is."""
         await self.create_memories([memory], table_name, unique=unique)
         return memory.id
 
+    @at_the_edge
     async def create_memories(
         self, memories: Sequence[Memory], table_name: str, unique: bool = True
     ) -> list[str]:
@@ -450,6 +458,7 @@ class SqlAdapter:
             )
         return inserted
 
+    @at_the_edge
     async def get_memory_by_id(
         self, memory_id: str, *, include_embeddings: bool = False
     ) -> Memory | None:
@@ -457,6 +466,7 @@ class SqlAdapter:
         found = await self.get_memories_by_ids([memory_id], include_embeddings=include_embeddings)
         return found[0] if found else None
 
+    @at_the_edge
     async def get_memories_by_ids(
         self,
         memory_ids: Sequence[str],
@@ -473,6 +483,7 @@ class SqlAdapter:
         found = {m.id: m for m in await self._memories(query, include_embeddings)}
         return [found[i] for i in memory_ids if i in found]
 
+    @at_the_edge
     async def get_memories(
         self,
         *,
@@ -500,6 +511,7 @@ class SqlAdapter:
             query = query.limit(count)
         return await self._memories(query, include_embeddings)
 
+    @at_the_edge
     async def get_memories_by_room_ids(
         self,
         *,
@@ -518,6 +530,7 @@ class SqlAdapter:
             query = query.limit(limit)
         return await self._memories(query, include_embeddings)
 
+    @at_the_edge
     async def search_memories(
         self,
         *,
@@ -575,6 +588,7 @@ class SqlAdapter:
             if rows[i].id in found  # unless deleted between the two reads
         ]
 
+    @at_the_edge
     async def update_memory(
         self,
         memory_id: str,
@@ -600,6 +614,7 @@ class SqlAdapter:
                 await s.merge(_embedding_row(memory_id, self.agent_id, embedding))
         return True
 
+    @at_the_edge
     async def set_embeddings(self, memory_ids: Sequence[str], vectors: Sequence[bytes]) -> int:
         """Store the vectors of many memories in one transaction; return how many were stored.
 
@@ -645,6 +660,7 @@ class SqlAdapter:
             )
         return len(owned)
 
+    @at_the_edge
     async def search_memories_by_text(
         self,
         *,
@@ -664,6 +680,7 @@ class SqlAdapter:
         )
         return await self._memories(found, include_embeddings)
 
+    @at_the_edge
     async def get_memories_without_embeddings(self, *, count: int = 500) -> list[Memory]:
         """Return up to ``count`` of this agent's memories with text but no vector, newest first."""
         text = MemoryRow.content["text"].as_string()
@@ -681,6 +698,7 @@ class SqlAdapter:
         )
         return await self._memories(query, include_embeddings=False)
 
+    @at_the_edge
     async def delete_memory(self, memory_id: str) -> None:
         """Delete one memory and its vector."""
         async with self._tx() as s:
@@ -695,6 +713,7 @@ class SqlAdapter:
                 )
             )
 
+    @at_the_edge
     async def delete_all_memories(self, room_id: str, table_name: str) -> None:
         """Delete a room's memories of one table, with their vectors."""
         ids = self._memory_filter(table_name, room_id=room_id).with_only_columns(MemoryRow.id)
@@ -710,6 +729,7 @@ class SqlAdapter:
                 )
             )
 
+    @at_the_edge
     async def count_memories(
         self, room_id: str, unique: bool = False, table_name: str | None = None
     ) -> int:
@@ -765,6 +785,7 @@ class SqlAdapter:
 
     # -- entities -------------------------------------------------------------
 
+    @at_the_edge
     async def create_entities(self, entities: Sequence[Entity]) -> bool:
         """Store entities; False (and nothing stored) if any already exists."""
         try:
@@ -774,6 +795,7 @@ class SqlAdapter:
             return False
         return True
 
+    @at_the_edge
     async def get_entities_by_ids(self, entity_ids: Sequence[str]) -> list[Entity]:
         """Return the entities that exist among ``entity_ids``."""
         async with self._tx(write=False) as s:
@@ -784,11 +806,13 @@ class SqlAdapter:
             )
             return [_record(Entity, r) for r in rows]
 
+    @at_the_edge
     async def get_entities_by_names(self, names: Sequence[str]) -> list[Entity]:
         """Return the entities known under any of ``names`` (exact, case-insensitive)."""
         wanted = {n.casefold() for n in names}
         return [e for e in await self._entities() if wanted & {n.casefold() for n in e.names}]
 
+    @at_the_edge
     async def search_entities_by_name(self, query: str, limit: int = 10) -> list[Entity]:
         """Return the entities with a name containing ``query`` (case-insensitive)."""
         needle = query.casefold()
@@ -804,6 +828,7 @@ class SqlAdapter:
             )
             return [_record(Entity, r) for r in rows]
 
+    @at_the_edge
     async def update_entity(self, entity: Entity) -> None:
         """Replace a stored entity's names and metadata, or raise ``NotFound``."""
         async with self._tx() as s:
@@ -815,6 +840,7 @@ class SqlAdapter:
 
     # -- components -----------------------------------------------------------
 
+    @at_the_edge
     async def create_component(self, component: Component) -> bool:
         """Store a component; False if one with its id exists."""
         try:
@@ -824,6 +850,7 @@ class SqlAdapter:
             return False
         return True
 
+    @at_the_edge
     async def get_component(
         self,
         entity_id: str,
@@ -837,6 +864,7 @@ class SqlAdapter:
         )
         return found[0] if found else None
 
+    @at_the_edge
     async def get_components(
         self, entity_id: str, world_id: str | None = None, source_entity_id: str | None = None
     ) -> list[Component]:
@@ -861,6 +889,7 @@ class SqlAdapter:
             rows = await s.scalars(query.order_by(ComponentRow.created_at, ComponentRow.id))
             return [_record(Component, r) for r in rows]
 
+    @at_the_edge
     async def update_component(self, component: Component) -> None:
         """Replace a component's data, or raise ``NotFound``."""
         async with self._tx() as s:
@@ -869,6 +898,7 @@ class SqlAdapter:
                 raise NotFound(f"component {component.id} does not exist")
             row.data = component.data
 
+    @at_the_edge
     async def delete_component(self, component_id: str) -> None:
         """Delete one component."""
         async with self._tx() as s:
@@ -880,18 +910,21 @@ class SqlAdapter:
 
     # -- worlds and rooms -----------------------------------------------------
 
+    @at_the_edge
     async def create_world(self, world: World) -> str:
         """Store ``world`` and return its id."""
         async with self._tx() as s:
             s.add(_row(WorldRow, world, agent_id=self.agent_id))
         return world.id
 
+    @at_the_edge
     async def get_world(self, world_id: str) -> World | None:
         """Return the world, or None."""
         async with self._tx(write=False) as s:
             row = await s.get(WorldRow, (world_id, self.agent_id))
             return _record(World, row) if row else None
 
+    @at_the_edge
     async def get_all_worlds(self) -> list[World]:
         """Return the agent's worlds."""
         async with self._tx(write=False) as s:
@@ -900,6 +933,7 @@ class SqlAdapter:
             )
             return [_record(World, r) for r in rows]
 
+    @at_the_edge
     async def update_world(self, world: World) -> None:
         """Replace a stored world's name and metadata, or raise ``NotFound``."""
         async with self._tx() as s:
@@ -911,6 +945,7 @@ class SqlAdapter:
             row.message_server_id = world.message_server_id
             row.metadata_ = world.metadata
 
+    @at_the_edge
     async def remove_world(self, world_id: str) -> None:
         """Delete a world and its rooms (with their participants and memories)."""
         rooms = select(RoomRow.id).where(
@@ -922,24 +957,28 @@ class SqlAdapter:
                 delete(WorldRow).where(WorldRow.id == world_id, WorldRow.agent_id == self.agent_id)
             )
 
+    @at_the_edge
     async def create_rooms(self, rooms: Sequence[Room]) -> list[str]:
         """Store rooms and return their ids."""
         async with self._tx() as s:
             s.add_all(_row(RoomRow, r, agent_id=self.agent_id) for r in rooms)
         return [r.id for r in rooms]
 
+    @at_the_edge
     async def get_rooms_by_ids(self, room_ids: Sequence[str]) -> list[Room]:
         """Return the rooms that exist among ``room_ids``."""
         return await self._rooms(
             select(RoomRow).where(RoomRow.agent_id == self.agent_id, RoomRow.id.in_(room_ids))
         )
 
+    @at_the_edge
     async def get_rooms_by_world(self, world_id: str) -> list[Room]:
         """Return a world's rooms."""
         return await self._rooms(
             select(RoomRow).where(RoomRow.agent_id == self.agent_id, RoomRow.world_id == world_id)
         )
 
+    @at_the_edge
     async def update_room(self, room: Room) -> None:
         """Replace a stored room's fields, or raise ``NotFound``."""
         async with self._tx() as s:
@@ -948,6 +987,7 @@ class SqlAdapter:
                 raise NotFound(f"room {room.id} does not exist")
             await s.merge(_row(RoomRow, room, agent_id=self.agent_id))
 
+    @at_the_edge
     async def delete_room(self, room_id: str) -> None:
         """Delete a room, its participants and its memories."""
         async with self._tx() as s:
@@ -975,6 +1015,7 @@ class SqlAdapter:
             delete(RoomRow).where(RoomRow.agent_id == self.agent_id, RoomRow.id.in_(room_ids))
         )
 
+    @at_the_edge
     async def get_rooms_for_participant(self, entity_id: str) -> list[str]:
         """Return the ids of the rooms an entity takes part in."""
         async with self._tx(write=False) as s:
@@ -995,6 +1036,7 @@ class SqlAdapter:
 
     # -- participants ---------------------------------------------------------
 
+    @at_the_edge
     async def add_participants_room(self, entity_ids: Sequence[str], room_id: str) -> bool:
         """Add entities to a room; those already in it are left as they are."""
         room_id = check_id(room_id, "room_id")
@@ -1015,14 +1057,16 @@ class SqlAdapter:
             )
         return True
 
+    @at_the_edge
     async def remove_participant(self, entity_id: str, room_id: str) -> bool:
         """Take an entity out of a room; False if it was not in it."""
         async with self._tx() as s:
             done = await s.execute(
                 delete(ParticipantRow).where(*self._participant(room_id, entity_id))
             )
-            return bool(done.rowcount)  # type: ignore[attr-defined]
+            return _changed(done)
 
+    @at_the_edge
     async def is_room_participant(self, room_id: str, entity_id: str) -> bool:
         """Say whether an entity takes part in a room."""
         async with self._tx(write=False) as s:
@@ -1038,6 +1082,7 @@ class SqlAdapter:
             ParticipantRow.agent_id == self.agent_id,
         )
 
+    @at_the_edge
     async def get_participants_for_room(self, room_id: str) -> list[str]:
         """Return the ids of the entities in a room."""
         async with self._tx(write=False) as s:
@@ -1052,6 +1097,7 @@ class SqlAdapter:
                 )
             )
 
+    @at_the_edge
     async def get_participant_user_state(
         self, room_id: str, entity_id: str
     ) -> ParticipantState | None:
@@ -1066,6 +1112,7 @@ class SqlAdapter:
             )
         return ParticipantState(state) if state else None
 
+    @at_the_edge
     async def set_participant_user_state(
         self, room_id: str, entity_id: str, state: ParticipantState | None
     ) -> None:
@@ -1080,11 +1127,12 @@ class SqlAdapter:
                 )
                 .values(room_state=state.value if state else None)
             )
-            if not done.rowcount:  # type: ignore[attr-defined]
+            if not _changed(done):
                 raise NotFound(f"entity {entity_id} is not a participant of room {room_id}")
 
     # -- relationships --------------------------------------------------------
 
+    @at_the_edge
     async def create_relationship(self, relationship: Relationship) -> bool:
         """Store a relationship; False if the pair is already linked for this agent."""
         try:
@@ -1094,6 +1142,7 @@ class SqlAdapter:
             return False
         return True
 
+    @at_the_edge
     async def update_relationship(self, relationship: Relationship) -> None:
         """Replace the tags and metadata of the stored link between the same two entities."""
         async with self._tx() as s:
@@ -1106,9 +1155,10 @@ class SqlAdapter:
                 )
                 .values(tags=list(relationship.tags), metadata_=relationship.metadata)
             )
-            if not done.rowcount:  # type: ignore[attr-defined]
+            if not _changed(done):
                 raise NotFound("no relationship between these entities")
 
+    @at_the_edge
     async def get_relationships(
         self, entity_id: str, tags: Sequence[str] | None = None
     ) -> list[Relationship]:
@@ -1128,17 +1178,20 @@ class SqlAdapter:
 
     # -- tasks ----------------------------------------------------------------
 
+    @at_the_edge
     async def create_task(self, task: Task) -> str:
         """Store a task and return its id."""
         async with self._tx() as s:
             s.add(_row(TaskRow, task, agent_id=self.agent_id))
         return task.id
 
+    @at_the_edge
     async def get_task(self, task_id: str) -> Task | None:
         """Return the task, or None."""
         found = await self._tasks(TaskRow.id == task_id)
         return found[0] if found else None
 
+    @at_the_edge
     async def get_tasks(
         self,
         room_id: str | None = None,
@@ -1154,6 +1207,7 @@ class SqlAdapter:
         wanted = set(tags or ())
         return [t for t in await self._tasks(*conditions) if wanted <= set(t.tags)]
 
+    @at_the_edge
     async def get_tasks_by_name(self, name: str) -> list[Task]:
         """Return the tasks called ``name``, oldest first."""
         return await self._tasks(TaskRow.name == name)
@@ -1167,6 +1221,7 @@ class SqlAdapter:
             )
             return [_record(Task, r) for r in rows]
 
+    @at_the_edge
     async def update_task(self, task: Task) -> None:
         """Replace a task's fields (``updated_at`` is set now), or raise ``NotFound``."""
         async with self._tx() as s:
@@ -1184,6 +1239,7 @@ class SqlAdapter:
                 )
             )
 
+    @at_the_edge
     async def claim_task(self, task_id: str, updated_at: int, claimed_until: int) -> bool:
         """Take the task for one run, until ``claimed_until`` (ms); False if another has it.
 
@@ -1205,8 +1261,9 @@ class SqlAdapter:
                 )
                 .values(claimed_until=claimed_until)
             )
-            return bool(done.rowcount)  # type: ignore[attr-defined]
+            return _changed(done)
 
+    @at_the_edge
     async def delete_task(self, task_id: str) -> None:
         """Delete one task."""
         async with self._tx() as s:
@@ -1216,11 +1273,13 @@ class SqlAdapter:
 
     # -- logs -----------------------------------------------------------------
 
+    @at_the_edge
     async def log(self, entry: Log) -> None:
         """Append an audit row."""
         async with self._connection() as c:
             await c.execute(_LOGS.insert(), _values(LogRow, entry, agent_id=self.agent_id))
 
+    @at_the_edge
     async def get_logs(
         self,
         *,
@@ -1242,6 +1301,7 @@ class SqlAdapter:
         async with self._tx(write=False) as s:
             return [_record(Log, r) for r in await s.scalars(query)]
 
+    @at_the_edge
     async def delete_log(self, log_id: str) -> None:
         """Delete one audit row."""
         async with self._tx() as s:
@@ -1251,6 +1311,7 @@ class SqlAdapter:
 
     # -- cache ----------------------------------------------------------------
 
+    @at_the_edge
     async def get_cache(self, key: str) -> object:
         """Return the cached JSON value, or None when absent or expired."""
         async with self._tx(write=False) as s:
@@ -1259,6 +1320,7 @@ class SqlAdapter:
                 return None
             return row.value
 
+    @at_the_edge
     async def set_cache(self, key: str, value: object, expires_at: int | None = None) -> bool:
         """Store a JSON value under ``key``, replacing any previous one."""
         if not 0 < len(key) <= _KEY_LENGTH:
@@ -1272,16 +1334,18 @@ class SqlAdapter:
             )
         return True
 
+    @at_the_edge
     async def delete_cache(self, key: str) -> bool:
         """Delete a cached value; False if there was none."""
         async with self._tx() as s:
             done = await s.execute(
                 delete(CacheRow).where(CacheRow.key == key, CacheRow.agent_id == self.agent_id)
             )
-            return bool(done.rowcount)  # type: ignore[attr-defined]
+            return _changed(done)
 
     # -- turns ----------------------------------------------------------------
 
+    @at_the_edge
     async def begin_turn(
         self,
         message: Memory,
@@ -1481,6 +1545,7 @@ class SqlAdapter:
         rows = await c.execute(_CACHED, {"agent_id": self.agent_id, "keys": list(keys)})
         return {r.key: r.value for r in rows if r.expires_at is None or r.expires_at > now}
 
+    @at_the_edge
     async def commit_turn(self, commit: TurnCommit) -> None:
         """Write what one turn produced in one transaction: all of it, or nothing.
 
@@ -1619,6 +1684,13 @@ def _conflict() -> Conflict:
     )
 
 
+def _changed(done: Result[TupleAny]) -> bool:
+    """Whether an UPDATE or DELETE touched a row (its ``CursorResult.rowcount``)."""
+    if not isinstance(done, CursorResult):
+        raise TypeError(f"an UPDATE or DELETE returns a CursorResult, not {type(done).__name__}")
+    return bool(done.rowcount)
+
+
 def _embedding_row(memory_id: str, agent_id: str, vector: Sequence[float]) -> EmbeddingRow:
     return EmbeddingRow(
         memory_id=memory_id, agent_id=agent_id, dim=len(vector), vector=to_bytes(vector)
@@ -1628,10 +1700,3 @@ def _embedding_row(memory_id: str, agent_id: str, vector: Sequence[float]) -> Em
 def _embedding_of_memory() -> ColumnElement[bool]:
     """The join condition of a memory and its vector (both keyed per agent)."""
     return (EmbeddingRow.memory_id == MemoryRow.id) & (EmbeddingRow.agent_id == MemoryRow.agent_id)
-
-
-# Every operation takes ``uuid.UUID`` ids and checks its records before use
-# (``shared.storage.validation``): what is stored is always readable.
-for _name, _operation in vars(StorageOperations).items():
-    if not _name.startswith("_") and callable(_operation):
-        setattr(SqlAdapter, _name, at_the_edge(getattr(SqlAdapter, _name)))

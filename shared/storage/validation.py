@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Concatenate, ParamSpec, TypeVar
 
 import msgspec
 
@@ -106,16 +106,26 @@ def edge_value(value: object, name: str = "argument") -> object:
 
 
 T = TypeVar("T")
+SelfT = TypeVar("SelfT")
+P = ParamSpec("P")
 
 
 def at_the_edge(
-    operation: Callable[..., Awaitable[T]],
-) -> Callable[..., Awaitable[T]]:
-    """Wrap a storage operation so that every argument goes through ``edge_value``."""
+    operation: Callable[Concatenate[SelfT, P], Coroutine[object, object, T]],
+) -> Callable[Concatenate[SelfT, P], Coroutine[object, object, T]]:
+    """Decorate a storage operation so that every argument goes through ``edge_value``.
+
+    The decorated method keeps its signature for type checkers and callers;
+    ``tests/unit/test_storage_edge.py`` checks every operation of ``SqlAdapter``
+    is decorated.
+    """
+    # Called with the arguments in their stored form (ids as text, records
+    # re-checked), which is what its annotations accept after normalising.
+    with_stored_forms: Callable[..., Awaitable[T]] = operation
 
     @functools.wraps(operation)
-    async def edge(self: object, *args: object, **kwargs: object) -> T:
-        return await operation(
+    async def edge(self: SelfT, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await with_stored_forms(
             self,
             *(edge_value(a) for a in args),
             **{k: edge_value(v, k) for k, v in kwargs.items()},
