@@ -177,6 +177,8 @@ def settings(
     from rich.table import Table  # noqa: PLC0415
 
     table = Table("variable", "default", "read by", "meaning", show_lines=False)
+    for column in table.columns:
+        column.overflow = "fold"  # a narrow or piped terminal wraps values, never cuts them
     for row in settings_rows():
         table.add_row(*row)
     console().print(table)

@@ -80,6 +80,9 @@ MODEL_SETTINGS = (
     "FREQUENCY_PENALTY",
     "PRESENCE_PENALTY",
 )
+_STREAM_CALLBACK_KEYS = frozenset({"on_stream_chunk", "onStreamChunk"})
+"""Where a caller may pass ``use_model``'s stream callback inside the params, as in elizaOS."""
+
 BOOTSTRAP_PLUGIN = "bootstrap"
 """The plugin every runtime loads unless ``IGNORE_BOOTSTRAP`` (entry point ``bootstrap``)."""
 EMBEDDING_BACKLOG = 500
@@ -574,9 +577,22 @@ class AgentRuntime(StorageDelegation):
         """Say whether ``get_setting(key)`` finds a value."""
         return self.get_setting(key) is not None
 
-    def set_setting(self, key: str, value: object) -> None:
-        """Set a runtime setting (below the character's own values)."""
-        self.settings[key] = value
+    def set_setting(self, key: str, value: object, secret: bool = False) -> None:
+        """Set a runtime setting (below the character's own values).
+
+        With ``secret``, as in elizaOS's ``setSetting(key, value, true)``, the
+        value goes to ``character.secrets`` instead, which ``get_setting``
+        reads first.
+        """
+        if secret:
+            if not isinstance(value, str | bool | int | float):
+                raise BadRequest(
+                    f"secret {key} must be text, a number or a boolean",
+                    details={"field": key, "rule": "a secret is a scalar"},
+                )
+            self.character.secrets[key] = value
+        else:
+            self.settings[key] = value
 
     def get_conversation_length(self) -> int:
         """How many recent messages the state shows (``CONVERSATION_LENGTH`` or 32)."""
@@ -605,7 +621,7 @@ class AgentRuntime(StorageDelegation):
         self, model_type: ModelType | str, provider: str | None = None
     ) -> ModelHandler | None:
         """Return the handler that ``use_model`` would call, or None."""
-        for entry in self._models.get(str(model_type), []):
+        for entry in self._models.get(str(ModelType.of(model_type)), []):
             if provider is None or entry.provider == provider:
                 return entry.handler
         return None
@@ -631,9 +647,16 @@ class AgentRuntime(StorageDelegation):
         ``use_model(ModelType.TEXT_EMBEDDING, "text")`` means ``{"text": "text"}``
         (``{"prompt": ...}`` for a text generation model).
         """
+        model_type = ModelType.of(model_type)
         if isinstance(params, str):
             key = "prompt" if model_type in STREAMABLE_MODELS else "text"
             params = {key: params}
+        if params is not None and _STREAM_CALLBACK_KEYS & params.keys():
+            # elizaOS passes ``onStreamChunk`` inside the params; a handler gets no callables.
+            given = next(params[k] for k in _STREAM_CALLBACK_KEYS if k in params)
+            if on_stream_chunk is None and callable(given):
+                on_stream_chunk = given
+            params = {k: v for k, v in params.items() if k not in _STREAM_CALLBACK_KEYS}
         handler = self.get_model(model_type, provider)
         if handler is None:
             raise ModelError(
@@ -1548,8 +1571,13 @@ class AgentRuntime(StorageDelegation):
         message_server_id: str | None = None,
         type: ChannelType = ChannelType.DM,
         metadata: Mapping[str, object] | None = None,
+        user_id: str | None = None,
     ) -> None:
         """Make sure the entity, world and room exist, with the user and the agent in the room.
+
+        ``user_id`` (elizaOS's ``userId``) is the owner of the world: a world
+        created here records it as ``metadata.ownership.owner_id`` with the
+        OWNER role (see ``shared.agent.worlds``).
 
         Announces what changed: WORLD_JOINED (or WORLD_CONNECTED, once),
         ROOM_JOINED, ENTITY_JOINED, ENTITY_UPDATED (names added).
@@ -1577,7 +1605,14 @@ class AgentRuntime(StorageDelegation):
                 EventType.ENTITY_UPDATED,
                 {"entity": merged, "entity_id": entity_id, "room_id": room_id, "source": source},
             )
-        world = World(id=world_id, name=world_name or world_id, message_server_id=message_server_id)
+        world = World(
+            id=world_id,
+            name=world_name or world_id,
+            message_server_id=message_server_id,
+            metadata=(
+                {"ownership": {"owner_id": user_id}, "roles": {user_id: "OWNER"}} if user_id else {}
+            ),
+        )
         await self._announce_world(world, stored=await self._ensure_world(world), source=source)
         room = Room(
             id=room_id,

@@ -39,6 +39,26 @@ class ModelType(StrEnum):
     VIDEO = "VIDEO"
     OBJECT_SMALL = "OBJECT_SMALL"
     OBJECT_LARGE = "OBJECT_LARGE"
+    # elizaOS's legacy aliases (the same members, not new types).
+    SMALL = "TEXT_SMALL"
+    MEDIUM = "TEXT_LARGE"
+    LARGE = "TEXT_LARGE"
+
+    @classmethod
+    def of(cls, model_type: ModelType | str) -> ModelType | str:
+        """The member a name or value means (``"SMALL"`` is ``TEXT_SMALL``); other text as is.
+
+        Plugins may register model types of their own, so an unknown name is
+        not an error here: ``use_model`` reports a type no plugin serves.
+        """
+        if isinstance(model_type, cls):
+            return model_type
+        if model_type in cls.__members__:
+            return cls[model_type]
+        try:
+            return cls(model_type)
+        except ValueError:
+            return model_type
 
 
 STREAMABLE_MODELS = frozenset(

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from contracts import Subjects
 from contracts.control import CheckHealth, ServiceHealth
-from shared.bus import EXIT_CONNECTION_CLOSED, create_broker
+from shared.bus import EXIT_CONNECTION_CLOSED, create_broker, subscriptions_registered
 from shared.natsserver import free_port, nats_server_binary, wait_for_port
 from shared.processes import service_process
 
@@ -146,7 +146,7 @@ async def test_a_connection_outlives_an_outage_longer_than_the_default_attempts(
             await msg.respond(msg.data)
 
         await connection.subscribe(subject, cb=echo)
-        await connection.flush()
+        await subscriptions_registered(connection)
 
         private_nats.stop()
         await asyncio.sleep(WAIT * DEFAULT_ATTEMPTS * 5 / 3)  # 100 attempts' worth

@@ -241,7 +241,7 @@ async def test_a_run_whose_heartbeats_stop_fails_fast_naming_the_run(
             dying.append(asyncio.create_task(beat_then_die(request)))
 
         await connection.subscribe(subjects.message_handle(AGENT), cb=accept)
-        await connection.flush()
+        await subscriptions_registered(connection)
         run = await start_run(
             caller,
             subjects,

@@ -37,7 +37,7 @@ from shared.agent.character import Character
 from shared.agent.embedding_queue import RetryPolicy
 from shared.agent.runtime import AgentRuntime
 from shared.agent.types import Action, ActionResult, Callback, HandlerOptions, ModelType, State
-from shared.bus import create_broker, request, start_serving
+from shared.bus import create_broker, request, start_serving, subscriptions_registered
 from shared.client import ElizaOSClient, RunFailedError
 from shared.config import Settings
 from shared.embedding import EmbeddingWorker
@@ -153,7 +153,7 @@ async def wire(
             subscribers = attach(runtime_broker, subjects, host)
             for subscriber in subscribers.values():
                 await subscriber.start()
-            await raw.flush()
+            await subscriptions_registered(raw)
             wired = Wire(subjects, caller, runtime, model, storage, seen)
             # As in the embedding service: a runtime with the embedding model only, no storage.
             models = AgentRuntime(character=Character(name="embedder"))
