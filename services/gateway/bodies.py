@@ -67,7 +67,8 @@ async def decode_body(request: Request[object, object, State], kind: type[T]) ->
     """The request's JSON body as ``kind``, strictly.
 
     Raises:
-        BadRequest: the body is not JSON (``malformed JSON: ...``) or not a
+        BadRequest: the body is not JSON (``malformed JSON: ...``, also when
+            nested too deeply), not UTF-8, or not a
             valid ``kind``; ``details`` maps the field's path to the problem.
     """
     body = await request.body()
@@ -79,3 +80,9 @@ async def decode_body(request: Request[object, object, State], kind: type[T]) ->
         ) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}", details={"body": str(exc)}) from None
+    except UnicodeDecodeError as exc:  # msgspec raises these two itself, not a DecodeError
+        reason = f"the body is not UTF-8 (byte {exc.start})"
+        raise BadRequest(reason, details={"body": reason}) from None
+    except RecursionError:
+        reason = "malformed JSON: nested too deeply"
+        raise BadRequest(reason, details={"body": reason}) from None

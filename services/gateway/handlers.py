@@ -200,6 +200,8 @@ async def chat_socket(
                 message = decoder.decode(frame)
             except msgspec.DecodeError as exc:
                 raise BadRequest(f"invalid message: {exc}") from None
+            except RecursionError:  # msgspec raises it itself, not as a DecodeError
+                raise BadRequest("invalid message: JSON nested too deeply") from None
             events = follow_run(
                 broker,
                 settings.subjects,

@@ -631,6 +631,9 @@ def test_the_websocket_streams_replies_and_survives_a_bad_frame(stack: Stack) ->
         async with websockets.connect(url) as socket:
             await socket.send("this is not json")
             frames.append(json.loads(await socket.recv()))
+            deep = "[" * 100_000 + "]" * 100_000  # deeper than any decoder recurses
+            await socket.send(f'{{"entity_id": "u", "room_id": "room-ws", "extra": {deep}}}')
+            frames.append(json.loads(await socket.recv()))
             message = {"entity_id": "u", "room_id": "room-ws", "content": {"text": "socket hello"}}
             await socket.send(json.dumps(message))
             while frames[-1]["event"] not in {"completed", "failed"}:
@@ -641,8 +644,8 @@ def test_the_websocket_streams_replies_and_survives_a_bad_frame(stack: Stack) ->
         frames = asyncio.run(talk())
     finally:
         stack.fake.responder = None
-    assert frames[0]["event"] == "error"
-    assert frames[0]["data"]["code"] == "bad_request"
+    assert [f["event"] for f in frames[:2]] == ["error", "error"]
+    assert [f["data"]["code"] for f in frames[:2]] == ["bad_request", "bad_request"]
     assert frames[-1]["event"] == "completed"
     text = "".join(f["data"]["text"] for f in frames if f["event"] == "chunk")
     assert text == "Hello over a socket."
