@@ -179,13 +179,22 @@ def as_service_error(exc: Exception) -> ServiceError:  # noqa: PLR0911 - one exi
 
 
 def _database_error(exc: sqlalchemy.exc.DBAPIError) -> ServiceError:
-    """A database failure by its SQLSTATE class: bad data (22) or a server away (08, 57, 53)."""
+    """A database failure by its SQLSTATE class, as a typed error.
+
+    Bad data (22), a transaction rolled back to resolve a conflict (40), or a
+    server away (08, 57, 53).
+    """
     import sqlalchemy.exc  # noqa: PLC0415 - loaded already: exc is one of its errors
 
     state = str(getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None) or "")
     if isinstance(exc, sqlalchemy.exc.DataError) or state.startswith("22"):
         # NUL in text, a number out of range, ...: the same request fails again.
         return BadRequest(f"the database refused a value: {truncated(str(exc.orig), 200)}")
+    if state.startswith("40"):
+        # A deadlock or serialization failure (40P01, 40001): the server rolled
+        # the transaction back so that another could finish; the same request
+        # succeeds when sent again (two replicas starting one agent at once).
+        return Unavailable("the database rolled back a conflicting transaction; retry")
     away = state.startswith(("08", "57", "53")) or exc.connection_invalidated
     # No SQLSTATE: the driver's own failure, such as asyncpg's "cannot switch to
     # state ...; another operation is in progress" on a connection an outage broke.
