@@ -17,7 +17,7 @@ import os
 import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
 import asyncpg
@@ -33,11 +33,15 @@ from shared.natsserver import NatsServer
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def _unavailable(what: str) -> None:
-    message = f"{what} is not available"
+def _unavailable(what: str) -> NoReturn:
+    unavailable(f"{what} is not available; set the URL to run this test")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip a test whose server or tool is missing; under ``CI=true``, fail it instead."""
     if IN_CI:
         pytest.fail(f"{message}, and CI=true requires it")
-    pytest.skip(f"{message}; set the URL to run this test")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

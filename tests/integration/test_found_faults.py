@@ -46,6 +46,7 @@ from shared.config import Settings
 from shared.hosting import AgentHost
 from shared.natsserver import free_port, wait_for_port
 from shared.storage.sql import SqlAdapter
+from tests.conftest import unavailable
 from tests.faults.stack import PostgresCluster, replies_stored
 from tests.integration.test_rooms import AGENT, _replica
 from tests.scripted import plan
@@ -293,7 +294,7 @@ async def test_a_300_kb_plugin_name_is_a_400_and_the_replica_that_took_it_stays_
 @pytest.fixture
 async def private_postgres(tmp_path: Path) -> AsyncIterator[PostgresCluster]:
     if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
-        pytest.skip("initdb and pg_ctl are needed for a Postgres of this test's own")
+        unavailable("initdb and pg_ctl are needed for a Postgres of this test's own")
     cluster = PostgresCluster(tmp_path / "pg")
     await asyncio.to_thread(cluster.init)
     await asyncio.to_thread(cluster.start)

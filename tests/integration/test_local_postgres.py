@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import local_postgres_database
+from tests.conftest import local_postgres_database, unavailable
 
 
 async def database_exists(url: str) -> bool:
@@ -31,7 +31,7 @@ async def database_exists(url: str) -> bool:
 async def test_a_throwaway_database_is_created_for_the_tests_and_dropped_after() -> None:
     with local_postgres_database() as url:
         if url is None:
-            pytest.skip("no Postgres answers on localhost (PGHOST/PGPORT/PGUSER)")
+            unavailable("no Postgres answers on localhost (PGHOST/PGPORT/PGUSER)")
         assert (make_url(url).database or "").startswith("elizamesh_test_")
         assert make_url(url).drivername == "postgresql+asyncpg"
         assert await database_exists(url)
