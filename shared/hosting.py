@@ -47,7 +47,7 @@ from shared.events import EventPublisher
 from shared.outbound import ensure_outbound_stream
 from shared.remote import remote_action, remote_provider
 from shared.rooms import LEASE_SECONDS, Arrival, RoomScheduler
-from shared.runs import heartbeat
+from shared.runs import beat, heartbeat, heartbeat_interval
 from shared.secrets import SECRETS_CACHE_KEY, SecretBox
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.client import memory_client
@@ -136,6 +136,8 @@ class AgentHost:
             lease_seconds=lease_seconds,
             turns_in_parallel=turns_in_parallel,
             arrived=self._arrived,
+            still_waiting=self._still_waiting,
+            waiting_every=heartbeat_interval(),
         )
         self._loading: dict[str, asyncio.Lock] = {}
         # Events leave without stalling the turn: a bounded window of unacknowledged publishes.
@@ -488,6 +490,10 @@ class AgentHost:
         except BadRequest:
             return  # its turn answers the bad id
         runtime.message_service.note_arrival(runtime.agent_id, room_id, message_id)
+
+    async def _still_waiting(self, arrivals: Sequence[Arrival]) -> None:
+        """Beat the runs of messages queued here, as a running turn beats its own."""
+        await beat(self.broker, self.subjects, [a.request for a in arrivals])
 
     async def _serve(self, arrival: Arrival) -> None:
         """Run ``arrival``'s turn and answer whoever waits for it; never raises."""

@@ -33,6 +33,10 @@ The design, and what it guarantees:
   one replica wins). Until then, the messages other replicas
   received for such a room wait where they arrived (re-asking every half
   second); their order among themselves is not kept.
+- **A waiting message's run lives.** Every ``RUN_HEARTBEAT_SECONDS`` the
+  replica where a message waits beats its run's heartbeat (as a running turn
+  does), so a follower waits for a message behind a slow room as long as it
+  is queued somewhere alive, and gives up soon after that replica dies.
 - **Waiting costs no worker.** Only a turn that runs takes one of the
   replica's ``turns_in_parallel`` slots (streamed or not); a room that waits
   holds nothing another room needs.
@@ -65,7 +69,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -197,6 +201,9 @@ Serve = Callable[[Arrival], Coroutine[object, object, None]]
 Arrived = Callable[[Arrival], None]
 """Told of each message as it joins its room's queue, before its turn (synchronous)."""
 
+StillWaiting = Callable[[Sequence[Arrival]], Coroutine[object, object, None]]
+"""Told, every ``waiting_every`` seconds, of the messages still queued here (never raises)."""
+
 
 @dataclass
 class _Room:
@@ -223,11 +230,15 @@ class RoomScheduler:
         lease_seconds: float = LEASE_SECONDS,
         turns_in_parallel: int = 16,
         arrived: Arrived | None = None,
+        still_waiting: StillWaiting | None = None,
+        waiting_every: float = 2.0,
     ) -> None:
         self.broker = broker
         self.subjects = subjects
         self.serve = serve
         self.arrived = arrived
+        self.still_waiting = still_waiting
+        self.waiting_every = waiting_every
         self.lease_seconds = lease_seconds
         self.renew_every = min(lease_seconds / 3, 2.0)
         self.silent_after = min(lease_seconds, 2 * self.renew_every + 1)
@@ -238,6 +249,8 @@ class RoomScheduler:
         self._rooms: dict[str, _Room] = {}
         self._opened: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._waiting_news: asyncio.Task[None] | None = None
+        self._telling: set[asyncio.Task[None]] = set()
         self._subscription: Subscription | None = None
 
     def submit(self, arrival: Arrival) -> None:
@@ -247,6 +260,10 @@ class RoomScheduler:
         room = self._rooms.get(arrival.room)
         if room is None:
             room = self._rooms[arrival.room] = _Room(arrival.room)
+        elif self.still_waiting is not None:  # behind a turn, maybe long: its caller hears now
+            told = asyncio.create_task(self.still_waiting([arrival]))
+            self._telling.add(told)
+            told.add_done_callback(self._telling.discard)
         room.queue.append(arrival)
         room.arrived.set()
         if self.arrived is not None:
@@ -271,6 +288,8 @@ class RoomScheduler:
             self.subjects.room_handover(self.replica_id), cb=self._take_handover
         )
         self._heartbeat = asyncio.create_task(self._renew_forever())
+        if self.still_waiting is not None:
+            self._waiting_news = asyncio.create_task(self._tell_waiting_forever())
 
     async def close(self) -> None:
         """Stop taking hand-overs, finish every queued turn, then free the leases."""
@@ -279,13 +298,18 @@ class RoomScheduler:
                 await self._subscription.unsubscribe()
         while tasks := [r.task for r in self._rooms.values() if r.task is not None]:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        for task in (self._heartbeat, self._waiting_news):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     def waiting(self) -> int:
         """How many messages wait here for their turn (the turns running not counted)."""
         return sum(len(r.queue) for r in self._rooms.values())
+
+    def queued(self) -> list[Arrival]:
+        """The messages waiting here for their turn, each room's in its order."""
+        return [arrival for room in self._rooms.values() for arrival in room.queue]
 
     def held(self) -> list[str]:
         """The rooms (``<agent>.<room>``) whose lease this replica holds now."""
@@ -454,6 +478,19 @@ class RoomScheduler:
             return
         with contextlib.suppress(nats.errors.Error, TimeoutError):  # it expires anyway
             await self.kv.delete(room.key, last=revision)
+
+    async def _tell_waiting_forever(self) -> None:
+        """Tell ``still_waiting`` of the queued messages, so their callers hear they live.
+
+        A message behind a slow room can wait longer than its follower's
+        patience; the hosting code beats its run's heartbeat meanwhile. A
+        message handed over leaves this queue, and its new owner tells of it.
+        """
+        assert self.still_waiting is not None  # noqa: S101 - only started with one
+        while True:
+            await asyncio.sleep(self.waiting_every)
+            if waiting := self.queued():
+                await self.still_waiting(waiting)
 
     async def _renew_forever(self) -> None:
         while True:

@@ -10,8 +10,9 @@ Liveness: while a turn runs, the replica running it publishes a
 ``RUN_HEARTBEAT_SECONDS`` (``heartbeat``, started by the hosting code). A
 follower waits as long as heartbeats come, however slow the model, and raises
 ``Unavailable`` naming the run once ``HEARTBEAT_MISSES`` intervals pass
-without one (the replica died). Before the first heartbeat (the message waits
-behind its room's earlier turns), it waits up to its ``timeout``.
+without one (the replica died). A message queued behind its room's earlier
+turns beats too (``RoomScheduler`` tells the hosting code which wait); before
+the first heartbeat, a follower waits up to its ``timeout``.
 
 The runs stream keeps every run's messages for an hour: ``follow_kept_run``
 replays a run from its first message, so a follower that lost its connection
@@ -266,15 +267,10 @@ async def heartbeat(
         yield
         return
     every = interval or heartbeat_interval()
-    beat = RunHeartbeat(run_id=request.run_id, message_id=request.message_id, interval=every)
-    subject = subjects.run(request.run_id, "heartbeat")
 
     async def beat_forever() -> None:
         while True:
-            try:
-                await broker.publish(beat, subject)
-            except nats.errors.Error as exc:
-                logger.debug("heartbeat of run %s not sent: %s", beat.run_id, exc)
+            await beat(broker, subjects, [request], interval=every)
             await asyncio.sleep(every)
 
     task = asyncio.create_task(beat_forever(), name=f"heartbeat-{request.run_id}")
@@ -283,6 +279,30 @@ async def heartbeat(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def beat(
+    broker: NatsBroker,
+    subjects: Subjects,
+    requests: list[HandleMessage],
+    *,
+    interval: float | None = None,
+) -> None:
+    """Publish one heartbeat for each request's run (requests without a run are skipped).
+
+    ``interval``: the seconds until the next beat that followers are told
+    (``RUN_HEARTBEAT_SECONDS`` by default). Never raises: a beat that cannot
+    be sent (NATS away) is skipped, and followers then give up, which is the truth.
+    """
+    every = interval or heartbeat_interval()
+    for live in requests:
+        if live.run_id is None:
+            continue
+        message = RunHeartbeat(run_id=live.run_id, message_id=live.message_id, interval=every)
+        try:
+            await broker.publish(message, subjects.run(live.run_id, "heartbeat"))
+        except nats.errors.Error as exc:
+            logger.debug("heartbeat of run %s not sent: %s", live.run_id, exc)
 
 
 def owned(message: HandleMessage, subjects: Subjects, owner: str) -> HandleMessage:

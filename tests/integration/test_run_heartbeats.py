@@ -129,6 +129,32 @@ async def test_a_follower_waits_for_a_turn_many_times_longer_than_its_timeout(
     assert [e.content.text for e in events if isinstance(e, RunResponse)] == ["worth the wait"]
 
 
+async def test_a_follower_of_a_message_queued_behind_a_slow_turn_waits_for_its_answer(
+    stack: Stack,
+) -> None:
+    stack.model.default = plan("in turn")
+    first = await start_run(
+        stack.caller, stack.subjects, AGENT, stack.message("first", "room-queue"), timeout=60
+    )
+    opener = asyncio.create_task(open_gate_after(stack.model, BEAT * 2.5))
+    second = await start_run(
+        stack.caller,
+        stack.subjects,
+        AGENT,
+        stack.message("second", "room-queue"),
+        timeout=PATIENCE,
+    )
+    seen = [event async for event, _raw in second.messages()]
+    await opener
+    first_ended = [e async for e, _raw in first.events()][-1]
+    assert isinstance(first_ended, RunEnded)
+    assert first_ended.status == "completed"
+    beats = [e for e in seen if isinstance(e, RunHeartbeat)]
+    assert len(beats) >= 2  # beaten while it waited for the room, then while it ran
+    assert isinstance(seen[-1], RunEnded)
+    assert seen[-1].status == "completed"
+
+
 async def test_the_live_turn_publishes_heartbeats_with_their_interval_on_its_run(
     stack: Stack,
 ) -> None:
