@@ -129,11 +129,53 @@ class Operation(msgspec.Struct, frozen=True, kw_only=True):
     description: str
 
 
+def _documented(
+    name: str,
+    subject: str,
+    request: type[Message],
+    *,
+    by: str,
+    parameters: dict[str, str] | None = None,
+    replies: tuple[type[Message], ...] = (),
+    action: str = "receive",
+) -> Operation:
+    """An operation described by the docstring of the message it carries."""
+    return Operation(
+        name=name,
+        subject=subject,
+        parameters=parameters or {},
+        request=request,
+        replies=replies,
+        action=action,
+        by=by,
+        description=request.__doc__ or "",
+    )
+
+
+def _runtime_request(
+    name: str,
+    subject: str,
+    request: type[Message],
+    result: type[Message],
+    parameters: dict[str, str] | None = None,
+) -> Operation:
+    """A request the runtime's queue group serves, answered with ``result`` or an Error."""
+    return _documented(
+        name,
+        subject,
+        request,
+        parameters=parameters,
+        replies=(result, Error),
+        by="Served by runtime (queue group 'runtime')",
+    )
+
+
 def _event_channels(ns: str) -> tuple[Operation, ...]:
     return (
-        Operation(
-            name="agentEvent",
-            subject=f"{ns}.event.{{agent_id}}.{{event_domain}}.{{event_name}}",
+        _documented(
+            "agentEvent",
+            f"{ns}.event.{{agent_id}}.{{event_domain}}.{{event_name}}",
+            AgentEventOccurred,
             parameters={
                 "agent_id": "The agent it happened in.",
                 "event_domain": "What it is about: run, message, action, evaluator, world, "
@@ -142,34 +184,29 @@ def _event_channels(ns: str) -> tuple[Operation, ...]:
                 "failed, generation_completed, ... (the pair is the elizaOS event name, lower "
                 "case: RUN_STARTED is run.started).",
             },
-            request=AgentEventOccurred,
             action="send",
             by="Sent by the runtime and the embedding service, into the JetStream stream "
             f"{ns.upper()}_EVENTS (deduplicated on event_id)",
-            description=AgentEventOccurred.__doc__ or "",
         ),
-        Operation(
-            name="agentsChanged",
-            subject=f"{ns}.agents.changed",
-            parameters={},
-            request=AgentChanged,
+        _documented(
+            "agentsChanged",
+            f"{ns}.agents.changed",
+            AgentChanged,
             action="send",
             by="Sent by the runtime replica that changed the agent (core NATS); every replica "
             "listens",
-            description=AgentChanged.__doc__ or "",
         ),
-        Operation(
-            name="outbound",
-            subject=f"{ns}.outbound.{{source}}.send",
+        _documented(
+            "outbound",
+            f"{ns}.outbound.{{source}}.send",
+            OutboundMessage,
             parameters={
                 "source": "The platform whose connector delivers it: webhook, discord, ..."
             },
-            request=OutboundMessage,
             action="send",
             by="Sent by the runtime, into the JetStream stream "
             f"{ns.upper()}_OUTBOUND; a connector drains it with the durable consumer "
             "webhook-<source>",
-            description=OutboundMessage.__doc__ or "",
         ),
     )
 
@@ -186,21 +223,18 @@ _RUN_MESSAGES: tuple[tuple[str, type[Message]], ...] = (
 def _run_channels(ns: str) -> tuple[Operation, ...]:
     stream = f"Sent by the runtime, into the JetStream stream {ns.upper()}_RUNS"
     return tuple(
-        Operation(
-            name=f"{'ownedRun' if owned else 'run'}{what.capitalize()}",
-            subject=f"{ns}.run.{{owner}}.{{run_id}}.{what}"
-            if owned
-            else f"{ns}.run.{{run_id}}.{what}",
+        _documented(
+            f"{'ownedRun' if owned else 'run'}{what.capitalize()}",
+            f"{ns}.run.{{owner}}.{{run_id}}.{what}" if owned else f"{ns}.run.{{run_id}}.{what}",
+            message,
             parameters={
                 **({"owner": "Who started the run (a run id <owner>__<id>)."} if owned else {}),
                 "run_id": "The run (turn) id given in HandleMessage.run_id."
                 if not owned
                 else "The run's own id, after <owner>__.",
             },
-            request=message,
             action="send",
             by=stream,
-            description=message.__doc__ or "",
         )
         for owned in (False, True)
         for what, message in _RUN_MESSAGES
@@ -209,14 +243,13 @@ def _run_channels(ns: str) -> tuple[Operation, ...]:
 
 def _work_queue_channels(ns: str) -> tuple[Operation, ...]:
     return (
-        Operation(
-            name="embeddingQueue",
-            subject=f"{ns}.embedding.queue.{{priority}}",
+        _documented(
+            "embeddingQueue",
+            f"{ns}.embedding.queue.{{priority}}",
+            EmbeddingRequested,
             parameters={"priority": "high, normal or low."},
-            request=EmbeddingRequested,
             by="Served by the embedding service, from the JetStream work queue "
             f"{ns.upper()}_EMBEDDING (published by whoever stores a memory)",
-            description=EmbeddingRequested.__doc__ or "",
         ),
         Operation(
             name="embeddingDead",
@@ -227,14 +260,13 @@ def _work_queue_channels(ns: str) -> tuple[Operation, ...]:
             by=f"Sent by the embedding service, into the JetStream stream {ns.upper()}_DEAD",
             description="An embedding request that kept failing, for a person to look at.",
         ),
-        Operation(
-            name="turnEvaluate",
-            subject=f"{ns}.agent.{{agent_id}}.turn.evaluate",
+        _documented(
+            "turnEvaluate",
+            f"{ns}.agent.{{agent_id}}.turn.evaluate",
+            EvaluateTurn,
             parameters={"agent_id": "The agent whose turn ended."},
-            request=EvaluateTurn,
             by="Served by the evaluator service, from the JetStream work queue "
             f"{ns.upper()}_EVALUATION (published by the runtime)",
-            description=EvaluateTurn.__doc__ or "",
         ),
         Operation(
             name="deadLetter",
@@ -250,27 +282,25 @@ def _work_queue_channels(ns: str) -> tuple[Operation, ...]:
 
 def _remote_part_channels(ns: str) -> tuple[Operation, ...]:
     return (
-        Operation(
-            name="providerGet",
-            subject=f"{ns}.provider.{{name}}.get",
+        _documented(
+            "providerGet",
+            f"{ns}.provider.{{name}}.get",
+            GetProvider,
             parameters={"name": "The provider, as listed in REMOTE_PROVIDERS."},
-            request=GetProvider,
             replies=(ProviderOutput, Error),
             action="send",
             by="Sent by the runtime during each turn; served by a remote provider process "
             "(elizamesh.serve_provider, or any NATS client)",
-            description=GetProvider.__doc__ or "",
         ),
-        Operation(
-            name="actionInvoke",
-            subject=f"{ns}.action.{{name}}.invoke",
+        _documented(
+            "actionInvoke",
+            f"{ns}.action.{{name}}.invoke",
+            InvokeAction,
             parameters={"name": "The action, as listed in REMOTE_ACTIONS."},
-            request=InvokeAction,
             replies=(ActionOutput, Error),
             action="send",
             by="Sent by the runtime when the planner picks the action; served by a remote "
             "action process (elizamesh.serve_action, or any NATS client)",
-            description=InvokeAction.__doc__ or "",
         ),
         Operation(
             name="roomHandover",
@@ -298,62 +328,38 @@ def operations(subjects: Subjects) -> tuple[Operation, ...]:
 def _request_reply_channels(subjects: Subjects) -> tuple[Operation, ...]:
     ns = subjects.namespace
     return (
-        Operation(
-            name="handleMessage",
-            subject=f"{ns}.agent.{{agent_id}}.message.handle",
-            parameters={"agent_id": "The agent that should handle the message."},
-            request=HandleMessage,
-            replies=(HandleMessageResult, Error),
-            by="Served by runtime (queue group 'runtime')",
-            description=HandleMessage.__doc__ or "",
+        _runtime_request(
+            "handleMessage",
+            f"{ns}.agent.{{agent_id}}.message.handle",
+            HandleMessage,
+            HandleMessageResult,
+            {"agent_id": "The agent that should handle the message."},
         ),
-        Operation(
-            name="listAgents",
-            subject=subjects.agents_list,
-            parameters={},
-            request=ListAgents,
-            replies=(AgentList, Error),
-            by="Served by runtime (queue group 'runtime')",
-            description=ListAgents.__doc__ or "",
-        ),
-        Operation(
-            name="addAgent",
-            subject=subjects.agents_add,
-            parameters={},
-            request=AddAgent,
-            replies=(AgentStatus, Error),
-            by="Served by runtime (queue group 'runtime')",
-            description=AddAgent.__doc__ or "",
-        ),
+        _runtime_request("listAgents", subjects.agents_list, ListAgents, AgentList),
+        _runtime_request("addAgent", subjects.agents_add, AddAgent, AgentStatus),
         *(
-            Operation(
-                name=f"{command}Agent",
-                subject=f"{ns}.agent.{{agent_id}}.{command}",
-                parameters={"agent_id": f"The agent to {command}."},
-                request=AgentCommand,
-                replies=(AgentStatus, Error),
-                by="Served by runtime (queue group 'runtime')",
-                description=AgentCommand.__doc__ or "",
+            _runtime_request(
+                f"{command}Agent",
+                f"{ns}.agent.{{agent_id}}.{command}",
+                AgentCommand,
+                AgentStatus,
+                {"agent_id": f"The agent to {command}."},
             )
             for command in AGENT_COMMANDS
         ),
-        Operation(
-            name="agentHealth",
-            subject=f"{ns}.agent.{{agent_id}}.health",
-            parameters={"agent_id": "The agent to probe."},
-            request=CheckAgent,
-            replies=(AgentHealth, Error),
-            by="Served by runtime (queue group 'runtime')",
-            description=CheckAgent.__doc__ or "",
+        _runtime_request(
+            "agentHealth",
+            f"{ns}.agent.{{agent_id}}.health",
+            CheckAgent,
+            AgentHealth,
+            {"agent_id": "The agent to probe."},
         ),
-        Operation(
-            name="health",
-            subject=subjects.health,
-            parameters={},
-            request=CheckHealth,
+        _documented(
+            "health",
+            subjects.health,
+            CheckHealth,
             replies=(ServiceHealth,),
             by="Served by every service instance (gather the replies)",
-            description=CheckHealth.__doc__ or "",
         ),
         *(
             Operation(

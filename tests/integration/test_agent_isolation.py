@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -32,24 +31,15 @@ from contracts.records import (
 from shared.errors import NotFound
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.vectors import to_bytes
-from tests.integration.test_ids_and_limits import stored_agent, through_memory_service
+from tests.integration.storage_backends import BACKENDS, stored_agent_on
 
 
-@pytest.fixture(params=["sqlite", "postgres", "nats"])
+@pytest.fixture(params=BACKENDS)
 async def agents(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[DatabaseAdapter, DatabaseAdapter]]:
     """Agents A and B, stored in one database (B is A's adapter ``for_agent``)."""
-    sqlite_url = f"sqlite:///{tmp_path / 'two.db'}"
-    target: AbstractAsyncContextManager[DatabaseAdapter]
-    if request.param == "sqlite":
-        target = stored_agent(sqlite_url)
-    elif request.param == "postgres":
-        target = stored_agent(request.getfixturevalue("postgres_url"))
-    else:
-        nats_url = request.getfixturevalue("nats_url")
-        target = through_memory_service(nats_url, request.getfixturevalue("subjects"), sqlite_url)
-    async with target as a:
+    async with stored_agent_on(request, tmp_path, "A") as a:
         b = a.for_agent(str(uuid.uuid4()))
         assert await b.create_agent(Agent(id=b.agent_id, name="B"))
         try:

@@ -10,7 +10,7 @@ from typing import Any
 from contracts import Subjects
 from contracts.control import ConsumerHealth
 from shared.bus import create_broker, start_serving
-from shared.health import no_consumers, serve_health
+from shared.health import Probe, no_consumers, serve_health
 
 
 async def run_probe(nats_url: str, subjects: Subjects, service: str) -> tuple[int, str]:
@@ -31,6 +31,17 @@ async def run_probe(nats_url: str, subjects: Subjects, service: str) -> tuple[in
     return process.returncode, output.decode()
 
 
+async def probe_beside(
+    nats_url: str, subjects: Subjects, instance: str, health: Probe, probed: str
+) -> tuple[int, str]:
+    """Probe ``probed`` while this host's ``instance`` service answers health with ``health``."""
+    service = create_broker(nats_url, name="probe-under-test")
+    serve_health(service, subjects, instance, health)
+    async with service:
+        await start_serving(service)
+        return await run_probe(nats_url, subjects, probed)
+
+
 async def dead_consumer() -> tuple[list[ConsumerHealth], dict[str, Any]]:
     return [ConsumerHealth(name="messages", alive=False)], {}
 
@@ -38,11 +49,7 @@ async def dead_consumer() -> tuple[list[ConsumerHealth], dict[str, Any]]:
 async def test_the_probe_passes_when_this_hosts_instance_answers_ok(
     nats_url: str, subjects: Subjects
 ) -> None:
-    service = create_broker(nats_url, name="probe-under-test")
-    serve_health(service, subjects, "runtime", no_consumers)
-    async with service:
-        await start_serving(service)
-        status, output = await run_probe(nats_url, subjects, "runtime")
+    status, output = await probe_beside(nats_url, subjects, "runtime", no_consumers, "runtime")
     assert status == 0, output
     assert output.startswith("runtime ")
     assert output.strip().endswith(" ok")
@@ -51,11 +58,7 @@ async def test_the_probe_passes_when_this_hosts_instance_answers_ok(
 async def test_the_probe_fails_with_one_line_when_the_instance_is_not_ok(
     nats_url: str, subjects: Subjects
 ) -> None:
-    service = create_broker(nats_url, name="probe-under-test")
-    serve_health(service, subjects, "memory", dead_consumer)
-    async with service:
-        await start_serving(service)
-        status, output = await run_probe(nats_url, subjects, "memory")
+    status, output = await probe_beside(nats_url, subjects, "memory", dead_consumer, "memory")
     assert status == 1
     assert "NOT OK" in output
     assert len(output.strip().splitlines()) == 1
@@ -64,11 +67,7 @@ async def test_the_probe_fails_with_one_line_when_the_instance_is_not_ok(
 async def test_the_probe_fails_when_only_another_service_answers(
     nats_url: str, subjects: Subjects
 ) -> None:
-    service = create_broker(nats_url, name="probe-under-test")
-    serve_health(service, subjects, "gateway", no_consumers)
-    async with service:
-        await start_serving(service)
-        status, output = await run_probe(nats_url, subjects, "embedding")
+    status, output = await probe_beside(nats_url, subjects, "gateway", no_consumers, "embedding")
     assert (status, output.strip()) == (1, "no embedding instance on this host answered")
 
 

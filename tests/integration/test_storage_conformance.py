@@ -9,9 +9,8 @@ share a database without seeing each other's rows.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts import CacheEntry, Connection, Content, Subjects, TurnCommit
+from contracts import CacheEntry, Connection, Content, TurnCommit
 from contracts.records import (
     Agent,
     ChannelType,
@@ -37,63 +36,31 @@ from contracts.records import (
     World,
     now_ms,
 )
-from services.memory.main import create_broker_for
-from shared.bus import create_broker, start_serving
-from shared.config import Settings
 from shared.errors import BadRequest, Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
-from shared.storage.client import memory_client
 from shared.storage.sql import SqlAdapter
 from shared.storage.vectors import to_bytes
+from tests.integration.storage_backends import (
+    BACKENDS,
+    SQL_BACKENDS,
+    database_url,
+    memory_service_client,
+    new_id,
+    sql_adapter,
+    stored_agent_on,
+)
+
+# What test_begin_turn_reports_what_it_created imports from here (until it
+# takes the first three from storage_backends).
+__all__ = ["memory_service_client", "new_id", "said", "sql_adapter"]
 
 BATCH = 100  # vectors per request: 100 x 384 floats as JSON stay under NATS's 1 MB payload
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex
-
-
-@asynccontextmanager
-async def sql_adapter(url: str) -> AsyncIterator[DatabaseAdapter]:
-    db = SqlAdapter.from_url(url, new_id())
-    await db.init()
-    try:
-        yield db
-    finally:
-        await db.close()
-
-
-@asynccontextmanager
-async def memory_service_client(
-    nats_url: str, subjects: Subjects, database_url: str
-) -> AsyncIterator[DatabaseAdapter]:
-    settings = Settings(nats_url=nats_url, eliza_ns=subjects.namespace, database_url=database_url)
-    async with sql_adapter(database_url) as storage:
-        service = create_broker_for(settings, storage)  # type: ignore[arg-type]
-        client = create_broker(nats_url, name="conformance-client")
-        async with service, client:
-            await start_serving(service)
-            await client.connect()
-            yield memory_client(client, agent_id=new_id(), subjects=subjects)
-
-
-@pytest.fixture(params=["sqlite", "postgres", "nats"])
+@pytest.fixture(params=BACKENDS)
 async def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DatabaseAdapter]:
-    sqlite_url = f"sqlite:///{tmp_path / 'agent.db'}"
-    target: AbstractAsyncContextManager[DatabaseAdapter]
-    if request.param == "sqlite":
-        target = sql_adapter(sqlite_url)
-    elif request.param == "postgres":
-        target = sql_adapter(request.getfixturevalue("postgres_url"))
-    else:
-        nats_url = request.getfixturevalue("nats_url")
-        target = memory_service_client(nats_url, request.getfixturevalue("subjects"), sqlite_url)
-    async with target as db:
-        assert await db.create_agent(Agent(id=db.agent_id, name="Conformance"))
-        try:
-            yield db
-        finally:
-            await db.delete_agent(db.agent_id)
+    async with stored_agent_on(request, tmp_path, "Conformance") as db:
+        yield db
 
 
 def message(room_id: str, text: str, *, at: int, embedding: list[float] | None = None) -> Memory:
@@ -846,14 +813,10 @@ def recorded(engine: AsyncEngine) -> Iterator[Statements]:
         event.remove(engine.sync_engine, "begin", on_begin)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=SQL_BACKENDS)
 async def sql(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlAdapter]:
     """``SqlAdapter`` on each database, for an agent (and its entity) of this test's own."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'agent.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    db = SqlAdapter.from_url(url, new_id())
+    db = SqlAdapter.from_url(database_url(request, tmp_path), new_id())
     await db.init()
     await db.create_agent(Agent(id=db.agent_id, name="Counted"))
     await db.create_entities([Entity(id=db.agent_id, names=["Counted"])])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 from contracts import Content
@@ -13,6 +12,7 @@ from shared.agent.message_service import DefaultMessageService, MessageOptions
 from shared.agent.runtime import AgentRuntime
 from shared.agent.types import Action, ActionResult, Callback, EventType, HandlerOptions, State
 from tests.scripted import ScriptedModel, decide, plan
+from tests.unit.agent.actions import action_from
 
 
 def said(text: str, room: str = "dm-1", **content: Any) -> Memory:
@@ -116,31 +116,17 @@ async def test_actions_run_in_order_and_each_sees_the_results_before_it(
 ) -> None:
     seen_context: list[list[str]] = []
 
-    async def lookup(
-        rt: AgentRuntime,
-        m: Memory,
-        s: State,
-        o: HandlerOptions,
-        cb: Callback | None,
-        r: Sequence[Memory],
-    ) -> ActionResult:
+    async def lookup(*_: object) -> ActionResult:
         return ActionResult(text="Paris", values={"city": "Paris"})
 
-    async def answer(
-        rt: AgentRuntime,
-        m: Memory,
-        s: State,
-        o: HandlerOptions,
-        cb: Callback | None,
-        r: Sequence[Memory],
-    ) -> ActionResult:
+    async def answer(s: State, o: HandlerOptions, cb: Callback | None) -> ActionResult:
         seen_context.append([c.action for c in o.action_context])
         assert cb is not None
         await cb(Content(text=f"The capital is {s.values['city']}"))
         return ActionResult(text="answered")
 
     runtime.register_action(Action("LOOKUP", lookup, "find the city"))
-    runtime.register_action(Action("ANSWER", answer, "say it"))
+    runtime.register_action(action_from("ANSWER", answer, "say it"))
     model.large.append(plan("", actions="LOOKUP,ANSWER"))
     result = await handle(runtime, said("capital of France?"))
     assert result.mode == "actions"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -14,15 +13,14 @@ from shared.agent.runtime import AgentRuntime
 from shared.agent.types import (
     Action,
     ActionResult,
-    Callback,
     EventType,
-    HandlerOptions,
     Provider,
     ProviderResult,
     State,
     StateError,
 )
 from tests.scripted import ScriptedModel, plan
+from tests.unit.agent.actions import action_from
 
 
 def said(text: str = "go") -> Memory:
@@ -106,28 +104,14 @@ def step(action: str, finish: bool = False) -> str:
 
 
 def search_then_write(seen: dict[str, Any]) -> list[Action]:
-    async def search(
-        rt: AgentRuntime,
-        m: Memory,
-        s: State,
-        o: HandlerOptions,
-        cb: Callback | None,
-        r: Sequence[Memory],
-    ) -> ActionResult:
+    async def search(*_: object) -> ActionResult:
         return ActionResult(text="found", values={"city": "Paris"})
 
-    async def write(
-        rt: AgentRuntime,
-        m: Memory,
-        s: State,
-        o: HandlerOptions,
-        cb: Callback | None,
-        r: Sequence[Memory],
-    ) -> ActionResult:
+    async def write(s: State, *_: object) -> ActionResult:
         seen["city"] = s.values.get("city")
         return ActionResult(text="written")
 
-    return [Action("SEARCH", search), Action("WRITE", write)]
+    return [Action("SEARCH", search), action_from("WRITE", write)]
 
 
 async def test_in_multi_step_mode_an_actions_values_reach_the_next_steps_state(

@@ -12,7 +12,8 @@ Revision ID: 0005
 Revises: 0004
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -48,144 +49,117 @@ def _key(table: str, *, per_agent: bool, column: str = "id") -> sa.PrimaryKeyCon
     return sa.PrimaryKeyConstraint(column, name=f"pk_{table}_by_id")
 
 
-def _memories(name: str, *, per_agent: bool) -> None:
+# Each moved table's columns in order, as (name, type, nullable); both the
+# CREATE and the copy read them, so the two cannot disagree.
+_S64 = sa.String(length=64)
+_COLUMNS: dict[str, list[tuple[str, sa.types.TypeEngine[Any], bool]]] = {
+    "memories": [
+        ("id", _S64, False),
+        ("type", _S64, False),
+        ("agent_id", _S64, False),
+        ("entity_id", _S64, False),
+        ("room_id", _S64, False),
+        ("world_id", _S64, True),
+        ("content", _JSON, False),
+        ("metadata", _JSON, False),
+        ("unique", sa.Boolean(), False),
+        ("created_at", sa.BigInteger(), False),
+    ],
+    "logs": [
+        ("id", _S64, False),
+        ("agent_id", _S64, False),
+        ("entity_id", _S64, False),
+        ("room_id", _S64, True),
+        ("type", sa.String(length=128), False),
+        ("body", _JSON, False),
+        ("created_at", sa.BigInteger(), False),
+    ],
+    "components": [
+        ("id", _S64, False),
+        ("agent_id", _S64, False),
+        ("entity_id", _S64, False),
+        ("room_id", _S64, True),
+        ("world_id", _S64, True),
+        ("source_entity_id", _S64, True),
+        ("type", sa.String(length=128), False),
+        ("data", _JSON, False),
+        ("created_at", sa.BigInteger(), False),
+    ],
+    "tasks": [
+        ("id", _S64, False),
+        ("agent_id", _S64, False),
+        ("name", sa.String(length=255), False),
+        ("description", sa.Text(), False),
+        ("room_id", _S64, True),
+        ("world_id", _S64, True),
+        ("entity_id", _S64, True),
+        ("tags", _JSON, False),
+        ("metadata", _JSON, False),
+        ("created_at", sa.BigInteger(), False),
+        ("updated_at", sa.BigInteger(), False),
+    ],
+    "relationships": [
+        ("id", _S64, False),
+        ("source_entity_id", _S64, False),
+        ("target_entity_id", _S64, False),
+        ("agent_id", _S64, False),
+        ("tags", _JSON, False),
+        ("metadata", _JSON, False),
+        ("created_at", sa.BigInteger(), False),
+    ],
+}
+
+
+def _unique(table: str) -> list[sa.UniqueConstraint]:
+    """The table's unique constraints beyond its key."""
+    if table == "relationships":
+        return [sa.UniqueConstraint("source_entity_id", "target_entity_id", "agent_id")]
+    return []
+
+
+def _create(table: str, *, per_agent: bool) -> None:
+    """Create ``<table>_new`` in the form ``per_agent`` selects (True: this revision's)."""
+    columns = [sa.Column(name, kind, nullable=null) for name, kind, null in _COLUMNS[table]]
+    if table == "tasks" and per_agent:
+        # New in this revision: nothing to copy going up, dropped going down.
+        columns.append(sa.Column("claimed_until", sa.BigInteger(), nullable=True))
+    # SQLAlchemy writes constraints in the order they were made: the agent's
+    # reference, then the unique ones, as the tables have always been created.
     op.create_table(
-        name,
-        sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("type", sa.String(length=64), nullable=False),
-        sa.Column("agent_id", sa.String(length=64), nullable=False),
-        sa.Column("entity_id", sa.String(length=64), nullable=False),
-        sa.Column("room_id", sa.String(length=64), nullable=False),
-        sa.Column("world_id", sa.String(length=64), nullable=True),
-        sa.Column("content", _JSON, nullable=False),
-        sa.Column("metadata", _JSON, nullable=False),
-        sa.Column("unique", sa.Boolean(), nullable=False),
-        sa.Column("created_at", sa.BigInteger(), nullable=False),
-        _agent(),
-        _key("memories", per_agent=per_agent),
+        f"{table}_new", *columns, _agent(), _key(table, per_agent=per_agent), *_unique(table)
     )
 
 
-def _embeddings(name: str, memories: str, *, per_agent: bool) -> None:
-    if per_agent:
-        op.create_table(
-            name,
-            sa.Column("memory_id", sa.String(length=64), nullable=False),
-            sa.Column("agent_id", sa.String(length=64), nullable=False),
-            sa.Column("dim", sa.Integer(), nullable=False),
-            sa.Column("vector", sa.LargeBinary(), nullable=False),
-            sa.ForeignKeyConstraint(
-                ["memory_id", "agent_id"],
-                [f"{memories}.id", f"{memories}.agent_id"],
-                name="fk_embeddings_memory",
-                ondelete="CASCADE",
-            ),
-            _agent(),
-            _key("embeddings", per_agent=True, column="memory_id"),
-        )
-        return
+def _embeddings(*, per_agent: bool) -> None:
+    """Create ``embeddings_new``, each vector referencing its row of ``memories_new``."""
+    # Per agent, a vector belongs to (memory, agent); before, to the memory alone.
+    owner = ["memory_id", "agent_id"] if per_agent else ["memory_id"]
+    memory = sa.ForeignKeyConstraint(
+        owner,
+        ["memories_new.id", "memories_new.agent_id"] if per_agent else ["memories_new.id"],
+        name="fk_embeddings_memory" if per_agent else None,
+        ondelete="CASCADE",
+    )
     op.create_table(
-        name,
-        sa.Column("memory_id", sa.String(length=64), nullable=False),
+        "embeddings_new",
+        *[sa.Column(column, sa.String(length=64), nullable=False) for column in owner],
         sa.Column("dim", sa.Integer(), nullable=False),
         sa.Column("vector", sa.LargeBinary(), nullable=False),
-        sa.ForeignKeyConstraint(["memory_id"], [f"{memories}.id"], ondelete="CASCADE"),
-        _key("embeddings", per_agent=False, column="memory_id"),
+        memory,
+        *([_agent()] if per_agent else []),
+        _key("embeddings", per_agent=per_agent, column="memory_id"),
     )
 
 
-def _logs(name: str, *, per_agent: bool) -> None:
-    op.create_table(
-        name,
-        sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("agent_id", sa.String(length=64), nullable=False),
-        sa.Column("entity_id", sa.String(length=64), nullable=False),
-        sa.Column("room_id", sa.String(length=64), nullable=True),
-        sa.Column("type", sa.String(length=128), nullable=False),
-        sa.Column("body", _JSON, nullable=False),
-        sa.Column("created_at", sa.BigInteger(), nullable=False),
-        _agent(),
-        _key("logs", per_agent=per_agent),
-    )
-
-
-def _components(name: str, *, per_agent: bool) -> None:
-    op.create_table(
-        name,
-        sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("agent_id", sa.String(length=64), nullable=False),
-        sa.Column("entity_id", sa.String(length=64), nullable=False),
-        sa.Column("room_id", sa.String(length=64), nullable=True),
-        sa.Column("world_id", sa.String(length=64), nullable=True),
-        sa.Column("source_entity_id", sa.String(length=64), nullable=True),
-        sa.Column("type", sa.String(length=128), nullable=False),
-        sa.Column("data", _JSON, nullable=False),
-        sa.Column("created_at", sa.BigInteger(), nullable=False),
-        _agent(),
-        _key("components", per_agent=per_agent),
-    )
-
-
-def _relationships(name: str, *, per_agent: bool) -> None:
-    op.create_table(
-        name,
-        sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("source_entity_id", sa.String(length=64), nullable=False),
-        sa.Column("target_entity_id", sa.String(length=64), nullable=False),
-        sa.Column("agent_id", sa.String(length=64), nullable=False),
-        sa.Column("tags", _JSON, nullable=False),
-        sa.Column("metadata", _JSON, nullable=False),
-        sa.Column("created_at", sa.BigInteger(), nullable=False),
-        _agent(),
-        _key("relationships", per_agent=per_agent),
-        sa.UniqueConstraint("source_entity_id", "target_entity_id", "agent_id"),
-    )
-
-
-def _tasks(name: str, *, per_agent: bool) -> None:
-    claim = [sa.Column("claimed_until", sa.BigInteger(), nullable=True)] if per_agent else []
-    op.create_table(
-        name,
-        sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("agent_id", sa.String(length=64), nullable=False),
-        sa.Column("name", sa.String(length=255), nullable=False),
-        sa.Column("description", sa.Text(), nullable=False),
-        sa.Column("room_id", sa.String(length=64), nullable=True),
-        sa.Column("world_id", sa.String(length=64), nullable=True),
-        sa.Column("entity_id", sa.String(length=64), nullable=True),
-        sa.Column("tags", _JSON, nullable=False),
-        sa.Column("metadata", _JSON, nullable=False),
-        sa.Column("created_at", sa.BigInteger(), nullable=False),
-        sa.Column("updated_at", sa.BigInteger(), nullable=False),
-        *claim,
-        _agent(),
-        _key("tasks", per_agent=per_agent),
-    )
-
-
-_COLUMNS = {
-    "memories": "id, type, agent_id, entity_id, room_id, world_id, content, metadata, "
-    '"unique", created_at',
-    "logs": "id, agent_id, entity_id, room_id, type, body, created_at",
-    "components": "id, agent_id, entity_id, room_id, world_id, source_entity_id, type, data, "
-    "created_at",
-    "tasks": "id, agent_id, name, description, room_id, world_id, entity_id, tags, metadata, "
-    "created_at, updated_at",
-    "relationships": "id, source_entity_id, target_entity_id, agent_id, tags, metadata, created_at",
-}
-_CREATE: dict[str, Callable[..., None]] = {
-    "logs": _logs,
-    "components": _components,
-    "tasks": _tasks,
-    "relationships": _relationships,
-}
 # Going down, one row per id: the one of the smallest agent id.
 _FIRST = "WHERE t.agent_id = (SELECT MIN(o.agent_id) FROM {table} o WHERE o.id = t.id)"
 
 
 def _copy(table: str, keep: str) -> str:
     """The INSERT of ``table``'s rows (those ``keep`` selects) into ``<table>_new``."""
-    columns, where = _COLUMNS[table], keep.format(table=table)
+    quote = op.get_context().dialect.identifier_preparer.quote  # "unique" is a keyword
+    columns = ", ".join(quote(name) for name, _, _ in _COLUMNS[table])
+    where = keep.format(table=table)
     return f"INSERT INTO {table}_new ({columns}) SELECT {columns} FROM {table} t {where}"  # noqa: S608 - our constants
 
 
@@ -200,9 +174,9 @@ def _swap(table: str) -> None:
 def _move(*, per_agent: bool) -> None:
     """Copy every table into its new form, then swap them (vectors before their memories)."""
     keep = "" if per_agent else _FIRST
-    _memories("memories_new", per_agent=per_agent)
+    _create("memories", per_agent=per_agent)
     op.execute(_copy("memories", keep))
-    _embeddings("embeddings_new", "memories_new", per_agent=per_agent)
+    _embeddings(per_agent=per_agent)
     if per_agent:
         op.execute(
             "INSERT INTO embeddings_new (memory_id, agent_id, dim, vector) "
@@ -218,8 +192,8 @@ def _move(*, per_agent: bool) -> None:
     op.drop_table("embeddings")
     _swap("memories")
     op.rename_table("embeddings_new", "embeddings")
-    for table, create in _CREATE.items():
-        create(f"{table}_new", per_agent=per_agent)
+    for table in ("logs", "components", "tasks", "relationships"):
+        _create(table, per_agent=per_agent)
         op.execute(_copy(table, keep))
         _swap(table)
 
