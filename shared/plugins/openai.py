@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import msgspec
 import openai
 from openai import AsyncOpenAI, AsyncStream
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam
 
 from contracts.error import ErrorCode
 from shared.agent.types import ModelError, ModelType, Plugin, PluginPriority, Service
@@ -412,6 +412,70 @@ class _Refused(Exception):  # noqa: N818 - a signal between two functions, never
     """The server refused ``response_format``: try the next way."""
 
 
+class _Usage(msgspec.Struct):
+    """The token counts of a chat answer (servers may leave either out)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Said(msgspec.Struct):
+    """What a choice says: ``message`` in a whole answer, ``delta`` in a streamed chunk."""
+
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Said | None = None
+    delta: _Said | None = None
+
+
+class _Completion(msgspec.Struct):
+    """The part of a chat completion, or of one streamed chunk, that is read."""
+
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+
+
+_COMPLETION = msgspec.json.Decoder(_Completion)
+
+
+def _body(request: Mapping[str, object]) -> bytes:
+    """The request as JSON, encoded here rather than by the client.
+
+    The client's ``chat.completions.create`` walks the whole request (the
+    prompt, the JSON schema) against its typed parameters before sending it,
+    and parses the answer into pydantic models: a third of the runtime
+    service's CPU per turn. ``client.post`` keeps its auth, headers, timeout
+    and error mapping and skips both.
+
+    Raises:
+        BadRequest: a model parameter is not a JSON value.
+    """
+    try:
+        return msgspec.json.encode(request)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise BadRequest(
+            f"model parameters must be JSON values: {exc}",
+            details={"field": "params", "rule": "JSON values"},
+        ) from exc
+
+
+def _unreadable(runtime: AgentRuntime, model: str, exc: Exception) -> ModelError:
+    return ModelError(
+        f"the OpenAI-compatible server at {_where(runtime)} answered something else than a "
+        f"chat completion for model {model!r}: {exc}"
+    )
+
+
+def _record(model: str, usage: _Usage | None) -> None:
+    record_tokens(
+        model,
+        prompt=usage.prompt_tokens if usage else None,
+        completion=usage.completion_tokens if usage else None,
+    )
+
+
 async def _complete(
     runtime: AgentRuntime,
     request: dict[str, Any],
@@ -424,54 +488,62 @@ async def _complete(
     shaped = "response_format" in request
     try:
         if params.get("stream"):
+            # A last chunk with the usage; chunks arrive as dicts (``AsyncStream[object]``),
+            # read with msgspec, not as pydantic models.
+            body = _body({**request, "stream": True, "stream_options": {"include_usage": True}})
             stream = await _call(
                 runtime,
-                lambda c: c.chat.completions.create(
-                    **request,
+                lambda c: c.post(
+                    "/chat/completions",
+                    cast_to=object,
+                    content=body,
                     stream=True,
-                    stream_options={"include_usage": True},  # a last chunk with the usage
+                    stream_cls=AsyncStream[object],
                 ),
                 final=lambda exc: shaped and _format_refused(exc),
             )
             return _deltas(runtime, stream, model, transform)
-        reply = await _call(
+        body = _body(request)
+        raw = await _call(
             runtime,
-            lambda c: c.chat.completions.create(**request),
+            lambda c: c.post("/chat/completions", cast_to=bytes, content=body),
             final=lambda exc: shaped and _format_refused(exc),
         )
     except openai.OpenAIError as exc:
         if shaped and _format_refused(exc):
             raise _Refused from exc
         raise _explain(runtime, exc, model, model_setting=model_setting) from exc
-    usage = reply.usage
-    record_tokens(
-        model,
-        prompt=usage.prompt_tokens if usage else None,
-        completion=usage.completion_tokens if usage else None,
-    )
-    text = reply.choices[0].message.content or ""
+    try:
+        reply = _COMPLETION.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise _unreadable(runtime, model, exc) from exc
+    _record(model, reply.usage)
+    said = reply.choices[0].message if reply.choices else None
+    if said is None:
+        raise _unreadable(runtime, model, ValueError("no choices[0].message"))
+    text = said.content or ""
     return text if transform is None else transform.feed(text) + transform.close()
 
 
 async def _deltas(
     runtime: AgentRuntime,
-    stream: AsyncStream[ChatCompletionChunk],
+    stream: AsyncStream[object],
     model: str,
     transform: _Transform | None,
 ) -> AsyncIterator[str]:
     try:
-        async for chunk in stream:
-            if chunk.choices and (piece := chunk.choices[0].delta.content):
+        async for data in stream:
+            try:
+                chunk = msgspec.convert(data, _Completion)
+            except msgspec.ValidationError as exc:
+                raise _unreadable(runtime, model, exc) from exc
+            if chunk.choices and (said := chunk.choices[0].delta) and (piece := said.content):
                 if transform is not None:
                     piece = transform.feed(piece)
                 if piece:
                     yield piece
             if chunk.usage is not None:
-                record_tokens(
-                    model,
-                    prompt=chunk.usage.prompt_tokens,
-                    completion=chunk.usage.completion_tokens,
-                )
+                _record(model, chunk.usage)
     except Exception as exc:
         if isinstance(exc, openai.OpenAIError) or _is_timeout(exc):
             raise _explain(runtime, exc, model) from exc
