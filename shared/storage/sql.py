@@ -4,7 +4,9 @@ One short transaction per call (``AsyncSession`` with ``expire_on_commit``
 off); rows are turned into the ``contracts.records`` Structs at the edge. A
 turn's read and write (``begin_turn``, ``commit_turn``), and the writes made on
 every turn, run on SQLAlchemy Core over one connection: the ORM's unit of work
-was most of a turn's CPU.
+was most of a turn's CPU. On SQLite, the statements built once in this module
+run straight through the driver (``_Tx``): SQLAlchemy's ``execute`` was then
+most of what was left.
 Vectors are read only when a call asks for them (``include_embeddings``).
 "Create if absent" is ``INSERT ... ON CONFLICT DO NOTHING`` (Postgres and
 SQLite alike), so two replicas creating the same row never fail a transaction.
@@ -19,7 +21,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import msgspec
 from sqlalchemy import (
@@ -36,9 +38,10 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.engine import CursorResult, Dialect, Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.util.typing import TupleAny
 
@@ -59,6 +62,8 @@ from contracts.records import (
 from contracts.turn import Connection, TurnCommit, TurnContext
 from shared.database import create_engine
 from shared.errors import BadRequest, Conflict, NotFound
+from shared.sqlite_inline import InlineConnection, Prepared
+from shared.sqlite_inline import transaction as inline_transaction
 from shared.storage.migrate import check as check_schema
 from shared.storage.migrate import upgrade as upgrade_schema
 from shared.storage.tables import (
@@ -115,15 +120,27 @@ def _labelled(table: Table) -> list[Label[object]]:
     return [column.label(f"{table.name}_{column.key}") for column in table.c]
 
 
-def _part(row: RowMapping, table: Table) -> dict[str, object] | None:
+def _part(row: _Columns, table: Table) -> dict[str, object] | None:
     """``table``'s columns of a joined row (by column key), or None when the join found none."""
     values = {column.key: row[f"{table.name}_{column.key}"] for column in table.c}
     return values if values["id"] is not None else None
 
 
+_Statement = Select[*TupleAny] | UpdateBase
+_StatementT = TypeVar("_StatementT", bound=_Statement)
+_BUILT_ONCE: dict[int, _Statement] = {}
+"""The statements built once (by id; held here, so an id is never reused): ``_Tx`` prepares them."""
+
+
+def _once(statement: _StatementT) -> _StatementT:
+    """Return ``statement``, noted as built once: on SQLite it runs prepared (``_Tx``)."""
+    _BUILT_ONCE[id(statement)] = statement
+    return statement
+
+
 # The statements of a turn, built once; ``agent_id`` and the rest are bound per call.
-_AGENT = select(_AGENTS).where(_AGENTS.c.id == bindparam("agent_id"))
-_MEMBERS = (
+_AGENT = _once(select(_AGENTS).where(_AGENTS.c.id == bindparam("agent_id")))
+_MEMBERS = _once(
     select(_PARTICIPANTS.c.entity_id, _PARTICIPANTS.c.room_state, *_labelled(_ENTITIES))
     .outerjoin(
         _ENTITIES,
@@ -136,11 +153,19 @@ _MEMBERS = (
     )
     .order_by(_PARTICIPANTS.c.id)
 )
-_ENTITIES_BY_IDS = select(_ENTITIES).where(
-    _ENTITIES.c.agent_id == bindparam("agent_id"),
-    _ENTITIES.c.id.in_(bindparam("ids", expanding=True)),
+_ENTITIES_BY_IDS = _once(
+    select(_ENTITIES).where(
+        _ENTITIES.c.agent_id == bindparam("agent_id"),
+        _ENTITIES.c.id.in_(bindparam("ids", expanding=True)),
+    )
 )
-_ROOM_AND_WORLD = (
+_RENAME_ENTITY = _once(
+    update(_ENTITIES)
+    # Not the columns' names: in an UPDATE those would be the values to SET.
+    .where(_ENTITIES.c.id == bindparam("the_id"), _ENTITIES.c.agent_id == bindparam("the_agent"))
+    .values(names=bindparam("new_names"), metadata=bindparam("new_metadata"))
+)
+_ROOM_AND_WORLD = _once(
     select(*_labelled(_ROOMS), *_labelled(_WORLDS))
     .outerjoin(
         _WORLDS,
@@ -148,7 +173,7 @@ _ROOM_AND_WORLD = (
     )
     .where(_ROOMS.c.id == bindparam("room_id"), _ROOMS.c.agent_id == bindparam("agent_id"))
 )
-_RECENT_MESSAGES = (
+_RECENT_MESSAGES = _once(
     select(_MEMORIES)
     .where(
         _MEMORIES.c.agent_id == bindparam("agent_id"),
@@ -158,14 +183,76 @@ _RECENT_MESSAGES = (
     .order_by(_MEMORIES.c.created_at.desc(), _MEMORIES.c.id)
     .limit(bindparam("count"))
 )
-_CACHED = select(_CACHE.c.key, _CACHE.c.value, _CACHE.c.expires_at).where(
-    _CACHE.c.agent_id == bindparam("agent_id"), _CACHE.c.key.in_(bindparam("keys", expanding=True))
+_CACHED = _once(
+    select(_CACHE.c.key, _CACHE.c.value, _CACHE.c.expires_at).where(
+        _CACHE.c.agent_id == bindparam("agent_id"),
+        _CACHE.c.key.in_(bindparam("keys", expanding=True)),
+    )
 )
-_ROOM_TASKS = (
+_ROOM_TASKS = _once(
     select(_TASKS)
     .where(_TASKS.c.agent_id == bindparam("agent_id"), _TASKS.c.room_id == bindparam("room_id"))
     .order_by(_TASKS.c.created_at, _TASKS.c.id)
 )
+_DIMENSION = _once(select(_AGENTS.c.embedding_dim).where(_AGENTS.c.id == bindparam("agent_id")))
+_DIMENSION_LOCKED = _once(_DIMENSION.with_for_update())
+_FIX_DIMENSION = _once(
+    update(_AGENTS)
+    .where(_AGENTS.c.id == bindparam("agent_id"))
+    .values(embedding_dim=bindparam("dim"))
+)
+_OWNED_MEMORIES = _once(
+    select(_MEMORIES.c.id).where(
+        _MEMORIES.c.id.in_(bindparam("ids", expanding=True)),
+        _MEMORIES.c.agent_id == bindparam("agent_id"),
+    )
+)
+_VECTORS = _once(
+    select(_EMBEDDINGS.c.memory_id, _EMBEDDINGS.c.vector).where(
+        _EMBEDDINGS.c.agent_id == bindparam("agent_id"),
+        _EMBEDDINGS.c.memory_id.in_(bindparam("ids", expanding=True)),
+    )
+)
+_CACHE_VALUE = _once(
+    select(_CACHE.c.value, _CACHE.c.expires_at).where(
+        _CACHE.c.agent_id == bindparam("agent_id"), _CACHE.c.key == bindparam("key")
+    )
+)
+_LOG = _once(_LOGS.insert())
+
+
+@cache
+def _memories_query(
+    *,
+    room: bool,
+    entity: bool,
+    world: bool,
+    unique: bool,
+    start: bool,
+    end: bool,
+    count: bool,
+) -> Select[*TupleAny]:
+    """``get_memories``'s query with the filters given, newest first, built once for each set.
+
+    Parameters: ``agent_id``, ``table_name``, ``offset``, and ``room_id``,
+    ``entity_id``, ``world_id``, ``start``, ``end``, ``count`` for those given.
+    """
+    query = select(_MEMORIES).where(
+        _MEMORIES.c.agent_id == bindparam("agent_id"), _MEMORIES.c.type == bindparam("table_name")
+    )
+    given = {"room_id": room, "entity_id": entity, "world_id": world}
+    for column, wanted in given.items():
+        if wanted:
+            query = query.where(_MEMORIES.c[column] == bindparam(column))
+    if unique:
+        query = query.where(_MEMORIES.c.unique.is_(True))
+    if start:
+        query = query.where(_MEMORIES.c.created_at >= bindparam("start"))
+    if end:
+        query = query.where(_MEMORIES.c.created_at <= bindparam("end"))
+    query = query.order_by(_MEMORIES.c.created_at.desc(), _MEMORIES.c.id)
+    query = query.offset(bindparam("offset"))
+    return _once(query.limit(bindparam("count")) if count else query)
 
 
 @dataclass(frozen=True)
@@ -184,6 +271,14 @@ class _Writes:
     """Cache values, replacing those under the same key."""
     relationships: Executable
     """Links, replacing the tags and metadata of the one between the same two entities."""
+    participants: Executable
+    """Participants; one that exists is kept."""
+    entities: Executable
+    """An entity unless its id exists, returning its id when inserted."""
+    worlds: Executable
+    """A world unless its id exists, returning its id when inserted."""
+    rooms: Executable
+    """A room unless its id exists, returning its id when inserted."""
 
 
 @cache
@@ -192,25 +287,118 @@ def _writes(dialect: str) -> _Writes:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     values, link, vector = insert(_CACHE), insert(_RELATIONSHIPS), insert(_EMBEDDINGS)
     return _Writes(
-        memories=insert(_MEMORIES).on_conflict_do_nothing().returning(_MEMORIES.c.id),
-        embeddings=vector,
-        vectors=vector.on_conflict_do_update(
-            index_elements=[_EMBEDDINGS.c.memory_id, _EMBEDDINGS.c.agent_id],
-            set_={"dim": vector.excluded.dim, "vector": vector.excluded.vector},
+        memories=_once(insert(_MEMORIES).on_conflict_do_nothing().returning(_MEMORIES.c.id)),
+        embeddings=_once(vector),
+        vectors=_once(
+            vector.on_conflict_do_update(
+                index_elements=[_EMBEDDINGS.c.memory_id, _EMBEDDINGS.c.agent_id],
+                set_={"dim": vector.excluded.dim, "vector": vector.excluded.vector},
+            )
         ),
-        logs=insert(_LOGS).on_conflict_do_nothing(),
-        cache=values.on_conflict_do_update(
-            index_elements=[_CACHE.c.key, _CACHE.c.agent_id],
-            set_={"value": values.excluded.value, "expires_at": values.excluded.expires_at},
+        logs=_once(insert(_LOGS).on_conflict_do_nothing()),
+        cache=_once(
+            values.on_conflict_do_update(
+                index_elements=[_CACHE.c.key, _CACHE.c.agent_id],
+                set_={"value": values.excluded.value, "expires_at": values.excluded.expires_at},
+            )
         ),
-        relationships=link.on_conflict_do_update(
-            index_elements=[
-                _RELATIONSHIPS.c.source_entity_id,
-                _RELATIONSHIPS.c.target_entity_id,
-                _RELATIONSHIPS.c.agent_id,
-            ],
-            set_={"tags": link.excluded.tags, "metadata": link.excluded["metadata"]},
+        relationships=_once(
+            link.on_conflict_do_update(
+                index_elements=[
+                    _RELATIONSHIPS.c.source_entity_id,
+                    _RELATIONSHIPS.c.target_entity_id,
+                    _RELATIONSHIPS.c.agent_id,
+                ],
+                set_={"tags": link.excluded.tags, "metadata": link.excluded["metadata"]},
+            )
         ),
+        participants=_once(insert(_PARTICIPANTS).on_conflict_do_nothing()),
+        entities=_once(insert(_ENTITIES).on_conflict_do_nothing().returning(_ENTITIES.c.id)),
+        worlds=_once(insert(_WORLDS).on_conflict_do_nothing().returning(_WORLDS.c.id)),
+        rooms=_once(insert(_ROOMS).on_conflict_do_nothing().returning(_ROOMS.c.id)),
+    )
+
+
+class _Tx:
+    """The statements of one transaction: through SQLAlchemy Core on ``connection``.
+
+    Or, on SQLite, straight through ``driver`` (``shared.sqlite_inline``): a
+    statement built once (``_once``) is prepared once, any other each time
+    it runs (``SqlAdapter._connection(core=True)`` runs those through Core,
+    which caches their compiled form by their shape).
+    """
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        prepared: dict[int, Prepared],
+        *,
+        connection: AsyncConnection | None = None,
+        driver: InlineConnection | None = None,
+    ) -> None:
+        self._dialect = dialect
+        self._prepared = prepared
+        self._connection = connection
+        self._driver = driver
+
+    async def rows(
+        self,
+        statement: Executable,
+        params: Mapping[str, object] | Sequence[Mapping[str, object]] | None = None,
+    ) -> Sequence[Mapping[Any, Any]]:
+        """Run ``statement`` (with each of ``params`` if a list); return the rows by column key."""
+        if self._driver is None:
+            return (await self._core().execute(statement, params)).mappings().all()
+        prepared = self._prepare(statement)
+        if params is None or isinstance(params, Mapping):
+            return await prepared.rows(self._driver, params or {})
+        return [row for one in params for row in await prepared.rows(self._driver, one)]
+
+    async def run(
+        self,
+        statement: Executable,
+        params: Mapping[str, object] | Sequence[Mapping[str, object]] | None = None,
+    ) -> None:
+        """Run ``statement`` (once per item if ``params`` is a list), for what it writes."""
+        if self._driver is None:
+            await self._core().execute(statement, params)
+            return
+        prepared = self._prepare(statement)
+        if params is None or isinstance(params, Mapping):
+            await prepared.rows(self._driver, params or {})
+        else:
+            await prepared.run_many(self._driver, params)
+
+    def _core(self) -> AsyncConnection:
+        if self._connection is None:
+            raise TypeError("a transaction has a Core connection or a driver's")
+        return self._connection
+
+    def _prepare(self, statement: Executable) -> Prepared:
+        key = id(statement)
+        if (prepared := self._prepared.get(key)) is not None:
+            return prepared
+        if not isinstance(statement, Select | UpdateBase):
+            raise TypeError(f"not a SELECT, INSERT, UPDATE or DELETE: {type(statement).__name__}")
+        prepared = Prepared(statement, self._dialect)
+        if _BUILT_ONCE.get(key) is statement:
+            self._prepared[key] = prepared
+        return prepared
+
+
+def _observed(engine: AsyncEngine) -> bool:
+    """Whether anything listens to the engine's transactions or statements.
+
+    Tracing, or a test counting them: a transaction straight through the
+    driver would not tell them.
+    """
+    dispatch = engine.sync_engine.dispatch
+    return bool(
+        dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or dispatch.begin
+        or dispatch.commit
+        or dispatch.rollback
     )
 
 
@@ -224,6 +412,7 @@ class SqlAdapter:
         *,
         sessions: async_sessionmaker[AsyncSession] | None = None,
         write_lock: asyncio.Lock | None = None,
+        prepared: dict[int, Prepared] | None = None,
     ) -> None:
         self.engine = engine
         self.agent_id = check_id(agent_id, "agent_id")
@@ -235,6 +424,9 @@ class SqlAdapter:
             write_lock = asyncio.Lock()
         self._write_lock = write_lock
         self._writes = _writes(engine.dialect.name)
+        self._inline = engine.dialect.name == "sqlite"
+        # The statements prepared for the engine's SQLite connections, by id (_Tx).
+        self._prepared: dict[int, Prepared] = {} if prepared is None else prepared
 
     @classmethod
     def from_url(cls, url: str, agent_id: str, *, pool_size: int | None = None) -> Self:
@@ -248,7 +440,11 @@ class SqlAdapter:
     def for_agent(self, agent_id: str) -> SqlAdapter:
         """Return an adapter for ``agent_id`` over the same engine."""
         return SqlAdapter(
-            self.engine, agent_id, sessions=self._sessions, write_lock=self._write_lock
+            self.engine,
+            agent_id,
+            sessions=self._sessions,
+            write_lock=self._write_lock,
+            prepared=self._prepared,
         )
 
     async def init(self, *, migrate: bool = True) -> None:
@@ -292,20 +488,26 @@ class SqlAdapter:
             raise _conflict() from exc
 
     @asynccontextmanager
-    async def _connection(self, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
-        """One transaction on a Core connection, as ``_tx`` (the lock, ``Conflict``), no ORM."""
+    async def _connection(self, *, write: bool = True, core: bool = False) -> AsyncIterator[_Tx]:
+        """One transaction without the ORM, as ``_tx`` (the lock, ``Conflict``).
+
+        On SQLite, its statements go straight through the driver (``_Tx``)
+        unless ``core`` (statements built per call) or something listens to
+        the engine's statements (tracing, a test counting them): then
+        SQLAlchemy runs every one.
+        """
         lock = self._write_lock if write else None
+        dialect = self.engine.dialect
         try:
-            async with lock or contextlib.nullcontext(), self.engine.begin() as connection:
-                yield connection
+            async with lock or contextlib.nullcontext():
+                if self._inline and not core and not _observed(self.engine):
+                    async with inline_transaction(self.engine) as driver:
+                        yield _Tx(dialect, self._prepared, driver=driver)
+                else:
+                    async with self.engine.begin() as connection:
+                        yield _Tx(dialect, self._prepared, connection=connection)
         except IntegrityError as exc:
             raise _conflict() from exc
-
-    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
-        """Return an INSERT into ``table`` that can say ``on_conflict_do_nothing``."""
-        if self.engine.dialect.name == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
 
     # -- agents ---------------------------------------------------------------
 
@@ -368,24 +570,23 @@ class SqlAdapter:
         async with self._connection() as c:
             await self._fix_dimension(c, [dimension])
 
-    async def _fix_dimension(self, c: AsyncConnection, sizes: Iterable[int]) -> None:
+    async def _fix_dimension(self, c: _Tx, sizes: Iterable[int]) -> None:
         """Fix the agent's vector size to the first of ``sizes``; each must match it."""
-        size_of = select(_AGENTS.c.embedding_dim).where(_AGENTS.c.id == self.agent_id)
-        found = (await c.execute(size_of)).first()
-        if found is None:
+        agent = {"agent_id": self.agent_id}
+        found = await c.rows(_DIMENSION, agent)
+        if not found:
             raise NotFound(f"agent {self.agent_id} does not exist; create it first")
-        fixed: int | None = found.embedding_dim
+        fixed = found[0]["embedding_dim"]
         if fixed is None:
             # Once fixed, the size never changes; fixing it takes the row lock so
             # that two first writers cannot fix two sizes.
-            fixed = await c.scalar(size_of.with_for_update())
-        dimension = fixed
+            locked = await c.rows(_DIMENSION_LOCKED, agent)
+            fixed = locked[0]["embedding_dim"] if locked else None
+        dimension = fixed if isinstance(fixed, int) else None
         for size in sizes:
             dimension = check_size(dimension, size)
         if fixed is None and dimension is not None:
-            await c.execute(
-                update(_AGENTS).where(_AGENTS.c.id == self.agent_id).values(embedding_dim=dimension)
-            )
+            await c.run(_FIX_DIMENSION, {**agent, "dim": dimension})
 
     # -- memories -------------------------------------------------------------
 
@@ -409,7 +610,7 @@ class SqlAdapter:
         return [m.id for m in memories]
 
     async def _store_memories(
-        self, c: AsyncConnection, memories: Sequence[tuple[Memory, str]], *, unique: bool = True
+        self, c: _Tx, memories: Sequence[tuple[Memory, str]], *, unique: bool = True
     ) -> set[str]:
         """Insert the memories (each with its table) whose ids are new; return the ids inserted.
 
@@ -436,7 +637,7 @@ class SqlAdapter:
             )
             for m, table in by_id.values()
         ]
-        inserted = set((await c.execute(self._writes.memories, rows)).scalars())
+        inserted = {str(row["id"]) for row in await c.rows(self._writes.memories, rows)}
         vectors = {
             i: m.embedding
             for i, (m, _) in by_id.items()
@@ -444,7 +645,7 @@ class SqlAdapter:
         }
         if vectors:
             await self._fix_dimension(c, dict.fromkeys(len(v) for v in vectors.values()))
-            await c.execute(
+            await c.run(
                 self._writes.embeddings,
                 [
                     {
@@ -499,17 +700,30 @@ class SqlAdapter:
         include_embeddings: bool = False,
     ) -> list[Memory]:
         """Return this agent's matching memories, newest first."""
-        query = self._memory_filter(
-            table_name, room_id=room_id, entity_id=entity_id, world_id=world_id, unique=unique
+        given = {
+            "room_id": room_id,
+            "entity_id": entity_id,
+            "world_id": world_id,
+            "start": start,
+            "end": end,
+            "count": count,
+        }
+        query = _memories_query(
+            room=room_id is not None,
+            entity=entity_id is not None,
+            world=world_id is not None,
+            unique=unique,
+            start=start is not None,
+            end=end is not None,
+            count=count is not None,
         )
-        if start is not None:
-            query = query.where(MemoryRow.created_at >= start)
-        if end is not None:
-            query = query.where(MemoryRow.created_at <= end)
-        query = query.order_by(MemoryRow.created_at.desc(), MemoryRow.id).offset(offset)
-        if count is not None:
-            query = query.limit(count)
-        return await self._memories(query, include_embeddings)
+        params = {
+            "agent_id": self.agent_id,
+            "table_name": table_name,
+            "offset": offset,
+            **{name: value for name, value in given.items() if value is not None},
+        }
+        return await self._memories(query, include_embeddings, params)
 
     @at_the_edge
     async def get_memories_by_room_ids(
@@ -610,7 +824,10 @@ class SqlAdapter:
             if unique is not None:
                 row.unique = unique
             if embedding is not None:
-                await self._fix_dimension(await s.connection(), [len(embedding)])
+                await self._fix_dimension(
+                    _Tx(self.engine.dialect, self._prepared, connection=await s.connection()),
+                    [len(embedding)],
+                )
                 await s.merge(_embedding_row(memory_id, self.agent_id, embedding))
         return True
 
@@ -640,17 +857,12 @@ class SqlAdapter:
         if not batch:
             return 0
         async with self._connection() as c:
-            owned = set(
-                await c.scalars(
-                    select(_MEMORIES.c.id).where(
-                        _MEMORIES.c.id.in_(batch), _MEMORIES.c.agent_id == self.agent_id
-                    )
-                )
-            )
+            found = await c.rows(_OWNED_MEMORIES, {"ids": list(batch), "agent_id": self.agent_id})
+            owned = {row["id"] for row in found}
             if not owned:
                 return 0
             await self._fix_dimension(c, dict.fromkeys(sizes[i] for i in batch if i in owned))
-            await c.execute(
+            await c.run(
                 self._writes.vectors,
                 [
                     {"memory_id": i, "agent_id": self.agent_id, "dim": sizes[i], "vector": blob}
@@ -768,19 +980,21 @@ class SqlAdapter:
             query = query.where(MemoryRow.unique.is_(True))
         return query
 
-    async def _memories(self, query: Select[*TupleAny], include_embeddings: bool) -> list[Memory]:
-        """The memories ``query`` (a Core select of the memories table) finds."""
-        async with self._connection(write=False) as c:
-            rows = (await c.execute(query)).mappings().all()
-            vectors: dict[str, list[float]] = {}
+    async def _memories(
+        self,
+        query: Select[*TupleAny],
+        include_embeddings: bool,
+        params: Mapping[str, object] | None = None,
+    ) -> list[Memory]:
+        """The memories ``query`` (a Core select of the memories table, with ``params``) finds."""
+        async with self._connection(write=False, core=id(query) not in _BUILT_ONCE) as c:
+            rows = await c.rows(query, params)
+            vectors: dict[object, list[float]] = {}
             if include_embeddings and rows:
-                found = await c.execute(
-                    select(EmbeddingRow.memory_id, EmbeddingRow.vector).where(
-                        EmbeddingRow.agent_id == self.agent_id,
-                        EmbeddingRow.memory_id.in_([r["id"] for r in rows]),
-                    )
+                found = await c.rows(
+                    _VECTORS, {"agent_id": self.agent_id, "ids": [r["id"] for r in rows]}
                 )
-                vectors = {e.memory_id: from_bytes(e.vector) for e in found}
+                vectors = {e["memory_id"]: from_bytes(e["vector"]) for e in found}
         return [_from_row(Memory, r, embedding=vectors.get(r["id"])) for r in rows]
 
     # -- entities -------------------------------------------------------------
@@ -1277,7 +1491,7 @@ class SqlAdapter:
     async def log(self, entry: Log) -> None:
         """Append an audit row."""
         async with self._connection() as c:
-            await c.execute(_LOGS.insert(), _values(LogRow, entry, agent_id=self.agent_id))
+            await c.run(_LOG, _values(LogRow, entry, agent_id=self.agent_id))
 
     @at_the_edge
     async def get_logs(
@@ -1314,11 +1528,14 @@ class SqlAdapter:
     @at_the_edge
     async def get_cache(self, key: str) -> object:
         """Return the cached JSON value, or None when absent or expired."""
-        async with self._tx(write=False) as s:
-            row = await s.get(CacheRow, (key, self.agent_id))
-            if row is None or (row.expires_at is not None and row.expires_at <= now_ms()):
-                return None
-            return row.value
+        async with self._connection(write=False) as c:
+            found = await c.rows(_CACHE_VALUE, {"agent_id": self.agent_id, "key": key})
+        if not found:
+            return None
+        expires_at = found[0]["expires_at"]
+        if isinstance(expires_at, int) and expires_at <= now_ms():
+            return None
+        return found[0]["value"]
 
     @at_the_edge
     async def set_cache(self, key: str, value: object, expires_at: int | None = None) -> bool:
@@ -1328,9 +1545,10 @@ class SqlAdapter:
                 f"key must have 1 to {_KEY_LENGTH} characters; got {len(key)}",
                 details={"field": "key", "rule": f"length 1 to {_KEY_LENGTH}"},
             )
-        async with self._tx() as s:
-            await s.merge(
-                CacheRow(key=key, agent_id=self.agent_id, value=value, expires_at=expires_at)
+        async with self._connection() as c:
+            await c.run(
+                self._writes.cache,
+                {"key": key, "agent_id": self.agent_id, "value": value, "expires_at": expires_at},
             )
         return True
 
@@ -1376,10 +1594,10 @@ class SqlAdapter:
         keys = [*([outcome_key] if outcome_key is not None else []), *(cache_keys or ())]
         bound = {"agent_id": self.agent_id, "room_id": room_id}
         async with self._connection() as c:
-            agent = (await c.execute(_AGENT, bound)).mappings().first()
-            if agent is None:
+            agents = await c.rows(_AGENT, bound)
+            if not agents:
                 raise NotFound(f"agent {self.agent_id} does not exist; create it first")
-            members = (await c.execute(_MEMBERS, bound)).mappings().all()
+            members = await c.rows(_MEMBERS, bound)
             participants = [m["entity_id"] for m in members]
             state = next(
                 (m["room_state"] for m in members if m["entity_id"] == self.agent_id), None
@@ -1393,32 +1611,27 @@ class SqlAdapter:
             if missing := [
                 e for e in dict.fromkeys([sender, self.agent_id]) if e not in participants
             ]:
-                await c.execute(
-                    self._insert(_PARTICIPANTS)
-                    .values(
-                        [
-                            {"entity_id": e, "room_id": room_id, "agent_id": self.agent_id}
-                            for e in missing
-                        ]
-                    )
-                    .on_conflict_do_nothing()
+                await c.run(
+                    self._writes.participants,
+                    [
+                        {"entity_id": e, "room_id": room_id, "agent_id": self.agent_id}
+                        for e in missing
+                    ],
                 )
                 participants += missing
             stored = await self._store_memories(c, [(message, _MESSAGES)])
             recent = [
                 _from_row(Memory, row)
-                for row in (
-                    await c.execute(_RECENT_MESSAGES, {**bound, "count": recent_count})
-                ).mappings()
+                for row in await c.rows(_RECENT_MESSAGES, {**bound, "count": recent_count})
             ]
             wanted = list(dict.fromkeys([*participants, *(m.entity_id for m in recent)]))
             if lacking := [i for i in wanted if i not in entities]:
-                found = await c.execute(_ENTITIES_BY_IDS, {**bound, "ids": lacking})
-                entities.update((row["id"], _from_row(Entity, row)) for row in found.mappings())
+                found = await c.rows(_ENTITIES_BY_IDS, {**bound, "ids": lacking})
+                entities.update((row["id"], _from_row(Entity, row)) for row in found)
             cached = await self._cached(c, keys) if keys else {}
-            tasks = (await c.execute(_ROOM_TASKS, bound)).mappings()
+            tasks = await c.rows(_ROOM_TASKS, bound)
             return TurnContext(
-                agent=_from_row(Agent, agent),
+                agent=_from_row(Agent, agents[0]),
                 room=_from_row(Room, room),
                 world=_from_row(World, world) if world is not None else None,
                 participants=participants,
@@ -1436,7 +1649,7 @@ class SqlAdapter:
 
     async def _ensure_sender(
         self,
-        c: AsyncConnection,
+        c: _Tx,
         entity_id: str,
         connection: Connection,
         row: _Columns | None,
@@ -1444,7 +1657,7 @@ class SqlAdapter:
         """Create the sender, or add the connection's new names and metadata to it."""
         bound = {"agent_id": self.agent_id, "ids": [entity_id]}
         if row is None:
-            row = (await c.execute(_ENTITIES_BY_IDS, bound)).mappings().first()
+            row = next(iter(await c.rows(_ENTITIES_BY_IDS, bound)), None)
         if row is None:
             entity = Entity(
                 id=entity_id,
@@ -1452,16 +1665,10 @@ class SqlAdapter:
                 agent_id=self.agent_id,
                 metadata={connection.source: dict(connection.entity_metadata)},
             )
-            created = await c.scalar(
-                self._insert(_ENTITIES)
-                .values(_values(EntityRow, entity))
-                .on_conflict_do_nothing()
-                .returning(_ENTITIES.c.id)
-            )
-            if created is not None:
+            if await c.rows(self._writes.entities, _values(EntityRow, entity)):
                 return entity
             # A replica was first.
-            row = (await c.execute(_ENTITIES_BY_IDS, bound)).mappings().first()
+            row = next(iter(await c.rows(_ENTITIES_BY_IDS, bound)), None)
             if row is None:
                 raise Conflict(f"entity {entity_id} was deleted while being created; retry")
         stored = _from_row(Entity, row)
@@ -1475,15 +1682,19 @@ class SqlAdapter:
             }
             metadata = {**metadata, connection.source: merged}
         if names != stored.names or metadata != stored.metadata:
-            await c.execute(
-                update(_ENTITIES)
-                .where(_ENTITIES.c.id == entity_id, _ENTITIES.c.agent_id == self.agent_id)
-                .values(names=names, metadata=metadata)
+            await c.run(
+                _RENAME_ENTITY,
+                {
+                    "the_id": entity_id,
+                    "the_agent": self.agent_id,
+                    "new_names": names,
+                    "new_metadata": metadata,
+                },
             )
         return msgspec.structs.replace(stored, names=names, metadata=metadata)
 
     async def _ensure_room(
-        self, c: AsyncConnection, message: Memory, connection: Connection
+        self, c: _Tx, message: Memory, connection: Connection
     ) -> tuple[dict[str, object], dict[str, object] | None, bool, bool]:
         """Create the message's world and room if missing.
 
@@ -1499,13 +1710,10 @@ class SqlAdapter:
             name=connection.world_name or world_id,
             message_server_id=connection.message_server_id,
         )
-        world_created = await c.scalar(
-            self._insert(_WORLDS)
-            .values(_values(WorldRow, world, agent_id=self.agent_id))
-            .on_conflict_do_nothing()
-            .returning(_WORLDS.c.id)
+        world_created = bool(
+            await c.rows(self._writes.worlds, _values(WorldRow, world, agent_id=self.agent_id))
         )
-        room_created = None
+        room_created = False
         if place is None:
             room = Room(
                 id=message.room_id,
@@ -1516,34 +1724,29 @@ class SqlAdapter:
                 message_server_id=connection.message_server_id,
                 world_id=world_id,
             )
-            room_created = await c.scalar(
-                self._insert(_ROOMS)
-                .values(_values(RoomRow, room, agent_id=self.agent_id))
-                .on_conflict_do_nothing()
-                .returning(_ROOMS.c.id)
+            room_created = bool(
+                await c.rows(self._writes.rooms, _values(RoomRow, room, agent_id=self.agent_id))
             )
         place = await self._room_and_world(c, message.room_id)
         if place is None:
             raise Conflict(f"room {message.room_id} was deleted while being created; retry")
-        # None from RETURNING: the row existed (or a replica stored it first).
-        return (*place, world_created is not None, room_created is not None)
+        # No row from RETURNING: the row existed (or a replica stored it first).
+        return (*place, world_created, room_created)
 
     async def _room_and_world(
-        self, c: AsyncConnection, room_id: str
+        self, c: _Tx, room_id: str
     ) -> tuple[dict[str, object], dict[str, object] | None] | None:
-        found = (
-            (await c.execute(_ROOM_AND_WORLD, {"agent_id": self.agent_id, "room_id": room_id}))
-            .mappings()
-            .first()
-        )
-        room = _part(found, _ROOMS) if found is not None else None
-        return (room, _part(found, _WORLDS)) if found is not None and room is not None else None
+        found = await c.rows(_ROOM_AND_WORLD, {"agent_id": self.agent_id, "room_id": room_id})
+        room = _part(found[0], _ROOMS) if found else None
+        return (room, _part(found[0], _WORLDS)) if found and room is not None else None
 
-    async def _cached(self, c: AsyncConnection, keys: Sequence[str]) -> dict[str, object]:
+    async def _cached(self, c: _Tx, keys: Sequence[str]) -> dict[str, object]:
         """Return the values under ``keys`` that exist and have not expired."""
         now = now_ms()
-        rows = await c.execute(_CACHED, {"agent_id": self.agent_id, "keys": list(keys)})
-        return {r.key: r.value for r in rows if r.expires_at is None or r.expires_at > now}
+        rows = await c.rows(_CACHED, {"agent_id": self.agent_id, "keys": list(keys)})
+        return {
+            r["key"]: r["value"] for r in rows if r["expires_at"] is None or r["expires_at"] > now
+        }
 
     @at_the_edge
     async def commit_turn(self, commit: TurnCommit) -> None:
@@ -1568,12 +1771,12 @@ class SqlAdapter:
                 ],
             )
             if commit.logs:
-                await c.execute(
+                await c.run(
                     self._writes.logs,
                     [_values(LogRow, entry, agent_id=self.agent_id) for entry in commit.logs],
                 )
             if commit.cache:
-                await c.execute(
+                await c.run(
                     self._writes.cache,
                     [
                         {
@@ -1587,7 +1790,7 @@ class SqlAdapter:
                 )
             if commit.relationships:
                 links = {(r.source_entity_id, r.target_entity_id): r for r in commit.relationships}
-                await c.execute(
+                await c.run(
                     self._writes.relationships,
                     [_values(RelationshipRow, r, agent_id=self.agent_id) for r in links.values()],
                 )
