@@ -138,6 +138,8 @@ class Measured:
     counts: dict[str, int]
     apart: dict[str, float] = field(default_factory=dict)
     """CPU ms not counted in the lane's (the distributed lanes' model and clients)."""
+    parts: dict[str, float] = field(default_factory=dict)
+    """CPU ms of each process counted in the lane's (the distributed lanes' services)."""
 
     @property
     def handled(self) -> int:
@@ -370,6 +372,7 @@ class Distributed:
                 "not counted: fake model server": spent.get("model", 0.0),
                 "not counted: HTTP clients": spent.get("client", 0.0),
             },
+            {label: ms for label, ms in spent.items() if label in replicas.STACK},
         )
 
 
@@ -462,6 +465,15 @@ class Run:
             f" {measured.rate:.1f} msg/s, {measured.per_message:.1f} CPU ms/msg",
             flush=True,
         )
+        if measured.parts:
+            shown = per_process(measured.parts, measured.handled)
+            print(f"      CPU ms/msg by process: {shown}", flush=True)
+
+
+def per_process(parts: Mapping[str, float], handled: int) -> str:
+    """CPU ms per answered message of each process in ``parts``, largest first."""
+    ordered = sorted(parts.items(), key=lambda part: -part[1])
+    return ", ".join(f"{label} {ms / max(handled, 1):.1f}" for label, ms in ordered)
 
 
 def subprocess_lane(lane: str, folder: Path, postgres: Postgres | None) -> LaneProcess:
@@ -567,6 +579,15 @@ def table(run: Run) -> list[str]:
         shown = [f"{n} {sum(m.apart.get(n, 0.0) for m in parts) / handled:.1f}" for n in names]
         if shown:
             lines.append(f"{lane}, CPU ms/msg: {', '.join(shown)}")
+    for rooms in LEVELS:
+        for lane in CHOSEN:
+            group = [m for m in run.results if m.lane == lane and m.rooms == rooms and m.parts]
+            if group:
+                pooled: Counter[str] = Counter()
+                for m in group:
+                    pooled.update(m.parts)
+                split = per_process(pooled, sum(m.handled for m in group))
+                lines.append(f"{rooms:>5} {lane}, CPU ms/msg by process: {split}")
     for lane, processes in run.rss.items():
         sizes = ", ".join(f"{name} {a:.0f}->{b:.0f}" for name, (a, b) in processes.items())
         lines.append(f"RSS MB after start -> after the run, {lane}: {sizes}")
