@@ -86,12 +86,12 @@ def catalogue() -> JsonObject:
 
 
 OPAQUE_MESSAGES: dict[str, JsonObject] = {
-    "RoomHandover": {
-        "name": "runtime.room.handover",
-        "summary": "Internal, runtime to runtime: a HandleMessage passed to the replica that "
-        "owns its room, with the original reply subject. Answered with an empty body once "
-        "queued, or an Error.",
-        "payload": {"type": "object"},
+    "RoomProbe": {
+        "name": "runtime.room.probe",
+        "summary": "Internal, runtime to runtime: a room's lease key (<agent>.<room>) as plain "
+        "text. The replica answers busy while a turn of that room runs there, else an empty "
+        "body; no responders means the replica is gone (its rooms may be taken over).",
+        "payload": {"type": "string"},
     },
     "DeadLetter": {
         "name": "dead.letter",
@@ -158,15 +158,12 @@ def _runtime_request(
     request: type[Message],
     result: type[Message],
     parameters: dict[str, str] | None = None,
+    *,
+    by: str = "Served by runtime (queue group 'runtime')",
 ) -> Operation:
-    """A request the runtime's queue group serves, answered with ``result`` or an Error."""
+    """A request the runtime serves, answered with ``result`` or an Error."""
     return _documented(
-        name,
-        subject,
-        request,
-        parameters=parameters,
-        replies=(result, Error),
-        by="Served by runtime (queue group 'runtime')",
+        name, subject, request, parameters=parameters, replies=(result, Error), by=by
     )
 
 
@@ -303,12 +300,12 @@ def _remote_part_channels(ns: str) -> tuple[Operation, ...]:
             "action process (elizamesh.serve_action, or any NATS client)",
         ),
         Operation(
-            name="roomHandover",
+            name="roomProbe",
             subject=f"{ns}.runtime.{{replica_id}}.room",
-            parameters={"replica_id": "The runtime replica that owns the room's lease."},
-            request="RoomHandover",
+            parameters={"replica_id": "The runtime replica that owned the room's lease."},
+            request="RoomProbe",
             by="Served by one runtime replica (internal: not for clients)",
-            description=OPAQUE_MESSAGES["RoomHandover"]["summary"],
+            description=OPAQUE_MESSAGES["RoomProbe"]["summary"],
         ),
     )
 
@@ -334,6 +331,8 @@ def _request_reply_channels(subjects: Subjects) -> tuple[Operation, ...]:
             HandleMessage,
             HandleMessageResult,
             {"agent_id": "The agent that should handle the message."},
+            by="Received by every runtime replica (no queue group: each keeps the room's "
+            "order); the replica that owns the room answers",
         ),
         _runtime_request("listAgents", subjects.agents_list, ListAgents, AgentList),
         _runtime_request("addAgent", subjects.agents_add, AddAgent, AgentStatus),

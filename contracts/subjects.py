@@ -69,7 +69,7 @@ class Subjects:
 
     @property
     def message_handle_template(self) -> str:
-        """What the runtime subscribes to; the agent id is the third token."""
+        """What every runtime replica subscribes to (no queue group); the agent id is token 3."""
         return f"{self.namespace}.agent.*.message.handle"
 
     # -- memory (served by the memory service) ---------------------------------
@@ -233,13 +233,13 @@ class Subjects:
         """Publish: an agent changed; every runtime replica reconciles its copy."""
         return f"{self.namespace}.agents.changed"
 
-    def room_handover(self, replica_id: str) -> str:
-        """Request-reply, one replica: take a message of a room this replica owns."""
+    def room_probe(self, replica_id: str) -> str:
+        """Request-reply, one replica: does a turn of the room named in the body run there?"""
         return f"{self.namespace}.runtime.{validate_id(replica_id, what='replica_id')}.room"
 
     @property
-    def room_handover_template(self) -> str:
-        """Every replica's hand-over subject (what a runtime may send a room's message to)."""
+    def room_probe_template(self) -> str:
+        """Every replica's liveness subject (what a runtime probes a room's owner on)."""
         return f"{self.namespace}.runtime.*.room"
 
     def agent_command(self, agent_id: str, command: str) -> str:
@@ -454,9 +454,9 @@ def permissions(subjects: Subjects, role: str) -> Permissions:
     match role:
         case "runtime":
             return Permissions(
-                publish=(*_hosting(s), s.room_handover_template),
+                publish=(*_hosting(s), s.room_probe_template),
                 subscribe=(
-                    s.room_handover_template,
+                    s.room_probe_template,
                     s.message_handle_template,
                     s.agents_add,
                     s.agents_list,

@@ -28,7 +28,7 @@ import msgspec
 import nats.errors
 from faststream.nats import NatsBroker
 
-from contracts import Content, Error, HandleMessage, HandleMessageResult, Subjects, new_id
+from contracts import Content, Error, HandleMessage, HandleMessageResult, Subjects
 from contracts.control import AddAgent, AgentChanged, AgentHealth, AgentStatus, OutboundMessage
 from contracts.events import AgentEventOccurred, AgentInfo, RunChunk, RunEnded, RunResponse
 from contracts.records import Agent, Memory
@@ -46,7 +46,7 @@ from shared.evaluation import JetStreamEvaluation, ensure_evaluation_stream
 from shared.events import EventPublisher
 from shared.outbound import ensure_outbound_stream
 from shared.remote import remote_action, remote_provider
-from shared.rooms import LEASE_SECONDS, Arrival, RoomScheduler
+from shared.rooms import LEASE_SECONDS, Arrival, RoomScheduler, agreed_id
 from shared.runs import beat, heartbeat, heartbeat_interval
 from shared.secrets import SECRETS_CACHE_KEY, SecretBox
 from shared.storage.adapter import DatabaseAdapter
@@ -445,7 +445,8 @@ class AgentHost:
         if not request.reply_at_once:
             self.rooms.submit(arrival)
             return None
-        run_id = request.run_id or new_id()
+        # Every replica acknowledges, alike: the caller follows whichever answers first.
+        run_id = request.run_id or agreed_id("run", agent_id, request.message_id)
         arrival.request = msgspec.structs.replace(request, run_id=run_id)
         arrival.reply_to = ""
         self.rooms.submit(arrival)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import msgspec
 from faststream.nats import NatsMessage
 
 from contracts import HandleMessage, HandleMessageResult, agent_id_of
@@ -18,6 +19,15 @@ from contracts.control import (
 from contracts.events import AgentList, ListAgents
 from shared.bus import current_subject
 from shared.hosting import AgentHost
+from shared.rooms import agreed_id
+
+
+class _MessageId(msgspec.Struct):
+    message_id: str | None = None
+
+
+_MESSAGE_ID = msgspec.json.Decoder(_MessageId)
+"""Whether the caller named the message (the body is valid: FastStream decoded it)."""
 
 
 def message_handler(
@@ -25,15 +35,24 @@ def message_handler(
 ) -> Callable[[HandleMessage], Awaitable[HandleMessageResult | None]]:
     """Return the subscriber of ``<ns>.agent.*.message.handle``.
 
-    It only queues the message (in arrival order, behind its room's earlier
-    messages) and returns: the turn replies when it ends, so a message that
-    waits for its room holds no worker of the subscription.
+    Every replica receives every message (no queue group, see
+    ``shared.rooms``). It only queues the message (in arrival order, behind
+    its room's earlier messages) and returns: the replica that owns the room
+    replies when the turn ends, so a message that waits for its room holds no
+    worker of the subscription.
     """
 
     async def handle_message(request: HandleMessage) -> HandleMessageResult | None:
         """Handle one inbound message for the agent named in the subject and reply its outcome."""
         message: NatsMessage = host.broker.context.get_local("message")
-        agent_id = agent_id_of(message.raw_message.subject)
+        raw = message.raw_message
+        agent_id = agent_id_of(raw.subject)
+        if _MESSAGE_ID.decode(raw.data).message_id is None:
+            # Every replica decodes it (shared.rooms): they must give it one id.
+            # The reply inbox tells two sends of the same words apart.
+            request = msgspec.structs.replace(
+                request, message_id=agreed_id("message", raw.reply, raw.data)
+            )
         if request.reply_at_once:
             # An unknown agent is an error reply now, not a run that never
             # ends; an agent already running here returns without waiting,

@@ -27,11 +27,13 @@ def attach(
     broker: NatsBroker, subjects: Subjects, host: AgentHost
 ) -> dict[str, LogicSubscriber[Msg]]:
     """Subscribe the runtime's handlers; return the subscribers by name."""
-    # One worker on purpose: the handler only queues the message in its room's
-    # FIFO (shared.rooms), in the order NATS delivered it; the turns then run
-    # side by side across rooms, TURNS_IN_PARALLEL at most (host.rooms).
+    # Every replica gets every message (no queue group), and one worker on
+    # purpose: the handler only queues the message in its room's FIFO
+    # (shared.rooms), in the order NATS delivered it, the same on every
+    # replica; the room's owner runs it. The turns run side by side across
+    # rooms, TURNS_IN_PARALLEL at most (host.rooms).
     subscribers: dict[str, LogicSubscriber[Msg]] = {
-        "messages": broker.subscriber(subjects.message_handle_template, queue=QUEUE_RUNTIME),
+        "messages": broker.subscriber(subjects.message_handle_template),
         "agents.list": broker.subscriber(subjects.agents_list, queue=QUEUE_RUNTIME),
         "agents.add": broker.subscriber(subjects.agents_add, queue=QUEUE_RUNTIME),
         "agents.health": broker.subscriber(subjects.agent_health_template, queue=QUEUE_RUNTIME),

@@ -46,6 +46,7 @@ from contracts import Content, Error, HandleMessage, Subjects
 from contracts.error import ErrorCode
 from contracts.memory import OPERATIONS
 from contracts.subjects import permissions, room_lease_bucket
+from shared.rooms import FREE
 from tests.bench.workload import rss_mb
 from tests.faults.stack import AGENT, Stack, stack
 from tests.faults.suite import connect, wait_ready
@@ -90,7 +91,8 @@ async def replica_ids(nc: Client, subjects: Subjects) -> set[str]:
         except nats.errors.TimeoutError:
             break
         if entry is not None and entry.value:
-            seen.add(entry.value.decode().split()[0])  # "<replica id> <written at>"
+            seen.add(entry.value.decode().split()[0])  # "<replica id> <written at> [<last>]"
+    seen.discard(FREE)  # a lease its owner freed
     await watcher.stop()  # type: ignore[no-untyped-call]
     return seen
 
@@ -125,9 +127,10 @@ def targets(subjects: Subjects, replicas: set[str] | frozenset[str] = frozenset(
             found.append(Target(subjects.message_handle("nobody-here"), _HANDLE))
         elif template == subjects.agents_changed:
             found.append(Target(template, ("agent_id",), event=True))
-        elif template == subjects.room_handover_template:
-            handover = ("agent_id", "request", "reply_to", "correlation_id", "hops")
-            found.extend(Target(subjects.room_handover(r), handover) for r in sorted(replicas))
+        elif template == subjects.room_probe_template:
+            # A liveness probe: whatever the body, an empty answer.
+            probe = ("agent_id", "request", "reply_to")
+            found.extend(Target(subjects.room_probe(r), probe) for r in sorted(replicas))
         elif "*" in template:
             found.extend(Target(template.replace("*", i), ("check_model",)) for i in ids)
             found.append(Target(template.replace("*", AGENT), ("check_model",)))
@@ -260,7 +263,7 @@ async def fuzz(nc: Client, running: Stack, *, count: int, seed: int) -> Tally:
                 tally.hangs.append(target.subject)
             else:
                 if target.subject.endswith(".room") and not reply.data:
-                    tally.valid += 1  # a hand-over's acknowledgement: queued
+                    tally.valid += 1  # a replica's answer to a liveness probe
                     return
                 judge(tally, target.subject, reply.data)
 
