@@ -90,6 +90,8 @@ CHOSEN = [
 ]
 COUNTED = ("TEXT_LARGE", "TEXT_SMALL", "reflection", "embeddings")
 LEVEL_TIMEOUT = 300.0
+KEEPALIVE_SECONDS = 2.0
+"""How long the HTTP clients keep an idle connection: less than the gateway's 5 s."""
 
 
 # -- elizaOS from npm --------------------------------------------------------------
@@ -318,7 +320,13 @@ class Distributed:
         """Warm the level's rooms up over HTTP, then measure its messages."""
         stack = self.stack
         data = level.as_json()
-        limits = httpx.Limits(max_connections=level.rooms, max_keepalive_connections=level.rooms)
+        # Idle connections are dropped before uvicorn's own 5 s keep-alive ends: reusing one
+        # the server is closing at that moment fails with a ReadError.
+        limits = httpx.Limits(
+            max_connections=level.rooms,
+            max_keepalive_connections=level.rooms,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+        )
         async with httpx.AsyncClient(
             base_url=stack.base_url, timeout=replicas.REQUEST_TIMEOUT, limits=limits
         ) as http:

@@ -252,7 +252,10 @@ async def say(http: httpx.AsyncClient, room: str, text: str) -> float | str:
 async def phase(stack: Stack, replicas: int, round_: int) -> Phase:
     """Warm up ``ROOMS`` new rooms, then measure ``MESSAGES`` messages in each, side by side."""
     rooms = [f"r{replicas}-{round_}-{i}" for i in range(ROOMS)]
-    limits = httpx.Limits(max_connections=ROOMS, max_keepalive_connections=ROOMS)
+    # Below uvicorn's 5 s keep-alive: a connection the server is closing is not reused.
+    limits = httpx.Limits(
+        max_connections=ROOMS, max_keepalive_connections=ROOMS, keepalive_expiry=2.0
+    )
     async with httpx.AsyncClient(
         base_url=stack.base_url, timeout=REQUEST_TIMEOUT, limits=limits
     ) as http:
