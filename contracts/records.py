@@ -18,10 +18,22 @@ from msgspec import Meta
 from contracts.content import Content
 from contracts.message import Id, new_id
 
+_last_ms = 0
+
 
 def now_ms() -> int:
-    """Return the current time in milliseconds since the Unix epoch."""
-    return time.time_ns() // 1_000_000
+    """Return the current time in milliseconds since the Unix epoch, never the same twice.
+
+    Within a process each call returns more than the last (a millisecond
+    later when the clock has not moved), so records made one after another
+    keep that order when sorted by time: a reply stored in the millisecond of
+    the message it answers would otherwise sort before it, and a room's
+    recent messages would come back in either order.
+    """
+    global _last_ms  # noqa: PLW0603 - one clock per process, on purpose
+    now = time.time_ns() // 1_000_000
+    _last_ms = now if now > _last_ms else _last_ms + 1
+    return _last_ms
 
 
 Millis = Annotated[int, Meta(ge=0, description="Milliseconds since the Unix epoch (UTC).")]
