@@ -171,6 +171,9 @@ _AWAY = (
     nats.errors.NoRespondersError,
     nats.errors.TimeoutError,
     nats.errors.StaleConnectionError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.NoStreamResponseError,  # a JetStream publish nobody acknowledged
 )
 
 
