@@ -118,7 +118,14 @@ def _example_conversations(conversations: Sequence[Sequence[MessageExample]]) ->
 async def recent_messages_provider(
     runtime: AgentRuntime, message: Memory, state: State
 ) -> ProviderResult:
-    """The last messages of the room, oldest first, with who said them."""
+    """The last messages of the room up to ``message``, oldest first, with who said them.
+
+    Messages of others stored after ``message``, and the agent's replies to
+    them, are left out: a message answered late (its first turn broke off
+    after storing it, and it came again behind the room's later messages) is
+    answered as the conversation stood when it came, not as a repeat of the
+    newest message, which has been answered already.
+    """
     del state
     count = runtime.get_conversation_length()
     turn = current_turn()
@@ -130,6 +137,7 @@ async def recent_messages_provider(
             table_name="messages", room_id=message.room_id, count=count
         )
     )
+    memories = _up_to(memories, message, runtime.agent_id)
     said = [m for m in reversed(memories) if m.content.metadata.get("type") != "action_result"]
     names = {e.id: (e.names[0] if e.names else e.id) for e in await _entities_of(runtime, said)}
     lines = [
@@ -139,6 +147,25 @@ async def recent_messages_provider(
     return ProviderResult(
         text=text, values={"recentMessages": "\n".join(lines)}, data={"recent_messages": said}
     )
+
+
+def _up_to(memories: Sequence[Memory], message: Memory, agent_id: str) -> list[Memory]:
+    """``memories`` (newest first) without the messages stored after ``message`` by others.
+
+    Nor the agent's replies to those; its other replies stay (one to an
+    earlier message may be stored after ``message`` arrived).
+    """
+    ids = [m.id for m in memories]
+    if message.id not in ids or ids[0] == message.id:
+        return list(memories)
+    at = ids.index(message.id)
+    later = {m.id for m in memories[:at] if m.entity_id != agent_id}
+    if not later:
+        return list(memories)
+    newer = [
+        m for m in memories[:at] if m.entity_id == agent_id and m.content.in_reply_to not in later
+    ]
+    return [*newer, *memories[at:]]
 
 
 async def _entities_of(runtime: AgentRuntime, memories: Sequence[Memory]) -> list[Entity]:
@@ -466,15 +493,18 @@ async def reflect(
     prompt = compose_prompt(runtime.template("reflectionTemplate"), state.values)
     answer = str(await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": prompt}))
     facts, links = read_reflection(answer)
-    stored = await runtime.adapter.get_memories(table_name="facts", count=500)
+    claimed = [
+        (claim, fields)
+        for fields in facts
+        if (claim := str(fields.get("claim") or "").strip())
+        and str(fields.get("already_known", "")).lower() != "true"
+    ]
+    # The stored facts (up to 500, with their vectors) are read only to keep a new
+    # claim from being stored twice: most answers claim nothing new.
+    stored = await runtime.adapter.get_memories(table_name="facts", count=500) if claimed else []
     known = {f.content.text.strip().lower() for f in stored}
-    for fields in facts:
-        claim = str(fields.get("claim") or "").strip()
-        if (
-            claim
-            and claim.lower() not in known
-            and str(fields.get("already_known", "")).lower() != "true"
-        ):
+    for claim, fields in claimed:
+        if claim.lower() not in known:
             known.add(claim.lower())
             await runtime.create_fact(
                 Memory(

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
+import types
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
@@ -24,7 +36,7 @@ import msgspec
 from contracts import Content
 from contracts.embedding import Priority
 from contracts.records import Agent, ChannelType, Entity, Log, Memory, Relationship, Room, World
-from contracts.turn import TurnContext
+from contracts.turn import TurnCommit, TurnContext
 from shared.agent.character import Character
 from shared.agent.edge import agent_id_for, fitted, inbound
 from shared.agent.interface import EmbeddingSink, MessageService
@@ -63,7 +75,7 @@ from shared.errors import BadRequest, Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.delegation import StorageDelegation
 from shared.storage.validation import check_id
-from shared.telemetry import MODEL_CALLS, span, timed
+from shared.telemetry import MODEL_CALLS, recorded, span, timed
 
 logger = logging.getLogger("elizamesh.runtime")
 T = TypeVar("T")
@@ -177,6 +189,8 @@ class AgentRuntime(StorageDelegation):
         conversation_length: int = 32,
         state_cache_size: int = 1_000,
     ) -> None:
+        self._model_settings_of: dict[str, dict[str, object]] = {}
+        """``_model_settings`` per model type, until a setting or the character changes."""
         self.character = character.validated()
         self.agent_id = check_id(agent_id or self.character.agent_id, "agent_id")
         self.settings: dict[str, object] = dict(settings or {})
@@ -209,6 +223,11 @@ class AgentRuntime(StorageDelegation):
         # Kept after their turn for get_action_results(message_id); bounded.
         self._action_results: _BoundedCache[list[ActionResult]] = _BoundedCache(state_cache_size)
         self._background: set[asyncio.Task[object]] = set()
+        # Audit rows logged outside a turn in one turn of the event loop, written
+        # together by one task (``_append_log``); the writes under way, for stop().
+        self._log_batch: list[Log] = []
+        self._log_write: asyncio.Task[None] | None = None
+        self._log_writes: set[asyncio.Task[None]] = set()
         self._initialized = False
         self.has_knowledge = False
         """Whether the agent has knowledge memories (set by ``initialize``): KNOWLEDGE searches."""
@@ -218,6 +237,16 @@ class AgentRuntime(StorageDelegation):
         the in-process ``EmbeddingQueue``. None: memories keep no vector."""
 
     # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def character(self) -> Character:
+        """The agent's character; a new one replaces the settings read from the old."""
+        return self._character
+
+    @character.setter
+    def character(self, character: Character) -> None:
+        self._character = character
+        self._model_settings_of.clear()
 
     @property
     def message_service(self) -> MessageService:
@@ -334,6 +363,8 @@ class AgentRuntime(StorageDelegation):
         for name, waiter in list(self._service_waiters.items()):
             if waiter.done():
                 del self._service_waiters[name]
+        # Audit rows already logged are written, not cancelled (their callers wait for them).
+        await asyncio.gather(*self._log_writes, return_exceptions=True)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -593,6 +624,7 @@ class AgentRuntime(StorageDelegation):
             self.character.secrets[key] = value
         else:
             self.settings[key] = value
+        self._model_settings_of.clear()
 
     def get_conversation_length(self) -> int:
         """How many recent messages the state shows (``CONVERSATION_LENGTH`` or 32)."""
@@ -638,10 +670,12 @@ class AgentRuntime(StorageDelegation):
         """Call the best handler for ``model_type`` and return its result.
 
         Per-type settings (``TEXT_LARGE_TEMPERATURE``, then ``DEFAULT_TEMPERATURE``,
-        ...) fill parameters the caller left out. With ``on_stream_chunk``, a
-        text model's chunks are passed on as they come and the full text is
-        returned. Every call is logged (``useModel:<TYPE>``) and announced
-        (``MODEL_USED``).
+        ...) fill parameters the caller left out; they are read once per model
+        type and read again after ``set_setting`` or a new ``character`` (not
+        after the environment or the settings dicts are changed in place).
+        With ``on_stream_chunk``, a text model's chunks are passed on as they
+        come and the full text is returned. Every call is logged
+        (``useModel:<TYPE>``) and announced (``MODEL_USED``).
 
         As in elizaOS, ``params`` may be a bare string:
         ``use_model(ModelType.TEXT_EMBEDDING, "text")`` means ``{"text": "text"}``
@@ -690,13 +724,18 @@ class AgentRuntime(StorageDelegation):
         return result
 
     def _model_settings(self, model_type: str) -> dict[str, object]:
-        values: dict[str, object] = {}
-        for name in MODEL_SETTINGS:
-            value = self.get_setting(f"{model_type}_{name}")
-            if value is None:
-                value = self.get_setting(f"DEFAULT_{name}")
-            if value is not None:
-                values[name.lower()] = _number(value)
+        # 18 lookups through five sources, the environment last: ~9% of a turn's CPU
+        # when done at every call (issue 13), hence kept per model type.
+        values = self._model_settings_of.get(model_type)
+        if values is None:
+            values = {}
+            for name in MODEL_SETTINGS:
+                value = self.get_setting(f"{model_type}_{name}")
+                if value is None:
+                    value = self.get_setting(f"DEFAULT_{name}")
+                if value is not None:
+                    values[name.lower()] = _number(value)
+            self._model_settings_of[model_type] = values
         return values
 
     # -- events ---------------------------------------------------------------
@@ -721,11 +760,15 @@ class AgentRuntime(StorageDelegation):
         it stops neither the other handlers nor the caller.
         """
         names = [str(events)] if isinstance(events, str) else [str(e) for e in events]
-        correlated = self._correlated(payload)
+        correlated: dict[str, object] | None = None
         for name in names:
-            body = {**correlated, "runtime": self, "agent_id": self.agent_id, "event": name}
             handlers = [*self._events.get(name, []), *self._listeners.get(name, [])]
-            results = await asyncio.gather(*(h(body) for h in handlers), return_exceptions=True)
+            if not handlers:  # most events of a turn have no handler: nothing to build
+                continue
+            if correlated is None:
+                correlated = self._correlated(payload)
+            body = {**correlated, "runtime": self, "agent_id": self.agent_id, "event": name}
+            results = await _concurrently([partial(h, body) for h in handlers])
             for error in results:
                 if isinstance(error, Exception):
                     logger.error("a %s handler failed", name, exc_info=error)
@@ -816,7 +859,8 @@ class AgentRuntime(StorageDelegation):
 
         Without ``only_include``, every provider that is neither private nor
         dynamic runs, plus those in ``include_list`` and ``required``.
-        Providers run concurrently and appear in ``position`` order. Results
+        Providers run concurrently (each in a copy of the context, as a task
+        would; only those that wait get a task) and appear in ``position`` order. Results
         merge with the state already composed for the same message (a bounded
         cache). A provider that raises is left out and named in
         ``state.data["provider_errors"]``; the turn goes on. A name in
@@ -850,8 +894,15 @@ class AgentRuntime(StorageDelegation):
         cached = State() if skip_cache or turn is None or turn.state is None else turn.state
         base = State(values=dict(cached.values), data=dict(cached.data), text=cached.text)
         with span("compose state", **{"elizamesh.providers": len(selected)}):
-            outcomes = await asyncio.gather(
-                *(self._provide(p, message, base) for p in selected), return_exceptions=True
+            # Asked once for all: a span per provider only when spans leave the process.
+            traced = recorded()
+            outcomes = await _concurrently(
+                [
+                    partial(self._provide, p, message, base)
+                    if traced
+                    else partial(p.get, self, message, base)
+                    for p in selected
+                ]
             )
         composed = cached.data.get("providers")
         failed = cached.data.get("provider_errors")
@@ -1686,7 +1737,7 @@ class AgentRuntime(StorageDelegation):
         return self.elizaos is not None
 
     async def _log(self, kind: str, body: Mapping[str, object]) -> None:
-        """Append an audit row: at the turn's commit inside a turn, else now."""
+        """Append an audit row: at the turn's commit inside a turn, else now (``_append_log``)."""
         turn = current_turn()
         run_id = turn.run_id if turn is not None else _RUN_ID.get()
         entry = Log(
@@ -1698,7 +1749,109 @@ class AgentRuntime(StorageDelegation):
         if turn is not None:
             turn.logs.append(entry)
         elif self._adapter is not None:  # a runtime used for its models only keeps no rows
-            await self.adapter.log(entry)
+            await self._append_log(entry)
+
+    async def _append_log(self, entry: Log) -> None:
+        """Write ``entry`` with the rows logged beside it, in one commit; return once it is stored.
+
+        Outside a turn, the rows come from background work side by side (the
+        embedding queue embeds ten memories at once, each a logged model
+        call): one transaction each was ~3% of the embedded lane's CPU. The
+        rows logged in one turn of the event loop share a write, made by a
+        task that starts at the next turn; each caller waits for that write
+        (shielded: one caller cancelled cancels nobody's row).
+
+        Raises:
+            Exception: what the storage raised for the shared write.
+        """
+        self._log_batch.append(entry)
+        write = self._log_write
+        if write is None:
+            write = self._log_write = asyncio.create_task(self._write_logs(), name="audit-log")
+            self._log_writes.add(write)
+            write.add_done_callback(self._log_writes.discard)
+        await asyncio.shield(write)
+
+    async def _write_logs(self) -> None:
+        entries, self._log_batch, self._log_write = self._log_batch, [], None
+        if len(entries) == 1:
+            await self.adapter.log(entries[0])
+        else:
+            await self.adapter.commit_turn(TurnCommit(logs=entries))
+
+
+async def _concurrently(work: Sequence[Callable[[], Awaitable[T]]]) -> list[T | BaseException]:
+    """Call each of ``work`` and wait for them all, as ``gather(..., return_exceptions=True)``.
+
+    Each call and its coroutine run at once, in a copy of the caller's
+    context as a task's would, up to its first wait; only one that waits goes
+    on in a task (what Python 3.12's eager tasks do). Providers and event
+    handlers mostly answer from what the turn loaded without waiting: a task
+    each was ~15% of a turn's CPU (issue 13). Outcomes come in the order of
+    ``work``, exceptions (raised by a call or its coroutine) as values;
+    cancelling the caller cancels the tasks.
+    """
+    outcomes: list[T | BaseException] = []
+    waiting: dict[int, asyncio.Future[T]] = {}
+    for index, call in enumerate(work):
+        context = contextvars.copy_context()
+        try:
+            awaitable = context.run(call)
+            if not isinstance(awaitable, types.CoroutineType):
+                waiting[index] = asyncio.ensure_future(awaitable)
+                outcomes.append(_NOT_YET)
+                continue
+            step = context.run(awaitable.send, None)
+        except StopIteration as done:
+            outcomes.append(done.value)
+        except (Exception, asyncio.CancelledError) as exc:
+            outcomes.append(exc)
+        else:
+            waiting[index] = asyncio.get_running_loop().create_task(
+                _Resumed(awaitable, step), context=context
+            )
+            outcomes.append(_NOT_YET)
+    if waiting:
+        finished = await asyncio.gather(*waiting.values(), return_exceptions=True)
+        for index, outcome in zip(waiting, finished, strict=True):
+            outcomes[index] = outcome
+    return outcomes
+
+
+_NOT_YET: Any = object()
+"""The place of an outcome ``_concurrently`` still waits for."""
+
+
+class _Resumed(Coroutine[Any, Any, T]):
+    """A started coroutine for a task to go on with (``asyncio.Task(_Resumed(...))``).
+
+    The task's first ``send`` gets what the coroutine already waits on, so
+    the task waits on it; every later ``send`` and every ``throw`` (a
+    cancellation, even one before the task's first step) goes to the coroutine.
+    """
+
+    def __init__(self, coroutine: Coroutine[Any, Any, T], waiting_on: Any) -> None:
+        self._coroutine = coroutine
+        self._waiting_on = waiting_on
+        self._handed = False
+
+    def send(self, value: Any) -> Any:
+        if not self._handed:
+            self._handed = True
+            return self._waiting_on
+        return self._coroutine.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
+        self._handed = True
+        if val is None and tb is None:
+            return self._coroutine.throw(typ)
+        return self._coroutine.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coroutine.close()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        raise TypeError("_Resumed is a task's coroutine: run it with asyncio.Task, not await")
 
 
 async def _collect(chunks: AsyncIterator[str], on_chunk: StreamChunk | None) -> str:

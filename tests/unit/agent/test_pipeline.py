@@ -222,6 +222,32 @@ async def test_two_messages_at_once_in_a_room_are_both_answered_one_after_the_ot
     ]
 
 
+async def test_a_message_sent_again_after_the_rooms_next_one_is_planned_on_the_talk_up_to_it(
+    runtime: AgentRuntime, model: ScriptedModel
+) -> None:
+    # Its first turn stored it and broke off before the model answered (NATS
+    # away); it comes again once the room's next message has been answered.
+    def away(prompt: str) -> str:
+        raise RuntimeError("the model server is away")
+
+    model.large.extend([away, plan("answer to the second"), plan("answer to the first")])
+    first = said("QfirstQ hello there")
+    failed = None
+    try:
+        await handle(runtime, first)
+    except RuntimeError as exc:
+        failed = exc
+    assert failed is not None
+    assert (await handle(runtime, said("QsecondQ how are you"))).status == "completed"
+    again = await handle(runtime, first)
+    assert again.status == "completed"
+    assert again.response_content.text == "answer to the first"
+    prompt = model.prompts["TEXT_LARGE"][-1]
+    assert "QfirstQ" in prompt
+    assert "QsecondQ" not in prompt  # not asked to answer the second message again
+    assert "answer to the second" not in prompt
+
+
 async def test_with_superseding_on_a_newer_message_takes_over_from_an_older_one(
     runtime: AgentRuntime, model: ScriptedModel
 ) -> None:
