@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
-import types
 import uuid
 from collections import OrderedDict
 from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
-    Generator,
     Iterable,
     Mapping,
     Sequence,
@@ -1781,77 +1777,20 @@ class AgentRuntime(StorageDelegation):
 
 
 async def _concurrently(work: Sequence[Callable[[], Awaitable[T]]]) -> list[T | BaseException]:
-    """Call each of ``work`` and wait for them all, as ``gather(..., return_exceptions=True)``.
+    """Call each of ``work`` in a task of its own and wait for them all.
 
-    Each call and its coroutine run at once, in a copy of the caller's
-    context as a task's would, up to its first wait; only one that waits goes
-    on in a task (what Python 3.12's eager tasks do). Providers and event
-    handlers mostly answer from what the turn loaded without waiting: a task
-    each was ~15% of a turn's CPU (issue 13). Outcomes come in the order of
-    ``work``, exceptions (raised by a call or its coroutine) as values;
-    cancelling the caller cancels the tasks.
-    """
-    outcomes: list[T | BaseException] = []
-    waiting: dict[int, asyncio.Future[T]] = {}
-    for index, call in enumerate(work):
-        context = contextvars.copy_context()
-        try:
-            awaitable = context.run(call)
-            if not isinstance(awaitable, types.CoroutineType):
-                waiting[index] = asyncio.ensure_future(awaitable)
-                outcomes.append(_NOT_YET)
-                continue
-            step = context.run(awaitable.send, None)
-        except StopIteration as done:
-            outcomes.append(done.value)
-        except (Exception, asyncio.CancelledError) as exc:
-            outcomes.append(exc)
-        else:
-            waiting[index] = asyncio.get_running_loop().create_task(
-                _Resumed(awaitable, step), context=context
-            )
-            outcomes.append(_NOT_YET)
-    if waiting:
-        finished = await asyncio.gather(*waiting.values(), return_exceptions=True)
-        for index, outcome in zip(waiting, finished, strict=True):
-            outcomes[index] = outcome
-    return outcomes
-
-
-_NOT_YET: Any = object()
-"""The place of an outcome ``_concurrently`` still waits for."""
-
-
-class _Resumed(Coroutine[Any, Any, T]):
-    """A started coroutine for a task to go on with (``asyncio.Task(_Resumed(...))``).
-
-    The task's first ``send`` gets what the coroutine already waits on, so
-    the task waits on it; every later ``send`` and every ``throw`` (a
-    cancellation, even one before the task's first step) goes to the coroutine.
+    As ``gather(..., return_exceptions=True)``: outcomes in the order of
+    ``work``, exceptions (raised by a call or its awaitable) as values; each
+    runs in a copy of the caller's context; cancelling the caller cancels
+    them. A task each, not the caller's task for a first step: code that ties
+    state to the current task (anyio's cancel scopes in the OpenAI client,
+    ``asyncio.timeout``) breaks when its coroutine changes task midway.
     """
 
-    def __init__(self, coroutine: Coroutine[Any, Any, T], waiting_on: Any) -> None:
-        self._coroutine = coroutine
-        self._waiting_on = waiting_on
-        self._handed = False
+    async def called(call: Callable[[], Awaitable[T]]) -> T:
+        return await call()
 
-    def send(self, value: Any) -> Any:
-        if not self._handed:
-            self._handed = True
-            return self._waiting_on
-        return self._coroutine.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any:
-        self._handed = True
-        if val is None and tb is None:
-            return self._coroutine.throw(typ)
-        return self._coroutine.throw(typ, val, tb)
-
-    def close(self) -> None:
-        self._coroutine.close()
-
-    def __await__(self) -> Generator[Any, None, T]:
-        raise TypeError("_Resumed is a task's coroutine: run it with asyncio.Task, not await")
+    return await asyncio.gather(*(called(call) for call in work), return_exceptions=True)
 
 
 async def _collect(chunks: AsyncIterator[str], on_chunk: StreamChunk | None) -> str:

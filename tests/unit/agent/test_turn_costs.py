@@ -36,19 +36,29 @@ def message() -> Memory:
 # -- providers -------------------------------------------------------------------
 
 
-async def test_providers_that_answer_at_once_run_in_the_callers_task_without_a_task_each(
+async def test_a_provider_that_ties_state_to_its_task_runs_whole_in_one_task(
     runtime: AgentRuntime,
 ) -> None:
-    tasks: list[asyncio.Task[Any] | None] = []
+    # anyio's cancel scopes (the OpenAI client's HTTP calls) and asyncio.timeout
+    # must be left in the task that entered them: a provider that starts in one
+    # task and goes on in another fails ("exit cancel scope in a different task").
+    seen: dict[str, list[asyncio.Task[Any] | None]] = {"A": [], "B": []}
 
-    async def get(rt: AgentRuntime, m: Memory, s: State) -> ProviderResult:
-        tasks.append(asyncio.current_task())
-        return ProviderResult(text="now")
+    def provider(name: str) -> Provider:
+        async def get(rt: AgentRuntime, m: Memory, s: State) -> ProviderResult:
+            seen[name].append(asyncio.current_task())
+            async with asyncio.timeout(5):
+                await asyncio.sleep(0)
+            seen[name].append(asyncio.current_task())
+            return ProviderResult(text="now")
 
-    runtime.providers = [Provider("A", get), Provider("B", get)]
+        return Provider(name, get)
+
+    runtime.providers = [provider("A"), provider("B")]
     state = await runtime.compose_state(message())
     assert state.text == "now\n\nnow"
-    assert tasks == [asyncio.current_task()] * 2
+    assert not state.data.get("provider_errors")
+    assert all(before is after for before, after in seen.values())
 
 
 async def test_providers_that_wait_wait_side_by_side(runtime: AgentRuntime) -> None:
