@@ -42,8 +42,8 @@ from shared.telemetry import QuietTracerProvider, consumed
 
 logger = logging.getLogger("elizamesh.bus")
 
-RequestHandler = Callable[[Msg], Awaitable[Message]]
-"""Answers one request: its typed result, or raises (a ``ServiceError``, or anything else)."""
+RequestHandler = Callable[[Msg], Awaitable[Message | None]]
+"""Answers one request: its typed result, None to answer later itself, or raises."""
 
 CORRELATION_HEADER = "correlation_id"
 """The header FastStream's requests carry their correlation id in, echoed on the reply."""
@@ -54,6 +54,7 @@ class RequestServer:
 
     At most ``max_workers`` requests run at once; the others wait in the
     subscription's pending queue, as they did in FastStream's subscriber.
+    ``queue`` is the queue group; "" for none (every instance gets every request).
     """
 
     def __init__(
@@ -122,6 +123,8 @@ class RequestServer:
         try:
             with _continued_trace(msg, headers):
                 result = await self.handler(msg)
+            if result is None:
+                return  # the handler answers later, itself
             body = msgspec.json.encode(result)
         except Exception as exc:
             error = as_service_error(exc)
@@ -191,7 +194,7 @@ def serve_requests(
             the server starts with its next ``start``.
         subject: The subject to subscribe to (wildcards allowed).
         handler: Returns the reply to a request, or raises (see ``RequestHandler``).
-        queue: The queue group: each request goes to one member.
+        queue: The queue group: each request goes to one member ("": to every instance).
         max_workers: Requests handled at once by this process.
 
     Raises:

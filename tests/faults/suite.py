@@ -152,22 +152,28 @@ async def connect(url: str) -> Client:
     return await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
 
 
+async def health_answers(nc: Client, running: Stack) -> list[ServiceHealth]:
+    """Every service instance's answer to ``<ns>.health`` within half a second."""
+    decoder = msgspec.json.Decoder(ServiceHealth)
+    answers: list[ServiceHealth] = []
+
+    async def collect(msg: Msg) -> None:
+        if msg.data:  # not the server's no-responders status
+            answers.append(decoder.decode(msg.data))
+
+    inbox = nc.new_inbox()
+    subscription = await nc.subscribe(inbox, cb=collect)
+    await nc.publish(running.subjects.health, msgspec.json.encode(CheckHealth()), reply=inbox)
+    await asyncio.sleep(0.5)
+    await subscription.unsubscribe()
+    return answers
+
+
 async def wait_ready(nc: Client, running: Stack, runtimes: int, *, timeout: float = 120) -> None:
     """Wait until ``runtimes`` runtime replicas answer ``<ns>.health`` as ok."""
     deadline = time.monotonic() + timeout
-    decoder = msgspec.json.Decoder(ServiceHealth)
     while time.monotonic() < deadline:
-        answers: list[ServiceHealth] = []
-
-        async def collect(msg: Msg, into: list[ServiceHealth] = answers) -> None:
-            if msg.data:  # not the server's no-responders status
-                into.append(decoder.decode(msg.data))
-
-        inbox = nc.new_inbox()
-        subscription = await nc.subscribe(inbox, cb=collect)
-        await nc.publish(running.subjects.health, msgspec.json.encode(CheckHealth()), reply=inbox)
-        await asyncio.sleep(0.5)
-        await subscription.unsubscribe()
+        answers = await health_answers(nc, running)
         if sum(1 for a in answers if a.service == "runtime" and a.ok) >= runtimes:
             return
     raise AssertionError(f"{runtimes} runtime replicas were not ready in {timeout:g}s")
@@ -234,8 +240,25 @@ Fault = Callable[[Stack], Awaitable[None]]
 
 
 async def kill_replica(running: Stack) -> None:
-    """``kill -9`` one runtime replica (the other carries on alone)."""
-    running.kill("runtime-0")
+    """``kill -9`` the runtime replica that holds the most rooms (the other carries on alone).
+
+    Rooms go to whichever replica claims them first: killing a fixed one
+    could kill one that holds none, and test nothing.
+    """
+    nc = await connect(running.nats.url)
+    try:
+        answers = await health_answers(nc, running)
+    finally:
+        await nc.close()
+    held = {
+        int(a.instance.rpartition(":")[2]): int(a.details.get("rooms_held", 0))
+        for a in answers
+        if a.service == "runtime"
+    }
+    replicas = [name for name in running.processes if name.startswith("runtime-")]
+    victim = max(replicas, key=lambda name: held.get(running.processes[name].pid, -1))
+    print(f"          killing {victim}: rooms held {held}", flush=True)
+    running.kill(victim)
 
 
 async def restart_nats(running: Stack) -> None:
