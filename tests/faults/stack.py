@@ -207,6 +207,8 @@ class Stack:
     env: dict[str, str]
     processes: dict[str, subprocess.Popen[bytes]]
     _stack: ExitStack
+    killed_at: dict[str, float] = field(default_factory=dict)
+    """When each process was sent ``kill -9`` (monotonic seconds)."""
 
     def start(self, name: str, service: str) -> subprocess.Popen[bytes]:
         """Start ``python -m services.<service>`` as ``name`` (its log: ``<root>/<name>.log``)."""
@@ -219,6 +221,7 @@ class Stack:
     def kill(self, name: str) -> None:
         """``kill -9`` the process ``name``."""
         process = self.processes.pop(name)
+        self.killed_at[name] = time.monotonic()
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
 

@@ -346,7 +346,9 @@ def _count(
     delivered, asked = running.calls.delivered, running.calls.asked
     for m in every:
         at = running.calls.delivered_at.get(m.message_id, [])
-        died = figures.fault_at if figures.scenario == "kill" else -1.0
+        # The kill itself, after the victim was chosen (fault_at is before that).
+        replicas = [t for name, t in running.killed_at.items() if name.startswith("runtime-")]
+        died = max(replicas) if figures.scenario == "kill" and replicas else -1.0
         first_asked = running.calls.first_call.get(m.message_id, died + 1)
         if len(at) > 1 and first_asked <= died + 0.05 and at[0] >= died - KILL_WINDOW:
             # Asked before the kill, answered just before it or after it: the
