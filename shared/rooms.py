@@ -143,6 +143,8 @@ class Arrival:
     correlation_id: str = ""
     done: asyncio.Future[object] | None = None
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    received_at: float = field(default_factory=time.time)
+    """When this replica got it (Unix seconds)."""
 
     @property
     def room(self) -> str:
@@ -169,24 +171,29 @@ def agreed_id(*parts: str | bytes) -> str:
 class Lease(NamedTuple):
     """What a lease says.
 
-    ``owner`` (``FREE`` once freed), when it was ``written`` (Unix seconds, None
-    if it did not say) and ``last_done``, the last message the owner finished.
+    ``owner`` (``FREE`` once freed), when it was ``written``, ``last_done``, the
+    last message the owner finished, and ``done_at``, when (Unix seconds; None
+    where it did not say).
     """
 
     owner: str
     written: float | None
     last_done: str | None
+    done_at: float | None
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _lease_of(value: bytes | None) -> Lease:
-    """Read ``<owner> <written> [<last message id>]`` (ids hold no spaces)."""
-    words = (value or b"").decode(errors="replace").split(" ", 2)
-    owner, written, last_done = [*words, "", ""][:3]
-    try:
-        at: float | None = float(written)
-    except ValueError:
-        at = None
-    return Lease(owner, at, last_done or None)
+    """Read ``<owner> <written> [<last message id> <when it was done>]`` (ids hold no spaces)."""
+    words = (value or b"").decode(errors="replace").split(" ", 3)
+    owner, written, last_done, done_at = [*words, "", "", ""][:4]
+    return Lease(owner, _seconds(written), last_done or None, _seconds(done_at))
 
 
 async def ensure_lease_bucket(broker: NatsBroker, subjects: Subjects, ttl: float) -> KeyValue:
@@ -244,6 +251,8 @@ class _Room:
     """Another replica holds the lease: the queue is copies of what it runs."""
     last_done: str | None = None
     """The id of the last message this replica finished in the room."""
+    done_at: float = 0.0
+    """When it finished it (Unix seconds)."""
     task: asyncio.Task[None] | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a message joins the queue (wakes an owner lingering on the room)."""
@@ -375,7 +384,7 @@ class RoomScheduler:
                             await asyncio.create_task(self.serve(arrival), context=arrival.context)
                         finally:
                             room.running = False
-                    room.last_done = arrival.request.message_id
+                    room.last_done, room.done_at = arrival.request.message_id, time.time()
                 if room.revision is not None and await self._linger(room):
                     continue
                 await self._release(room)
@@ -450,7 +459,7 @@ class RoomScheduler:
             room.revision, room.shadowing = entry.revision, False
             room.confirmed_at = time.monotonic()
             return True
-        self._drop_done(room, lease.last_done)
+        self._drop_done(room, lease)
         if lease.owner == FREE:  # its last owner finished what it had, and left
             taken = await self._update(room, entry.revision)
             room.owner_seen = None if taken else room.owner_seen
@@ -513,10 +522,21 @@ class RoomScheduler:
             logger.warning("room %s: its last owner %s still runs a turn; waiting", room.key, owner)
             await asyncio.sleep(RETRY_SECONDS)
 
-    def _drop_done(self, room: _Room, last_done: str | None) -> None:
-        """Drop the copies up to the last message the owner finished (the queue's order is its)."""
-        ids = [a.request.message_id if a.done is None else None for a in room.queue]
-        if last_done is None or last_done not in ids:
+    def _drop_done(self, room: _Room, lease: Lease) -> None:
+        """Drop the copies up to the last message the owner finished (the queue's order is its).
+
+        Only copies that arrived before the owner finished it: the same
+        message sent again later (its caller re-sends it) is a new arrival,
+        answered from its stored outcome by whoever runs the room next.
+        """
+        last_done, done_at = lease.last_done, lease.done_at
+        if last_done is None or done_at is None:
+            return
+        ids = [
+            a.request.message_id if a.done is None and a.received_at <= done_at else None
+            for a in room.queue
+        ]
+        if last_done not in ids:
             return
         for _ in range(ids.index(last_done) + 1):
             arrival = room.queue.popleft()
@@ -589,7 +609,9 @@ class RoomScheduler:
     def _lease_value(self, room: _Room, owner: str | None = None) -> bytes:
         """What a lease holds: its owner, when it was written and the last message finished."""
         value = f"{owner or self.replica_id} {time.time():.3f}"
-        return f"{value} {room.last_done}".encode() if room.last_done else value.encode()
+        if room.last_done:
+            value = f"{value} {room.last_done} {room.done_at:.3f}"
+        return value.encode()
 
     async def _release(self, room: _Room) -> None:
         """Mark the lease free, with the last message finished here, for whoever comes next."""

@@ -400,3 +400,24 @@ async def test_a_message_sent_without_an_id_is_handled_once_by_all_replicas(
         await nc.close()
     assert replicas.model.calls == 2  # one turn per send (two inboxes: two messages)
     assert all(h.rooms.queued() == [] for h in replicas.hosts)
+
+
+@pytest.mark.parametrize("replicas", [{"count": 1}, {"count": 2}], indirect=True)
+async def test_a_message_sent_again_after_its_room_was_freed_gets_its_stored_outcome(
+    replicas: Replicas,
+) -> None:
+    # The freed lease names the message its owner finished last: a copy of it
+    # that arrived before is dropped, the same message sent again later is not.
+    message = HandleMessage(
+        message_id="sent-twice",
+        entity_id="user-again",
+        room_id="room-again",
+        content=Content(text="once more room:room-again"),
+    )
+    subject = replicas.subjects.message_handle(AGENT)
+    first = await request(replicas.caller, subject, message, HandleMessageResult, timeout=30)
+    await asyncio.sleep(3 * replicas.hosts[0].rooms.renew_every)  # lingered, freed, pruned
+    again = await request(replicas.caller, subject, message, HandleMessageResult, timeout=10)
+    assert first.status == again.status == "completed"
+    assert again.response_messages == first.response_messages
+    assert replicas.model.calls == 1
