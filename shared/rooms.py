@@ -77,7 +77,7 @@ import logging
 import random
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -118,6 +118,9 @@ CLAIM_JITTER = 0.03
 CLAIM_PAUSE_PER_ROOM = 0.005
 """How many more seconds it waits per room it holds (so rooms spread over replicas)."""
 
+SETTLED_KEPT = 10_000
+"""How many (room, message) pairs a replica remembers having run or dropped."""
+
 FREE = "-"
 """The owner written in a lease that its last owner freed."""
 
@@ -143,8 +146,6 @@ class Arrival:
     correlation_id: str = ""
     done: asyncio.Future[object] | None = None
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
-    received_at: float = field(default_factory=time.time)
-    """When this replica got it (Unix seconds)."""
 
     @property
     def room(self) -> str:
@@ -297,6 +298,7 @@ class RoomScheduler:
         self._heartbeat: asyncio.Task[None] | None = None
         self._waiting_news: asyncio.Task[None] | None = None
         self._telling: set[asyncio.Task[None]] = set()
+        self._settled: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._subscription: Subscription | None = None
 
     def submit(self, arrival: Arrival) -> None:
@@ -385,6 +387,7 @@ class RoomScheduler:
                         finally:
                             room.running = False
                     room.last_done, room.done_at = arrival.request.message_id, time.time()
+                    self._settle(room.key, arrival.request.message_id)
                 if room.revision is not None and await self._linger(room):
                     continue
                 await self._release(room)
@@ -525,23 +528,34 @@ class RoomScheduler:
     def _drop_done(self, room: _Room, lease: Lease) -> None:
         """Drop the copies up to the last message the owner finished (the queue's order is its).
 
-        Only copies that arrived before the owner finished it: the same
-        message sent again later (its caller re-sends it) is a new arrival,
-        answered from its stored outcome by whoever runs the room next.
+        A message this replica already ran or dropped in the room is not a
+        copy: it was sent again (its caller re-sends it), and whoever runs the
+        room next answers it from its stored outcome.
         """
-        last_done, done_at = lease.last_done, lease.done_at
-        if last_done is None or done_at is None:
+        if lease.last_done is None:
             return
         ids = [
-            a.request.message_id if a.done is None and a.received_at <= done_at else None
+            a.request.message_id
+            if a.done is None and (room.key, a.request.message_id) not in self._settled
+            else None
             for a in room.queue
         ]
-        if last_done not in ids:
+        if lease.last_done not in ids:
             return
-        for _ in range(ids.index(last_done) + 1):
+        kept: list[Arrival] = []
+        for _ in range(ids.index(lease.last_done) + 1):
             arrival = room.queue.popleft()
-            if arrival.done is not None:  # an in-process caller: only here, it keeps its place
-                room.queue.append(arrival)
+            if arrival.done is not None or (room.key, arrival.request.message_id) in self._settled:
+                kept.append(arrival)  # not a copy of the owner's: it keeps its place
+            else:
+                self._settle(room.key, arrival.request.message_id)
+        room.queue.extendleft(reversed(kept))
+
+    def _settle(self, key: str, message_id: str) -> None:
+        """Remember that this replica ran or dropped ``message_id`` in the room ``key``."""
+        self._settled[(key, message_id)] = None
+        if len(self._settled) > SETTLED_KEPT:
+            self._settled.popitem(last=False)
 
     async def _wait_for_owner(self, room: _Room) -> None:
         """Wait a renewal's time (the owner writes what it finished); less once it looks gone.
