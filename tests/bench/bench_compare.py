@@ -92,8 +92,6 @@ CHOSEN = [
 ]
 COUNTED = ("TEXT_LARGE", "TEXT_SMALL", "reflection", "embeddings")
 LEVEL_TIMEOUT = 300.0
-KEEPALIVE_SECONDS = 2.0
-"""How long the HTTP clients keep an idle connection: less than the gateway's 5 s."""
 
 
 # -- elizaOS from npm --------------------------------------------------------------
@@ -322,16 +320,7 @@ class Distributed:
         """Warm the level's rooms up over HTTP, then measure its messages."""
         stack = self.stack
         data = level.as_json()
-        # Idle connections are dropped before uvicorn's own 5 s keep-alive ends: reusing one
-        # the server is closing at that moment fails with a ReadError.
-        limits = httpx.Limits(
-            max_connections=level.rooms,
-            max_keepalive_connections=level.rooms,
-            keepalive_expiry=KEEPALIVE_SECONDS,
-        )
-        async with httpx.AsyncClient(
-            base_url=stack.base_url, timeout=replicas.REQUEST_TIMEOUT, limits=limits
-        ) as http:
+        async with replicas.room_clients(stack.base_url, data["rooms"]) as http:
 
             async def say(room: str, text: str) -> float | str:
                 body = {
@@ -341,7 +330,8 @@ class Distributed:
                 }
                 started = time.perf_counter()
                 try:
-                    reply = await http.post(f"/v1/agents/{replicas.AGENT}/messages", json=body)
+                    path = f"/v1/agents/{replicas.AGENT}/messages"
+                    reply = await http[room].post(path, json=body)
                 except httpx.HTTPError as exc:
                     return type(exc).__name__
                 if not reply.is_success:

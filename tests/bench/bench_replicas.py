@@ -32,8 +32,8 @@ import subprocess
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,6 +236,35 @@ class Phase:
         return len(self.latencies)
 
 
+KEEPALIVE_SECONDS = 2.0
+"""How long a client keeps an idle connection: less than uvicorn's 5 s keep-alive, so a
+connection the gateway is closing at that moment is not reused (a ``ReadError``)."""
+
+
+@asynccontextmanager
+async def room_clients(
+    base_url: str, rooms: Sequence[str]
+) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    """One HTTP client (one keep-alive connection) per room, as one user per chat would have.
+
+    Not one client with a pool for all rooms: httpcore's pool looks at every
+    connection for every request it places (``has_expired`` reads the socket
+    each time), so at 64 rooms half the load generator's CPU went there and
+    a request waited up to 2.5 s for its connection on a busy machine: the
+    figures measured the client, not the stack.
+    """
+    limits = httpx.Limits(
+        max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_SECONDS
+    )
+    async with AsyncExitStack() as stack:
+        yield {
+            room: await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT, limits=limits)
+            )
+            for room in rooms
+        }
+
+
 async def say(http: httpx.AsyncClient, room: str, text: str) -> float | str:
     """Send one message; return its latency in seconds, or why it failed."""
     body = {"entity_id": f"user-{room}", "room_id": room, "content": {"text": text}}
@@ -252,19 +281,13 @@ async def say(http: httpx.AsyncClient, room: str, text: str) -> float | str:
 async def phase(stack: Stack, replicas: int, round_: int) -> Phase:
     """Warm up ``ROOMS`` new rooms, then measure ``MESSAGES`` messages in each, side by side."""
     rooms = [f"r{replicas}-{round_}-{i}" for i in range(ROOMS)]
-    # Below uvicorn's 5 s keep-alive: a connection the server is closing is not reused.
-    limits = httpx.Limits(
-        max_connections=ROOMS, max_keepalive_connections=ROOMS, keepalive_expiry=2.0
-    )
-    async with httpx.AsyncClient(
-        base_url=stack.base_url, timeout=REQUEST_TIMEOUT, limits=limits
-    ) as http:
-        await asyncio.gather(*(say(http, room, "hello") for room in rooms))
+    async with room_clients(stack.base_url, rooms) as http:
+        await asyncio.gather(*(say(http[room], room, "hello") for room in rooms))
         await idle(stack)
         before = cpu_ms(stack.labels)
 
         async def client(room: str) -> list[float | str]:
-            return [await say(http, room, f"message {i}") for i in range(MESSAGES)]
+            return [await say(http[room], room, f"message {i}") for i in range(MESSAGES)]
 
         started = time.perf_counter()
         async with asyncio.timeout(PHASE_TIMEOUT):
