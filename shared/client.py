@@ -15,6 +15,7 @@ its runs are its own, the only ones it may follow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ from types import TracebackType
 from typing import Self
 
 import msgspec
+import nats.errors
 from faststream.nats import NatsBroker
+from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from contracts import Content, HandleMessage, HandleMessageResult, Subjects
@@ -94,6 +97,7 @@ class ElizaOSClient:
         inbox = inbox_of(connector) if connector is not None else None
         self.broker: NatsBroker = create_broker(nats_url, name=name, inbox_prefix=inbox)
         self._background: set[asyncio.Task[None]] = set()
+        self._event_subscriptions: set[Subscription] = set()
 
     async def connect(self) -> Self:
         """Connect to NATS; return the client."""
@@ -101,8 +105,11 @@ class ElizaOSClient:
         return self
 
     async def close(self) -> None:
-        """Wait for the runs being followed, then disconnect."""
+        """Wait for the runs being followed, end the ``events`` iterations, then disconnect."""
         await asyncio.gather(*self._background, return_exceptions=True)
+        # An iteration left open would hold the connection's drain for its whole timeout (30 s).
+        for subscription in list(self._event_subscriptions):
+            await self._unsubscribe(subscription)
         await self.broker.stop()
 
     async def __aenter__(self) -> Self:
@@ -329,13 +336,20 @@ class ElizaOSClient:
             ordered_consumer=True,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
         )
+        self._event_subscriptions.add(subscription)
         decoder = msgspec.json.Decoder(AgentEventOccurred)
         try:
             while True:
                 msg = await subscription.next_msg(timeout=None)
                 yield decoder.decode(msg.data)
         finally:
-            await subscription.unsubscribe()
+            await self._unsubscribe(subscription)
+
+    async def _unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._event_subscriptions:
+            self._event_subscriptions.discard(subscription)
+            with contextlib.suppress(nats.errors.Error):  # the connection is gone already
+                await subscription.unsubscribe()
 
 
 class RunFailedError(RuntimeError):

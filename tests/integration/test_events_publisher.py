@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind
 from contracts import Subjects
 from contracts.events import AgentEventOccurred
 from shared.bus import create_broker, ensure_stream, subscriptions_registered
+from shared.client import ElizaOSClient
 from shared.events import EventPublisher
 from shared.telemetry import span
 
@@ -176,3 +177,23 @@ async def test_the_trace_of_the_turn_travels_in_the_headers(
     assert produced.parent is not None
     assert produced.parent.span_id == turn.get_span_context().span_id
     assert f"{produced.context.span_id:016x}" in headers["traceparent"]
+
+
+async def test_a_client_closed_while_it_iterates_events_closes_at_once(
+    nats_url: str, broker: NatsBroker, subjects: Subjects, events_stream: str
+) -> None:
+    client = await ElizaOSClient(nats_url, namespace=subjects.namespace).connect()
+    events = client.events(event_type="run.started")
+    first = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0.3)  # the ordered consumer is in place before the events
+    publisher = EventPublisher(broker, stream=events_stream)
+    for i in range(3):
+        await publisher.publish(event(i), subjects.event("agent-1", "run.started"))
+    await publisher.close()
+    assert (await asyncio.wait_for(first, 10)).data == {"i": 0}
+    # The iteration stops there, as a program may leave it, with two events delivered
+    # to it and not read: they held the connection's drain for its whole 30 s timeout.
+
+    await asyncio.wait_for(client.close(), 10)
+
+    await events.aclose()
