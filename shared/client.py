@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -319,8 +319,11 @@ class ElizaOSClient:
 
     async def events(
         self, *, agent_id: str | None = None, event_type: str | None = None
-    ) -> AsyncIterator[AgentEventOccurred]:
-        """Lifecycle events from now on (``message.sent``, ``run.ended``, ...), until you stop."""
+    ) -> AsyncGenerator[AgentEventOccurred, None]:
+        """Lifecycle events from now on (``message.sent``, ``run.ended``, ...), until you stop.
+
+        ``aclose()`` it, or close the client, to end it.
+        """
         if agent_id is not None and event_type is not None:
             subject = self.subjects.event(agent_id, event_type)
         elif agent_id is not None:
