@@ -62,7 +62,7 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: $(RUN_STAMP)  ## start NATS and the services, send a message, stop everything
+demo: $(RUN_STAMP)  ## one agent in this process (local models, SQLite): one message streamed, then a memory search
 	$(BIN)/elizamesh demo
 
 bench: setup  ## throughput figures: the embedded pipeline, the local models, the distributed stack
