@@ -88,6 +88,25 @@ class Replicas:
             timeout=timeout,
         )
 
+    async def send_eight(self, room: str, *, apart: float) -> list[int]:
+        """Send 8 messages to ``room``, ``apart`` seconds apart, all in flight together.
+
+        Returns their numbers in the order they were answered (each completed).
+        """
+        done: list[int] = []
+
+        async def send(i: int) -> None:
+            result = await self.send(f"message number {i}", room)
+            assert result.status == "completed", result.error
+            done.append(i)
+
+        sends = []
+        for i in range(8):
+            sends.append(asyncio.create_task(send(i)))
+            await asyncio.sleep(apart)
+        await asyncio.gather(*sends)
+        return done
+
 
 async def _replica(
     nats_url: str,
@@ -177,19 +196,7 @@ async def test_messages_of_one_room_are_answered_in_the_order_they_were_sent(
 ) -> None:
     # Every replica receives every message in the server's order, so the
     # order holds however close together they come.
-    done: list[int] = []
-
-    async def send(i: int) -> None:
-        result = await replicas.send(f"message number {i}", "room-order")
-        assert result.status == "completed", result.error
-        done.append(i)
-
-    sends = []
-    for i in range(8):  # all in flight together
-        sends.append(asyncio.create_task(send(i)))
-        await asyncio.sleep(apart)
-    await asyncio.gather(*sends)
-    assert done == list(range(8))
+    assert await replicas.send_eight("room-order", apart=apart) == list(range(8))
     assert replicas.model.most["room-order"] == 1
 
 
@@ -338,19 +345,7 @@ async def test_a_replica_that_lags_behind_changes_no_room_order(replicas: Replic
         loop.call_later(0.3, on_time, arrival)
 
     lagging.submit = late  # type: ignore[method-assign]
-    done: list[int] = []
-
-    async def send(i: int) -> None:
-        result = await replicas.send(f"message number {i}", "room-lag")
-        assert result.status == "completed", result.error
-        done.append(i)
-
-    sends = []
-    for i in range(8):
-        sends.append(asyncio.create_task(send(i)))
-        await asyncio.sleep(0.02)
-    await asyncio.gather(*sends)
-    assert done == list(range(8))
+    assert await replicas.send_eight("room-lag", apart=0.02) == list(range(8))
     assert replicas.model.most["room-lag"] == 1
 
 
