@@ -172,15 +172,14 @@ def agreed_id(*parts: str | bytes) -> str:
 class Lease(NamedTuple):
     """What a lease says.
 
-    ``owner`` (``FREE`` once freed), when it was ``written``, ``last_done``, the
-    last message the owner finished, and ``done_at``, when (Unix seconds; None
-    where it did not say).
+    ``owner`` (``FREE`` once freed), when it was ``written`` (Unix seconds;
+    None where it did not say), and ``last_done``, the last message the owner
+    finished.
     """
 
     owner: str
     written: float | None
     last_done: str | None
-    done_at: float | None
 
 
 def _seconds(text: str) -> float | None:
@@ -191,10 +190,10 @@ def _seconds(text: str) -> float | None:
 
 
 def _lease_of(value: bytes | None) -> Lease:
-    """Read ``<owner> <written> [<last message id> <when it was done>]`` (ids hold no spaces)."""
+    """Read ``<owner> <written> [<last message id>]`` (ids hold no spaces; more words ignored)."""
     words = (value or b"").decode(errors="replace").split(" ", 3)
-    owner, written, last_done, done_at = [*words, "", "", ""][:4]
-    return Lease(owner, _seconds(written), last_done or None, _seconds(done_at))
+    owner, written, last_done = [*words, "", ""][:3]
+    return Lease(owner, _seconds(written), last_done or None)
 
 
 async def ensure_lease_bucket(broker: NatsBroker, subjects: Subjects, ttl: float) -> KeyValue:
@@ -252,8 +251,6 @@ class _Room:
     """Another replica holds the lease: the queue is copies of what it runs."""
     last_done: str | None = None
     """The id of the last message this replica finished in the room."""
-    done_at: float = 0.0
-    """When it finished it (Unix seconds)."""
     task: asyncio.Task[None] | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a message joins the queue (wakes an owner lingering on the room)."""
@@ -386,7 +383,7 @@ class RoomScheduler:
                             await asyncio.create_task(self.serve(arrival), context=arrival.context)
                         finally:
                             room.running = False
-                    room.last_done, room.done_at = arrival.request.message_id, time.time()
+                    room.last_done = arrival.request.message_id
                     self._settle(room.key, arrival.request.message_id)
                 if room.revision is not None and await self._linger(room):
                     continue
@@ -505,7 +502,7 @@ class RoomScheduler:
         every room. A random part breaks ties, a part per held room (5 ms,
         at most 0.1 s) leaves new rooms to the less busy replicas.
         """
-        held = sum(1 for r in self._rooms.values() if r.revision is not None)
+        held = len(self.held())
         return random.uniform(0, CLAIM_JITTER) + min(held * CLAIM_PAUSE_PER_ROOM, 0.1)  # noqa: S311 - not secret
 
     async def _until_idle(self, room: _Room) -> None:
@@ -624,7 +621,7 @@ class RoomScheduler:
         """What a lease holds: its owner, when it was written and the last message finished."""
         value = f"{owner or self.replica_id} {time.time():.3f}"
         if room.last_done:
-            value = f"{value} {room.last_done} {room.done_at:.3f}"
+            value = f"{value} {room.last_done}"
         return value.encode()
 
     async def _release(self, room: _Room) -> None:

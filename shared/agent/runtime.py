@@ -71,7 +71,7 @@ from shared.errors import BadRequest, Conflict, NotFound
 from shared.storage.adapter import DatabaseAdapter
 from shared.storage.delegation import StorageDelegation
 from shared.storage.validation import check_id
-from shared.telemetry import MODEL_CALLS, recorded, span, timed
+from shared.telemetry import MODEL_CALLS, span, timed
 
 logger = logging.getLogger("elizamesh.runtime")
 T = TypeVar("T")
@@ -855,8 +855,7 @@ class AgentRuntime(StorageDelegation):
 
         Without ``only_include``, every provider that is neither private nor
         dynamic runs, plus those in ``include_list`` and ``required``.
-        Providers run concurrently (each in a copy of the context, as a task
-        would; only those that wait get a task) and appear in ``position`` order. Results
+        Providers run concurrently (a task each) and appear in ``position`` order. Results
         merge with the state already composed for the same message (a bounded
         cache). A provider that raises is left out and named in
         ``state.data["provider_errors"]``; the turn goes on. A name in
@@ -890,15 +889,8 @@ class AgentRuntime(StorageDelegation):
         cached = State() if skip_cache or turn is None or turn.state is None else turn.state
         base = State(values=dict(cached.values), data=dict(cached.data), text=cached.text)
         with span("compose state", **{"elizamesh.providers": len(selected)}):
-            # Asked once for all: a span per provider only when spans leave the process.
-            traced = recorded()
             outcomes = await _concurrently(
-                [
-                    partial(self._provide, p, message, base)
-                    if traced
-                    else partial(p.get, self, message, base)
-                    for p in selected
-                ]
+                [partial(self._provide, p, message, base) for p in selected]
             )
         composed = cached.data.get("providers")
         failed = cached.data.get("provider_errors")

@@ -1,7 +1,7 @@
 """What the runtime saves per turn keeps elizaOS's behaviour (issue 13).
 
-Providers and event handlers that answer without waiting run with no task
-of their own, yet still side by side and each in its own context; model
+Providers and event handlers run side by side, a task each (code that ties
+state to its task keeps working), each in its own context; model
 settings are read once per model type until a setting changes; audit rows
 logged outside a turn share a write, and each is stored when its call returns.
 """
