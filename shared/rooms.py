@@ -460,7 +460,11 @@ class RoomScheduler:
             room.confirmed_at = time.monotonic()
             return True
         self._drop_done(room, lease)
+        # Whoever holds the lease next writes what was finished last: not an older id of ours.
+        room.last_done = lease.last_done or room.last_done
         if lease.owner == FREE:  # its last owner finished what it had, and left
+            if not room.queue:  # it ran all we had: taking it would only churn the lease
+                return False
             taken = await self._update(room, entry.revision)
             room.owner_seen = None if taken else room.owner_seen
             return taken
@@ -540,12 +544,14 @@ class RoomScheduler:
         if lease.last_done not in ids:
             return
         kept: list[Arrival] = []
-        for _ in range(ids.index(lease.last_done) + 1):
+        # Decided once, from ``ids``: a message sent twice while queued is two
+        # copies, and dropping the first must not make the second look settled.
+        for copy_id in ids[: ids.index(lease.last_done) + 1]:
             arrival = room.queue.popleft()
-            if arrival.done is not None or (room.key, arrival.request.message_id) in self._settled:
+            if copy_id is None:
                 kept.append(arrival)  # not a copy of the owner's: it keeps its place
             else:
-                self._settle(room.key, arrival.request.message_id)
+                self._settle(room.key, copy_id)
         room.queue.extendleft(reversed(kept))
 
     def _settle(self, key: str, message_id: str) -> None:

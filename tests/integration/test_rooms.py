@@ -29,7 +29,7 @@ from shared.agent.types import ModelType, Plugin
 from shared.bus import create_broker, request, start_serving, subscriptions_registered
 from shared.config import Settings
 from shared.hosting import AgentHost, HostedAgents
-from shared.rooms import Arrival, ensure_lease_bucket
+from shared.rooms import LINGER_SECONDS, Arrival, ensure_lease_bucket
 from shared.storage.sql import SqlAdapter
 from tests.scripted import plan
 
@@ -416,3 +416,76 @@ async def test_a_message_sent_again_after_its_room_was_freed_gets_its_stored_out
     assert first.status == again.status == "completed"
     assert again.response_messages == first.response_messages
     assert replicas.model.calls == 1
+
+
+def _count_turns(hosts: list[AgentHost]) -> list[str]:
+    """Wrap each replica's turn runner; returns the message ids of every turn run, anywhere."""
+    ran: list[str] = []
+    for host in hosts:
+        serve = host.rooms.serve
+
+        async def counted(arrival: Arrival, serve: Any = serve) -> None:
+            ran.append(arrival.request.message_id)
+            await serve(arrival)
+
+        host.rooms.serve = counted
+    return ran
+
+
+async def test_a_message_sent_twice_while_queued_runs_twice_and_no_more(
+    replicas: Replicas,
+) -> None:
+    # Its caller re-sends a message still queued behind a slow turn: every
+    # replica holds two copies. The owner runs both (the second from the
+    # stored outcome); the shadows drop both, not only the first.
+    ran = _count_turns(replicas.hosts)
+    replicas.model.gate = asyncio.Event()
+    subject = replicas.subjects.message_handle(AGENT)
+
+    def message(message_id: str, text: str) -> HandleMessage:
+        content = Content(text=f"{text} room:room-resent")
+        return HandleMessage(
+            message_id=message_id, entity_id="user-resent", room_id="room-resent", content=content
+        )
+
+    async def send(message_id: str, text: str) -> HandleMessageResult:
+        sent = message(message_id, text)
+        return await request(replicas.caller, subject, sent, HandleMessageResult, timeout=30)
+
+    running = asyncio.create_task(send("resent-first", "first"))
+    await asyncio.wait_for(replicas.model.called.wait(), timeout=20)
+    queued = [asyncio.create_task(send("resent-twice", "twice")) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    queued.append(asyncio.create_task(send("resent-last", "last")))
+    await asyncio.sleep(0.3)  # queued on the owner, shadowed on the other
+    replicas.model.gate.set()
+    results = await asyncio.gather(running, *queued)
+    assert all(r.status == "completed" for r in results), [r.error for r in results]
+    await asyncio.sleep(3 * replicas.hosts[0].rooms.renew_every)  # lingered, freed, pruned
+    assert sorted(ran) == sorted(["resent-first", "resent-twice", "resent-twice", "resent-last"])
+    assert all(h.rooms.queued() == [] and h.rooms.held() == [] for h in replicas.hosts)
+
+
+@pytest.mark.parametrize("replicas", [{"count": 3}], indirect=True)
+async def test_a_freed_room_keeps_its_last_message_for_a_replica_that_lags_far_behind(
+    replicas: Replicas,
+) -> None:
+    # The second replica finds the room freed with nothing left for it to run:
+    # it leaves the lease as it is. Had it taken the lease and freed it again,
+    # it would have written its own (empty) last message over the owner's, and
+    # the third replica, whose copy comes after all that, would run it again.
+    ran = _count_turns(replicas.hosts)
+    lagging = replicas.hosts[2].rooms
+    on_time = lagging.submit
+    loop = asyncio.get_running_loop()
+    lag = 2 * lagging.renew_every + 2 * LINGER_SECONDS
+
+    def late(arrival: Arrival) -> None:
+        loop.call_later(lag, on_time, arrival)
+
+    lagging.submit = late  # type: ignore[method-assign]
+    result = await replicas.send("hello", "room-far-behind")
+    assert result.status == "completed", result.error
+    await asyncio.sleep(lag + 2 * lagging.renew_every)  # the late copy arrived, and was dropped
+    assert len(ran) == 1
+    assert all(h.rooms.queued() == [] and h.rooms.held() == [] for h in replicas.hosts)
