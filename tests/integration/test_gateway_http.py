@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -64,6 +66,52 @@ async def test_posting_a_message_returns_the_agents_reply(
     assert body["agent_id"] == "agent-1"
     assert body["did_respond"] is True
     assert body["response_content"]["text"] == "hello"
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """The loop's default executor, counting what is handed to a worker thread."""
+
+    handed: int = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.handed += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("keys", ["", "k1"])
+async def test_a_message_goes_through_the_gateway_without_a_worker_thread(
+    runtime: NatsBroker, settings: Settings, keys: str
+) -> None:
+    # A thread hop per request (a plain-function guard or dependency, run by
+    # Litestar in a worker thread) cost the gateway a fifth of its CPU.
+    port = free_port()
+    locked = Settings(
+        nats_url=settings.nats_url,
+        eliza_ns=settings.eliza_ns,
+        request_timeout=2,
+        gateway_api_keys=keys,
+    )
+    app = create_app(locked)
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    await asyncio.to_thread(wait_for_port, "127.0.0.1", port, timeout=10)
+    loop = asyncio.get_running_loop()
+    headers = {"X-API-Key": keys} if keys else {}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            warm = await http.post("/v1/agents/agent-1/messages", json=HELLO, headers=headers)
+            assert warm.status_code == 200, warm.text  # connected (its address looked up)
+            counting = CountingExecutor(max_workers=1)
+            loop.set_default_executor(counting)
+            for _ in range(3):
+                answer = await http.post("/v1/agents/agent-1/messages", json=HELLO, headers=headers)
+                assert answer.status_code == 200, answer.text
+            refused = await http.post("/v1/agents/agent-1/messages", json=HELLO)
+            assert refused.status_code == (401 if keys else 200)
+    finally:
+        server.should_exit = True
+        await serving
+    assert counting.handed == 0
 
 
 @pytest.mark.parametrize(
