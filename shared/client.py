@@ -286,7 +286,9 @@ class ElizaOSClient:
 
     async def health_check(self, *, window: float = 1.0) -> list[ServiceHealth]:
         """Every service instance's status, as measured now (a silent one is missing)."""
-        return await gather_health(self.broker, self.subjects, window=window)
+        return await gather_health(
+            self.broker.config.connection_state.connection, self.subjects, window=window
+        )
 
     async def agent_health(self, agent_ids: Sequence[str]) -> dict[str, AgentHealth]:
         """Probe each agent: the replica that answers checks that its storage responds."""

@@ -20,6 +20,7 @@ import msgspec
 import nats.js.errors
 from faststream.nats import NatsBroker
 from faststream.nats.subscriber import LogicSubscriber
+from nats.aio.client import Client as NATSClient
 from nats.aio.msg import Msg
 
 from contracts import Subjects
@@ -91,10 +92,12 @@ def subscription_health(name: str, subscriber: LogicSubscriber[Msg]) -> Consumer
 
 
 async def gather_health(
-    broker: NatsBroker, subjects: Subjects, *, window: float = 1.0
+    connection: NATSClient, subjects: Subjects, *, window: float = 1.0
 ) -> list[ServiceHealth]:
-    """Ask every service instance; return the answers received within ``window`` seconds."""
-    connection = broker.config.connection_state.connection
+    """Ask every service instance; return the answers received within ``window`` seconds.
+
+    ``connection``: any NATS connection (a broker's, or a plain client's).
+    """
     inbox = connection.new_inbox()
     answers: list[ServiceHealth] = []
 

@@ -321,7 +321,9 @@ async def ready(
     for probes; with one it also says why not and what every service instance
     reported: its consumers, their lag, and details such as the database latency.
     """
-    answers = await gather_health(broker, settings.subjects, window=0.5)
+    answers = await gather_health(
+        broker.config.connection_state.connection, settings.subjects, window=0.5
+    )
     problems = stack_ready(answers, READY_NEEDS)
     status = HTTP_503_SERVICE_UNAVAILABLE if problems else 200
     if not _authorized(request):

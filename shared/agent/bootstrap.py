@@ -28,7 +28,7 @@ from shared.agent.message_service import DefaultMessageService
 from shared.agent.prompts import compose_prompt
 from shared.agent.runtime import AgentRuntime, TargetInfo
 from shared.agent.tasks import TaskService
-from shared.agent.turn import current_turn, reflection_key
+from shared.agent.turn import current_turn, reflection_key, up_to
 from shared.agent.types import (
     Action,
     ActionResult,
@@ -130,14 +130,12 @@ async def recent_messages_provider(
     count = runtime.get_conversation_length()
     turn = current_turn()
     loaded = turn.recent_messages(message.room_id) if turn is not None else None
-    memories = (
-        loaded[:count]
-        if loaded is not None
-        else await runtime.adapter.get_memories(
+    if loaded is None:  # no turn loaded this room: as the turn would have, up to the message
+        stored = await runtime.adapter.get_memories(
             table_name="messages", room_id=message.room_id, count=count
         )
-    )
-    memories = _up_to(memories, message, runtime.agent_id)
+        loaded = up_to(stored, message, runtime.agent_id)
+    memories = loaded[:count]
     said = [m for m in reversed(memories) if m.content.metadata.get("type") != "action_result"]
     names = {e.id: (e.names[0] if e.names else e.id) for e in await _entities_of(runtime, said)}
     lines = [
@@ -147,25 +145,6 @@ async def recent_messages_provider(
     return ProviderResult(
         text=text, values={"recentMessages": "\n".join(lines)}, data={"recent_messages": said}
     )
-
-
-def _up_to(memories: Sequence[Memory], message: Memory, agent_id: str) -> list[Memory]:
-    """``memories`` (newest first) without the messages stored after ``message`` by others.
-
-    Nor the agent's replies to those; its other replies stay (one to an
-    earlier message may be stored after ``message`` arrived).
-    """
-    ids = [m.id for m in memories]
-    if message.id not in ids or ids[0] == message.id:
-        return list(memories)
-    at = ids.index(message.id)
-    later = {m.id for m in memories[:at] if m.entity_id != agent_id}
-    if not later:
-        return list(memories)
-    newer = [
-        m for m in memories[:at] if m.entity_id == agent_id and m.content.in_reply_to not in later
-    ]
-    return [*newer, *memories[at:]]
 
 
 async def _entities_of(runtime: AgentRuntime, memories: Sequence[Memory]) -> list[Entity]:
@@ -467,9 +446,10 @@ async def reflection_validate(runtime: AgentRuntime, message: Memory, state: Sta
         last = await runtime.adapter.get_cache(key)
         recent = None
     if recent is None:
-        recent = await runtime.adapter.get_memories(
+        stored = await runtime.adapter.get_memories(
             table_name="messages", room_id=message.room_id, count=runtime.get_conversation_length()
         )
+        recent = up_to(stored, message, runtime.agent_id)
     ids = [m.id for m in recent]
     since = ids.index(last) if isinstance(last, str) and last in ids else len(ids)
     return since > runtime.get_conversation_length() // 4

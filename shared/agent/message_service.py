@@ -63,7 +63,7 @@ from contracts.records import ChannelType, Entity, Memory, ParticipantState, Roo
 from contracts.turn import CacheEntry, Connection
 from shared.agent.interface import EvaluationSink, MessageOptions
 from shared.agent.prompts import compose_prompt
-from shared.agent.turn import Turn, current_turn, entered, outcome_key, reflection_key
+from shared.agent.turn import Turn, current_turn, entered, outcome_key, reflection_key, up_to
 from shared.agent.types import (
     Action,
     ActionResult,
@@ -667,6 +667,11 @@ class _Pipeline:
             recent_count=runtime.get_conversation_length(),
             outcome_key=outcome_key(message),
             cache_keys=[reflection_key(message.room_id), progress_key(message)],
+        )
+        # Everything the turn reads sees the room as it stood when the message came.
+        turn.context = msgspec.structs.replace(
+            turn.context,
+            recent_messages=up_to(turn.context.recent_messages, message, runtime.agent_id),
         )
         await runtime.announce_connection(turn.context, connection.source)
         agent = turn.context.agent

@@ -15,7 +15,7 @@ action results, logs and the outcome, in one transaction).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -71,6 +71,29 @@ class Turn:
     def has_writes(self) -> bool:
         """Say whether committing would write anything."""
         return bool(self.memories or self.facts or self.relationships or self.logs or self.cache)
+
+
+def up_to(memories: Sequence[Memory], message: Memory, agent_id: str) -> list[Memory]:
+    """``memories`` (newest first) without the messages stored after ``message`` by others.
+
+    Nor the agent's replies to those; its other replies stay (one to an
+    earlier message may be stored after ``message`` arrived). A message
+    answered late (its first turn broke off after storing it, and it came
+    again behind the room's later messages) is handled as the conversation
+    stood when it came: planned, decided on (should-respond, the reply limit
+    to other agents) and reflected on without what came after it.
+    """
+    ids = [m.id for m in memories]
+    if message.id not in ids or ids[0] == message.id:
+        return list(memories)
+    at = ids.index(message.id)
+    later = {m.id for m in memories[:at] if m.entity_id != agent_id}
+    if not later:
+        return list(memories)
+    newer = [
+        m for m in memories[:at] if m.entity_id == agent_id and m.content.in_reply_to not in later
+    ]
+    return [*newer, *memories[at:]]
 
 
 def outcome_key(message: Memory) -> str:

@@ -51,10 +51,9 @@ import msgspec
 import nats
 import nats.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from contracts import Content, Error, HandleMessage, HandleMessageResult
-from contracts.control import CheckHealth, ServiceHealth
+from shared.health import gather_health
 from tests.faults.stack import AGENT, Stack, replies_stored, stack, token
 
 SCENARIOS = ("kill", "nats", "postgres", "memory")
@@ -155,28 +154,11 @@ async def connect(url: str) -> Client:
     return await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
 
 
-async def health_answers(nc: Client, running: Stack) -> list[ServiceHealth]:
-    """Every service instance's answer to ``<ns>.health`` within half a second."""
-    decoder = msgspec.json.Decoder(ServiceHealth)
-    answers: list[ServiceHealth] = []
-
-    async def collect(msg: Msg) -> None:
-        if msg.data:  # not the server's no-responders status
-            answers.append(decoder.decode(msg.data))
-
-    inbox = nc.new_inbox()
-    subscription = await nc.subscribe(inbox, cb=collect)
-    await nc.publish(running.subjects.health, msgspec.json.encode(CheckHealth()), reply=inbox)
-    await asyncio.sleep(0.5)
-    await subscription.unsubscribe()
-    return answers
-
-
 async def wait_ready(nc: Client, running: Stack, runtimes: int, *, timeout: float = 120) -> None:
     """Wait until ``runtimes`` runtime replicas answer ``<ns>.health`` as ok."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        answers = await health_answers(nc, running)
+        answers = await gather_health(nc, running.subjects, window=0.5)
         if sum(1 for a in answers if a.service == "runtime" and a.ok) >= runtimes:
             return
     raise AssertionError(f"{runtimes} runtime replicas were not ready in {timeout:g}s")
@@ -250,7 +232,7 @@ async def kill_replica(running: Stack) -> None:
     """
     nc = await connect(running.nats.url)
     try:
-        answers = await health_answers(nc, running)
+        answers = await gather_health(nc, running.subjects, window=0.5)
     finally:
         await nc.close()
     held = {

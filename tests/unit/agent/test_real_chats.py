@@ -178,6 +178,31 @@ async def test_another_agent_in_a_dm_is_answered_up_to_the_limit(runtime: AgentR
     assert answered == [True, True, True, False, False]
 
 
+async def test_another_agents_message_answered_late_counts_only_the_answers_before_it(
+    runtime: AgentRuntime, model: ScriptedModel
+) -> None:
+    # Its first turn stored it and broke off (the model away); three later
+    # messages were answered meanwhile. Sent again, it is decided on as the
+    # room stood when it came: no answer to an agent before it, so it is
+    # answered, not held back by the reply limit the later answers reached.
+    def away(prompt: str) -> str:
+        raise RuntimeError("the model server is away")
+
+    model.large.append(away)
+
+    def ping(text: str) -> Memory:
+        return said(text, "dm-bob-late", entity="agent-bob", metadata={"isAgent": True})
+
+    first = ping("QfirstQ ping")
+    with pytest.raises(RuntimeError):
+        await handle(runtime, first)
+    later = [await handle(runtime, ping("ping")) for _ in range(3)]
+    assert [r.did_respond for r in later] == [True, True, True]
+    again = await handle(runtime, first)
+    assert again.did_respond, again.status
+    assert "QfirstQ" in model.prompts["TEXT_LARGE"][-1]
+
+
 # -- failed steps -----------------------------------------------------------------
 
 
