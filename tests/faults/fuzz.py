@@ -128,8 +128,9 @@ def targets(subjects: Subjects, replicas: set[str] | frozenset[str] = frozenset(
         elif template == subjects.agents_changed:
             found.append(Target(template, ("agent_id",), event=True))
         elif template == subjects.room_probe_template:
-            # A liveness probe: whatever the body, an empty answer.
-            probe = ("agent_id", "request", "reply_to")
+            # A liveness probe: its body is a room key (``<agent>.<room>``), so any
+            # body is one; the answer is empty (or ``busy``), never an error.
+            probe = ("room",)
             found.extend(Target(subjects.room_probe(r), probe) for r in sorted(replicas))
         elif "*" in template:
             found.extend(Target(template.replace("*", i), ("check_model",)) for i in ids)
