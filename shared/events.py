@@ -7,9 +7,10 @@ background. At most ``window`` acknowledgements are outstanding; past that,
 ``publish`` waits for room, so a slow or absent server pushes back on the
 turns instead of filling memory.
 
-Events are facts other services consume (the evaluator runs on them), so a
-loss is never silent: a publish the server refuses (no stream captures the
-subject, another stream than expected) or does not acknowledge within
+Events are facts other processes consume (connectors and clients follow them
+with ``ElizaOSClient.events()``; the stream keeps them for later readers),
+so a loss is never silent: a publish the server refuses (no stream captures
+the subject, another stream than expected) or does not acknowledge within
 ``ack_timeout`` is logged with its subject and counted, in ``failures`` and
 in the ``elizamesh.events.publish_failures`` counter. It does not raise into
 the turn that published it: a failing event is the bus's concern, not the
