@@ -130,11 +130,8 @@ async def recent_messages_provider(
     count = runtime.get_conversation_length()
     turn = current_turn()
     loaded = turn.recent_messages(message.room_id) if turn is not None else None
-    if loaded is None:  # no turn loaded this room: as the turn would have, up to the message
-        stored = await runtime.adapter.get_memories(
-            table_name="messages", room_id=message.room_id, count=count
-        )
-        loaded = up_to(stored, message, runtime.agent_id)
+    if loaded is None:  # no turn loaded this room
+        loaded = await _stored_up_to(runtime, message, count)
     memories = loaded[:count]
     said = [m for m in reversed(memories) if m.content.metadata.get("type") != "action_result"]
     names = {e.id: (e.names[0] if e.names else e.id) for e in await _entities_of(runtime, said)}
@@ -145,6 +142,18 @@ async def recent_messages_provider(
     return ProviderResult(
         text=text, values={"recentMessages": "\n".join(lines)}, data={"recent_messages": said}
     )
+
+
+async def _stored_up_to(runtime: AgentRuntime, message: Memory, count: int) -> list[Memory]:
+    """The room's last ``count`` messages from storage, newest first, as a turn sees them.
+
+    For reads outside a turn that loaded the room: ``up_to`` leaves out what
+    came after ``message``, as ``begin_turn``'s context is filtered.
+    """
+    stored = await runtime.adapter.get_memories(
+        table_name="messages", room_id=message.room_id, count=count
+    )
+    return up_to(stored, message, runtime.agent_id)
 
 
 async def _entities_of(runtime: AgentRuntime, memories: Sequence[Memory]) -> list[Entity]:
@@ -446,10 +455,7 @@ async def reflection_validate(runtime: AgentRuntime, message: Memory, state: Sta
         last = await runtime.adapter.get_cache(key)
         recent = None
     if recent is None:
-        stored = await runtime.adapter.get_memories(
-            table_name="messages", room_id=message.room_id, count=runtime.get_conversation_length()
-        )
-        recent = up_to(stored, message, runtime.agent_id)
+        recent = await _stored_up_to(runtime, message, runtime.get_conversation_length())
     ids = [m.id for m in recent]
     since = ids.index(last) if isinstance(last, str) and last in ids else len(ids)
     return since > runtime.get_conversation_length() // 4
