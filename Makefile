@@ -71,7 +71,7 @@ bench: setup  ## throughput figures: the embedded pipeline, the local models, th
 	$(BIN)/python -m tests.bench.bench_distributed
 	$(BIN)/python -m tests.bench.bench_replicas
 
-bench-compare: setup  ## elizaOS 1.7.2 vs elizamesh (embedded, distributed 1-2 replicas), interleaved; then replicas with a 0.5 s model
+bench-compare: setup  ## elizaOS 1.7.2 vs elizamesh (embedded; distributed, 1-2 replicas, over HTTP and NATS), interleaved; then replicas with a 0.5 s model
 	$(BIN)/python -m tests.bench.bench_compare
 	BENCH_MODEL_DELAY=0.5 $(BIN)/python -m tests.bench.bench_replicas
 

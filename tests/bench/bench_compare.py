@@ -8,9 +8,13 @@
 - ``embedded SQLite`` and ``embedded Postgres``: ``embedded_lane`` (the
   Postgres one in a temporary database on ``BENCH_POSTGRES_URL``, dropped at
   the end);
-- ``distributed 1`` and ``distributed 2``: the stack of ``bench_replicas``
-  (HTTP into the gateway, runtime replicas, memory on SQLite, embedding,
-  evaluator, over a bundled nats-server), with 1 and 2 runtime replicas.
+- ``distributed 1 HTTP``, ``distributed 2 HTTP``, ``distributed 1 NATS`` and
+  ``distributed 2 NATS``: the stack of ``bench_replicas`` (gateway, runtime
+  replicas, memory on SQLite, embedding, evaluator, over a bundled
+  nats-server) with 1 and 2 runtime replicas; messages come in over HTTP
+  (a keep-alive client per room into the gateway) or straight over NATS (one
+  ``ElizaOSClient``, as a connector, requesting
+  ``<ns>.agent.<id>.message.handle``; the gateway idles).
 
 Every lane: the same character (``character.json``), instant models (valid
 XML for the planner, should-respond and REFLECTION; 384-d vectors), and per
@@ -26,7 +30,7 @@ their one process (the in-process model included); embedded Postgres adds
 the server backends of its database (from ``pg_stat_activity``; the server's
 background processes are not counted); the distributed lanes count
 nats-server, gateway, runtimes, memory, embedding and evaluator, and show the
-fake model server and the HTTP clients apart. Ratios are to elizaOS in the
+fake model server and the clients (this process) apart. Ratios are to elizaOS in the
 same round, then the median over the rounds.
 
 Once the distributed stack is up and before any message, every message on
@@ -56,8 +60,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -67,6 +71,9 @@ import httpx
 import nats
 from nats.aio.msg import Msg
 
+from contracts import Content, HandleMessage
+from shared.client import ElizaOSClient
+from shared.errors import ServiceError
 from shared.natsserver import NatsServer, free_port
 from tests.bench import bench_replicas as replicas
 from tests.bench import workload
@@ -83,7 +90,15 @@ LEVELS = {
 POSTGRES_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql://postgres:postgres@127.0.0.1:5432/test"
 )
-LANES = ("elizaOS 1.7.2", "embedded SQLite", "embedded Postgres", "distributed 1", "distributed 2")
+LANES = (
+    "elizaOS 1.7.2",
+    "embedded SQLite",
+    "embedded Postgres",
+    "distributed 1 HTTP",
+    "distributed 1 NATS",
+    "distributed 2 HTTP",
+    "distributed 2 NATS",
+)
 CHOSEN = [
     lane
     for lane in LANES
@@ -92,6 +107,23 @@ CHOSEN = [
 ]
 COUNTED = ("TEXT_LARGE", "TEXT_SMALL", "reflection", "embeddings")
 LEVEL_TIMEOUT = 300.0
+Say = Callable[[str, str], Awaitable[float | str]]
+"""``say(room, text)``: one message sent and answered; its latency in s, or why it failed."""
+
+
+def lane_replicas(lane: str) -> int:
+    """Runtime replicas of a distributed lane (``distributed 2 NATS`` -> 2)."""
+    return int(lane.split()[1])
+
+
+def lane_tag(lane: str) -> str:
+    """The prefix of a lane's room ids: the distributed lanes share one database, not a room."""
+    return "-".join(lane.split()[1:])[:6].lower()
+
+
+def lane_transport(lane: str) -> str:
+    """How a distributed lane's messages come in: ``HTTP`` (the gateway) or ``NATS``."""
+    return lane.split()[2]
 
 
 # -- elizaOS from npm --------------------------------------------------------------
@@ -316,21 +348,44 @@ class Distributed:
                 seen["nats-server"] = workload.rss_mb(pid)
         return seen
 
-    async def level(self, lane: str, round_: int, level: Level) -> Measured:
-        """Warm the level's rooms up over HTTP, then measure its messages."""
-        stack = self.stack
-        data = level.as_json()
-        async with replicas.room_clients(stack.base_url, data["rooms"]) as http:
+    @asynccontextmanager
+    async def senders(self, transport: str, rooms: Sequence[str]) -> AsyncIterator[Say]:
+        """A ``say(room, text)`` sending over ``transport``: its latency in s, or why it failed.
 
-            async def say(room: str, text: str) -> float | str:
+        ``HTTP``: a client per room into the gateway (``POST /v1/agents/<id>/messages``).
+        ``NATS``: one ``ElizaOSClient`` for every room, as a connector has one
+        connection, requesting ``<ns>.agent.<id>.message.handle``; no gateway.
+        """
+        if transport == "NATS":
+            nats_url = self.stack.env["NATS_URL"]
+            async with ElizaOSClient(nats_url, timeout=LEVEL_TIMEOUT, name="bench") as client:
+
+                async def over_nats(room: str, text: str) -> float | str:
+                    message = HandleMessage(
+                        entity_id=f"user-{room}",
+                        room_id=room,
+                        content=Content(text=text, source="bench", channel_type="DM"),
+                    )
+                    started = time.perf_counter()
+                    try:
+                        await client.handle_message(replicas.AGENT, message)
+                    except ServiceError as exc:
+                        return f"{type(exc).__name__}: {str(exc)[:120]}"
+                    return time.perf_counter() - started
+
+                yield over_nats
+            return
+        async with replicas.room_clients(self.stack.base_url, rooms) as http:
+
+            async def over_http(room: str, text: str) -> float | str:
                 body = {
                     "entity_id": f"user-{room}",
                     "room_id": room,
                     "content": {"text": text, "source": "bench", "channel_type": "DM"},
                 }
+                path = f"/v1/agents/{replicas.AGENT}/messages"
                 started = time.perf_counter()
                 try:
-                    path = f"/v1/agents/{replicas.AGENT}/messages"
                     reply = await http[room].post(path, json=body)
                 except httpx.HTTPError as exc:
                     return type(exc).__name__
@@ -338,6 +393,13 @@ class Distributed:
                     return f"HTTP {reply.status_code}: {reply.text[:120]}"
                 return time.perf_counter() - started
 
+            yield over_http
+
+    async def level(self, lane: str, round_: int, level: Level) -> Measured:
+        """Warm the level's rooms up, then measure its messages (over the lane's transport)."""
+        stack = self.stack
+        data = level.as_json()
+        async with self.senders(lane_transport(lane), data["rooms"]) as say:
             await asyncio.gather(*(say(room, data["warmup"]) for room in data["rooms"]))
             await replicas.idle(stack)
             counts_before = self.model_counts()
@@ -370,7 +432,7 @@ class Distributed:
             delta(counts_before, counts_after),
             {
                 "not counted: fake model server": spent.get("model", 0.0),
-                "not counted: HTTP clients": spent.get("client", 0.0),
+                "not counted: clients": spent.get("client", 0.0),
             },
             {label: ms for label, ms in spent.items() if label in replicas.STACK},
         )
@@ -511,11 +573,11 @@ def run_round(
     """Every chosen lane at every level, in turn (reversed on even rounds)."""
     order = CHOSEN if round_ % 2 else list(reversed(CHOSEN))
     for lane in order:
-        levels = workload.levels(LEVELS, LEVELS, f"{lane.split()[-1][:6].lower()}-r{round_}")
+        levels = workload.levels(LEVELS, LEVELS, f"{lane_tag(lane)}-r{round_}")
         if lane.startswith("distributed"):
             if stack is None:
                 raise ValueError("the distributed lanes need the stack")
-            stack.stack.scale(int(lane.split()[-1]))
+            stack.stack.scale(lane_replicas(lane))
             for name, mb in stack.rss().items():
                 stack.rss_start.setdefault(name, mb)
             for level in levels:

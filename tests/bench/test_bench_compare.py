@@ -12,7 +12,13 @@ import pytest
 
 from shared.agent.xml import parse_key_value_xml
 from tests.bench import workload
-from tests.bench.bench_compare import install_elizaos
+from tests.bench.bench_compare import (
+    LANES,
+    install_elizaos,
+    lane_replicas,
+    lane_tag,
+    lane_transport,
+)
 
 
 def test_levels_give_every_lane_the_same_rooms_and_messages() -> None:
@@ -24,6 +30,18 @@ def test_levels_give_every_lane_the_same_rooms_and_messages() -> None:
     assert [len(texts) for texts in spec["messages"]] == [2] * 8
     assert spec["messages"][3][1] == levels[1].text(3, 1)
     assert levels[1].as_json() == spec
+
+
+def test_lanes_have_rooms_of_their_own_and_name_replicas_and_transport() -> None:
+    distributed = [lane for lane in LANES if lane.startswith("distributed")]
+
+    assert len({lane_tag(lane) for lane in LANES}) == len(LANES)
+    assert {(lane_replicas(lane), lane_transport(lane)) for lane in distributed} == {
+        (1, "HTTP"),
+        (2, "HTTP"),
+        (1, "NATS"),
+        (2, "NATS"),
+    }
 
 
 def test_instant_answers_are_the_xml_each_prompt_asks_for() -> None:
