@@ -29,12 +29,17 @@ class Failure:
     retry_after_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class Hangup:
+    """Close the connection on the next request, without an answer (a server that died)."""
+
+
 @dataclass
 class FakeOpenAI:
     """The server's state: its address, its script and what it was asked."""
 
     url: str = ""
-    script: list[str | Failure] = field(default_factory=list)
+    script: list[str | Failure | Hangup] = field(default_factory=list)
     default: str = (
         "<response><thought>t</thought><actions>REPLY</actions><text>fake reply</text></response>"
     )
@@ -74,7 +79,7 @@ class FakeOpenAI:
     def chat_requests(self) -> list[dict[str, Any]]:
         return [body for path, body in self.requests if path.endswith("/chat/completions")]
 
-    def next_reply(self, body: dict[str, Any]) -> str | Failure:
+    def next_reply(self, body: dict[str, Any]) -> str | Failure | Hangup:
         if self.script:
             return self.script.pop(0)
         return self.responder(body) if self.responder else self.default
@@ -180,6 +185,9 @@ def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def _chat(self, body: dict[str, Any]) -> None:
             reply = fake.next_reply(body)
+            if isinstance(reply, Hangup):
+                self.close_connection = True
+                return
             if isinstance(reply, Failure):
                 headers = (
                     {"retry-after-ms": str(reply.retry_after_ms)}

@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from elizamesh import AgentRuntime, Character, Content, Memory, ModelError, ModelType
 from elizamesh.plugins.openai import get_openai_plugin
+from shared.plugins.openai import close_clients
 from tests.fake_openai import Failure, FakeOpenAI
 from tests.scripted import plan
 
@@ -116,10 +117,13 @@ async def test_a_refused_key_unknown_model_and_bad_url_name_the_setting(
         },
     )
     await offline.register_plugin(get_openai_plugin())
-    with pytest.raises(
-        ModelError, match=r"cannot reach .*127\.0\.0\.1:9/v1: check OPENAI_BASE_URL"
-    ):
-        await offline.use_model(ModelType.TEXT_SMALL, {"prompt": "hi"})
+    try:
+        with pytest.raises(
+            ModelError, match=r"cannot reach .*127\.0\.0\.1:9/v1: check OPENAI_BASE_URL"
+        ):
+            await offline.use_model(ModelType.TEXT_SMALL, {"prompt": "hi"})
+    finally:
+        await close_clients(offline)
 
 
 async def test_embeddings_batch_in_one_request_in_order(

@@ -10,8 +10,8 @@ import pytest
 from elizamesh import AgentRuntime, Character, Content, Memory, ModelError, ModelType
 from elizamesh.plugins.openai import get_openai_plugin
 from shared.agent.message_service import MessageOptions
-from shared.plugins.openai import EmbeddingShapeError, ModelTimeoutError
-from tests.fake_openai import Failure, FakeOpenAI, fake_openai_server
+from shared.plugins.openai import EmbeddingShapeError, ModelTimeoutError, close_clients
+from tests.fake_openai import Failure, FakeOpenAI, Hangup, fake_openai_server
 from tests.scripted import plan
 from tests.unit.plugins.conftest import SYSTEM
 
@@ -133,6 +133,20 @@ async def test_a_timeout_names_openai_timeout_and_is_not_retried(
     assert len(fake.chat_requests()) == 1
 
 
+async def test_a_server_that_hangs_up_is_retried_then_named_unreachable(
+    fake: FakeOpenAI, runtime: AgentRuntime
+) -> None:
+    fake.script.extend([Hangup(), "fine"])
+    assert await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": "hi"}) == "fine"
+
+    runtime.set_setting("OPENAI_MAX_RETRIES", "0")
+    fake.script.append(Hangup())
+    with pytest.raises(ModelError, match=r"cannot reach .*: check OPENAI_BASE_URL") as failed:
+        await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": "hi"})
+    assert not isinstance(failed.value, ModelTimeoutError)
+    assert len(fake.chat_requests()) == 3
+
+
 async def test_a_500_is_retried_with_backoff(fake: FakeOpenAI, runtime: AgentRuntime) -> None:
     fake.script.extend([Failure(500, "boom", retry_after_ms=10), "fine"])
     assert await runtime.use_model(ModelType.TEXT_SMALL, {"prompt": "hi"}) == "fine"
@@ -219,8 +233,11 @@ async def test_an_unreachable_embedding_server_names_openai_embedding_url(
         },
     )
     await offline.register_plugin(get_openai_plugin())
-    with pytest.raises(ModelError, match=r"127\.0\.0\.1:9/v1: check OPENAI_EMBEDDING_URL"):
-        await offline.use_model(ModelType.TEXT_EMBEDDING, {"text": "ab"})
+    try:
+        with pytest.raises(ModelError, match=r"127\.0\.0\.1:9/v1: check OPENAI_EMBEDDING_URL"):
+            await offline.use_model(ModelType.TEXT_EMBEDDING, {"text": "ab"})
+    finally:
+        await close_clients(offline)
 
 
 async def test_object_models_ask_for_json_mode_or_the_given_schema(

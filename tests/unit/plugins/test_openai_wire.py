@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -13,6 +13,7 @@ import pytest
 
 from elizamesh import AgentRuntime, Character, ModelError, ModelType
 from elizamesh.plugins.openai import get_openai_plugin
+from shared.plugins.openai import close_clients
 
 
 @dataclass
@@ -59,7 +60,7 @@ def canned() -> Iterator[Canned]:
 
 
 @pytest.fixture
-async def agent(canned: Canned) -> AgentRuntime:
+async def agent(canned: Canned) -> AsyncIterator[AgentRuntime]:
     runtime = AgentRuntime(
         character=Character(name="x", system="Be brief."),
         settings={
@@ -69,7 +70,8 @@ async def agent(canned: Canned) -> AgentRuntime:
         },
     )
     await runtime.register_plugin(get_openai_plugin())
-    return runtime
+    yield runtime
+    await close_clients(runtime)  # only registered, never initialized: no service closes them
 
 
 async def test_a_chat_request_carries_the_key_and_the_parameters_as_json(
