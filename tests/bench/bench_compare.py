@@ -67,7 +67,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import asyncpg
-import httpx
 import nats
 from nats.aio.msg import Msg
 
@@ -378,20 +377,7 @@ class Distributed:
         async with replicas.room_clients(self.stack.base_url, rooms) as http:
 
             async def over_http(room: str, text: str) -> float | str:
-                body = {
-                    "entity_id": f"user-{room}",
-                    "room_id": room,
-                    "content": {"text": text, "source": "bench", "channel_type": "DM"},
-                }
-                path = f"/v1/agents/{replicas.AGENT}/messages"
-                started = time.perf_counter()
-                try:
-                    reply = await http[room].post(path, json=body)
-                except httpx.HTTPError as exc:
-                    return type(exc).__name__
-                if not reply.is_success:
-                    return f"HTTP {reply.status_code}: {reply.text[:120]}"
-                return time.perf_counter() - started
+                return await replicas.say(http[room], room, text, source="bench", channel_type="DM")
 
             yield over_http
 

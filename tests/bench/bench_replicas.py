@@ -265,9 +265,9 @@ async def room_clients(
         }
 
 
-async def say(http: httpx.AsyncClient, room: str, text: str) -> float | str:
-    """Send one message; return its latency in seconds, or why it failed."""
-    body = {"entity_id": f"user-{room}", "room_id": room, "content": {"text": text}}
+async def say(http: httpx.AsyncClient, room: str, text: str, **content: str) -> float | str:
+    """Send one message (``content``: more fields of its content); its latency in s, or why."""
+    body = {"entity_id": f"user-{room}", "room_id": room, "content": {"text": text, **content}}
     started = time.perf_counter()
     try:
         reply = await http.post(f"/v1/agents/{AGENT}/messages", json=body)

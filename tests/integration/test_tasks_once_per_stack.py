@@ -80,7 +80,8 @@ async def test_a_task_queued_once_runs_once_with_two_replicas_and_an_evaluator(
 
         return TaskWorker("digest", work)
 
-    async with AsyncExitStack() as exits:
+    # Inside the test's own task: a hang fails here, where the traceback shows what it awaited.
+    async with asyncio.timeout(90), AsyncExitStack() as exits:
         hosts = {
             "runtime-1": await host_agent(exits, nats_url, subjects, agent),
             "runtime-2": await host_agent(exits, nats_url, subjects, agent),
