@@ -636,9 +636,34 @@ def table(run: Run) -> list[str]:
                     pooled.update(m.parts)
                 split = per_process(pooled, sum(m.handled for m in group))
                 lines.append(f"{rooms:>5} {lane}, CPU ms/msg by process: {split}")
+    lines.extend(replica_gain(run.results))
     for lane, processes in run.rss.items():
         sizes = ", ".join(f"{name} {a:.0f}->{b:.0f}" for name, (a, b) in processes.items())
         lines.append(f"RSS MB after start -> after the run, {lane}: {sizes}")
+    return lines
+
+
+def replica_gain(results: Sequence[Measured]) -> list[str]:
+    """Per level and transport, 2 replicas' msg/s over 1's: the median of the rounds' ratios.
+
+    Each round runs both lanes on the same stack, so a round's ratio is free
+    of the machine's drift between rounds. Empty without both lanes.
+    """
+    rates = {(m.lane, m.rooms, m.round): m.rate for m in results}
+    lines = []
+    for rooms in sorted({m.rooms for m in results}):
+        shown = []
+        for transport in ("HTTP", "NATS"):
+            ratios = [
+                two / one
+                for (lane, at, round_), two in rates.items()
+                if lane == f"distributed 2 {transport}" and at == rooms
+                if (one := rates.get((f"distributed 1 {transport}", rooms, round_)))
+            ]
+            if ratios:
+                shown.append(f"{transport} x{statistics.median(ratios):.2f}")
+        if shown:
+            lines.append(f"{rooms:>5} rooms, msg/s of 2 replicas over 1: {', '.join(shown)}")
     return lines
 
 

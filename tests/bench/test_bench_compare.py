@@ -14,10 +14,12 @@ from shared.agent.xml import parse_key_value_xml
 from tests.bench import workload
 from tests.bench.bench_compare import (
     LANES,
+    Measured,
     install_elizaos,
     lane_replicas,
     lane_tag,
     lane_transport,
+    replica_gain,
 )
 
 
@@ -42,6 +44,25 @@ def test_lanes_have_rooms_of_their_own_and_name_replicas_and_transport() -> None
         (1, "NATS"),
         (2, "NATS"),
     }
+
+
+def test_replica_gain_is_the_median_of_each_rounds_ratio_of_two_replicas_to_one() -> None:
+    def measured(lane: str, rooms: int, round_: int, seconds: float) -> Measured:
+        return Measured(lane, rooms, round_, 10, [0.1] * 10, seconds, 100.0, {})
+
+    results = [
+        measured("distributed 1 NATS", 8, 1, 1.0),  # 10 msg/s
+        measured("distributed 2 NATS", 8, 1, 0.5),  # 20 msg/s: x2
+        measured("distributed 1 NATS", 8, 2, 0.5),  # 20 msg/s
+        measured("distributed 2 NATS", 8, 2, 1.0),  # 10 msg/s: x0.5
+        measured("distributed 1 NATS", 8, 3, 1.0),
+        measured("distributed 2 NATS", 8, 3, 0.9),  # x1.11, the median (the mean: x1.20)
+        measured("distributed 1 HTTP", 64, 1, 1.0),  # no 2-replica lane at 64 rooms
+        measured("elizaOS 1.7.2", 8, 1, 1.0),
+    ]
+
+    assert replica_gain(results) == ["    8 rooms, msg/s of 2 replicas over 1: NATS x1.11"]
+    assert replica_gain(results[-2:]) == []
 
 
 def test_instant_answers_are_the_xml_each_prompt_asks_for() -> None:
